@@ -1,0 +1,368 @@
+//! The event ABI shared by nixtrace's eBPF programs (`tracer-ebpf`) and its
+//! userspace collector (`nixtrace`).
+//!
+//! Every record the kernel sends through the `EVENTS` ring buffer starts with
+//! an [`EventHeader`]; its `kind` says which fixed-size struct follows, and
+//! that struct's `*_len` fields say how many string bytes trail it, in the
+//! order the fields are declared. Strings carry no NUL terminator.
+//!
+//! Paths the kernel reconstructs itself by walking dentries (mmap'd files,
+//! the directory of a relative open) are sent as *reversed components*: the
+//! leaf name first, each component followed by one NUL byte, up to the root.
+//! Userspace reverses and joins them ([`join_reversed_components`]). This keeps
+//! the kernel-side walk a simple forward append, which the verifier accepts.
+//!
+//! The layout is `#[repr(C)]` with explicit padding, so both sides agree by
+//! construction; `tracer/tests` and the unit tests below pin the sizes.
+#![no_std]
+
+/// Bytes of NUL-separated argv captured per exec (from the new image's
+/// `mm->arg_start`); longer command lines are cut and flagged.
+pub const ARGV_MAX: usize = 1024;
+/// Bytes of a path as the program passed it (open, exec).
+pub const PATH_MAX: usize = 4096;
+/// Bytes of a path the kernel reconstructs from dentries.
+pub const WALK_PATH_MAX: usize = 4096;
+/// Most path components a dentry walk follows before it gives up and marks
+/// the path truncated.
+pub const WALK_DEPTH_MAX: u32 = 48;
+/// Size of the per-CPU scratch buffer that records are assembled in.
+pub const SCRATCH_SIZE: usize = 16384;
+
+/// Ring buffer size in bytes (a power of two multiple of the page size).
+pub const RING_BUFFER_BYTES: u32 = 64 << 20;
+
+/// Which fixed part follows the header.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Fork = 1,
+    Exec = 2,
+    ExecFailed = 3,
+    Exit = 4,
+    Open = 5,
+    Mmap = 6,
+    CgroupMkdir = 7,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        EventKind::Fork,
+        EventKind::Exec,
+        EventKind::ExecFailed,
+        EventKind::Exit,
+        EventKind::Open,
+        EventKind::Mmap,
+        EventKind::CgroupMkdir,
+    ];
+
+    pub fn from_u32(kind: u32) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| *k as u32 == kind)
+    }
+
+    /// The name used for this probe in the trace header and loss counts.
+    pub fn probe_name(self) -> &'static str {
+        match self {
+            EventKind::Fork => "fork",
+            EventKind::Exec => "exec",
+            EventKind::ExecFailed => "exec_failed",
+            EventKind::Exit => "exit",
+            EventKind::Open => "open",
+            EventKind::Mmap => "mmap",
+            EventKind::CgroupMkdir => "cgroup_mkdir",
+        }
+    }
+}
+
+/// Slots of the per-CPU `LOST` counter array: one per event kind (index =
+/// kind), plus the places that can lose an event before it has a kind.
+pub mod lost {
+    /// A syscall-entry record could not be stored (the pending map was full),
+    /// so the matching exit could not be reported.
+    pub const PENDING_FULL: u32 = 0;
+    /// A newly forked process could not be added to the followed set (the
+    /// map was full): its events are missing from a filtered trace.
+    pub const FOLLOW_FULL: u32 = 8;
+    /// Number of slots.
+    pub const SLOTS: u32 = 9;
+}
+
+/// Common prefix of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    /// CLOCK_BOOTTIME in nanoseconds (`bpf_ktime_get_boot_ns`).
+    pub ts_ns: u64,
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    /// Process id (thread group id) in the initial PID namespace.
+    pub pid: u32,
+    /// Thread id in the initial PID namespace.
+    pub tid: u32,
+    /// An [`EventKind`].
+    pub kind: u32,
+    pub _pad: u32,
+}
+
+/// fork/clone: the header is the parent, this is the child.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub child_tid: u32,
+    pub clone_flags: u64,
+}
+
+/// A successful exec (`sched_process_exec`), from inside the new image.
+/// Trailing: `filename_len` bytes of filename, then `argv_len` bytes of
+/// NUL-separated argv.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Thread id that called exec (differs from `header.tid` when a
+    /// non-leader thread execs and takes over the thread group).
+    pub old_tid: u32,
+    pub filename_len: u16,
+    pub argv_len: u16,
+    /// Bit 0: argv was longer than [`ARGV_MAX`] and is cut.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+pub const EXEC_ARGV_TRUNCATED: u32 = 1;
+
+/// An exec that returned an error. Trailing: `filename_len` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecFailedEvent {
+    pub header: EventHeader,
+    /// Negative errno.
+    pub ret: i32,
+    pub filename_len: u16,
+    pub _pad: u16,
+}
+
+/// A task ended (`sched_process_exit`); sent for every thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// `task->exit_code`: a wait(2) status (exit code << 8, or signal).
+    pub exit_status: i32,
+    /// [`EXIT_GROUP_DEAD`] when this was the last thread of its process.
+    pub flags: u32,
+}
+
+pub const EXIT_GROUP_DEAD: u32 = 1;
+
+/// Which open-family syscall an [`OpenEvent`] came from.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenSyscall {
+    Open = 1,
+    Openat = 2,
+    Openat2 = 3,
+}
+
+/// One open/openat/openat2 call, reported at syscall exit.
+/// Trailing: `path_len` bytes of the path as requested, then `dir_len` bytes
+/// of the directory it is relative to (reversed components; only when the
+/// path is relative).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenEvent {
+    pub header: EventHeader,
+    /// The new fd, or a negative errno.
+    pub ret: i64,
+    /// Time from syscall entry to exit.
+    pub duration_ns: u64,
+    /// openat2's `how.flags` is 64-bit; the others fit in the low half.
+    pub flags: u64,
+    pub mode: u32,
+    /// The dirfd argument (`AT_FDCWD` = -100), or -100 for `open`.
+    pub dfd: i32,
+    /// An [`OpenSyscall`].
+    pub syscall: u16,
+    pub path_len: u16,
+    pub dir_len: u16,
+    /// Bit 0: the directory walk hit [`WALK_DEPTH_MAX`] or the buffer end.
+    pub dir_flags: u16,
+}
+
+/// A path produced by a dentry walk was cut short.
+pub const WALK_TRUNCATED: u16 = 1;
+
+/// A file-backed (or executable anonymous) mmap, reported at syscall exit.
+/// Trailing: `path_len` bytes of the mapped file's path (reversed
+/// components); zero for anonymous maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MmapEvent {
+    pub header: EventHeader,
+    /// Mapped address.
+    pub addr: u64,
+    pub len: u64,
+    pub offset: u64,
+    pub prot: u32,
+    pub flags: u32,
+    pub fd: i32,
+    pub path_len: u16,
+    /// [`WALK_TRUNCATED`] when the path walk was cut short.
+    pub path_flags: u16,
+    /// Device and inode of the mapped file, so a path can be checked against
+    /// the file system later (0 when anonymous).
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+/// A cgroup directory was created. Trailing: `path_len` bytes of its path
+/// relative to the cgroup v2 root (starting with `/`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CgroupEvent {
+    pub header: EventHeader,
+    pub id: u64,
+    pub level: u32,
+    pub path_len: u16,
+    pub _pad: u16,
+}
+
+/// Byte offset of a field inside a tracepoint record, as read from tracefs
+/// `format` files at load time; [`FIELD_ABSENT`] when the running kernel's
+/// tracepoint lacks the field.
+pub const FIELD_ABSENT: u32 = u32::MAX;
+
+/// Offsets of the classic tracepoint fields the programs read. Syscall
+/// tracepoints are not here: their layout (`args[i]` at `16 + 8*i`) is part
+/// of the syscall ABI and checked by userspace at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TracepointFields {
+    pub exec_filename: u32,
+    pub exec_old_pid: u32,
+    pub newtask_pid: u32,
+    pub newtask_clone_flags: u32,
+    /// Size of `clone_flags` (4 or 8) on this kernel.
+    pub newtask_clone_flags_size: u32,
+    pub exit_group_dead: u32,
+    pub cgroup_root: u32,
+    pub cgroup_id: u32,
+    pub cgroup_level: u32,
+    pub cgroup_path: u32,
+}
+
+/// Offsets into kernel structs, resolved from the running kernel's BTF at
+/// load time (Rust eBPF has no CO-RE relocations yet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    pub task_mm: u32,
+    pub task_fs: u32,
+    pub task_files: u32,
+    pub task_exit_code: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub fs_pwd: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_path: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub dentry_parent: u32,
+    pub dentry_name_ptr: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+}
+
+/// Everything userspace tells the programs at load time (one global,
+/// `CONFIG`, written with `EbpfLoader::override_global`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// The recorder's own pid: its events are never traced.
+    pub self_pid: u32,
+    /// Non-zero: only processes in the `FOLLOWED` map are traced; children
+    /// they fork join it.
+    pub follow_only: u32,
+    /// Non-zero: children the recorder itself forks join `FOLLOWED` (that
+    /// is how `record -- CMD` follows CMD from its first instruction).
+    pub follow_own_children: u32,
+    /// Level of `cgroup_filter_id` in the cgroup v2 tree, when filtering.
+    pub cgroup_filter_level: u32,
+    /// Non-zero: only tasks inside this cgroup (or below it) are traced.
+    pub cgroup_filter_id: u64,
+    pub tracepoints: TracepointFields,
+    pub _pad: u32,
+    pub kernel: KernelOffsets,
+}
+
+/// Joins a reversed-components path (see the crate docs) into `out`.
+/// An empty input yields `/`.
+#[cfg(feature = "user")]
+pub fn join_reversed_components(bytes: &[u8], out: &mut alloc::vec::Vec<u8>) {
+    let mut parts = bytes.split(|b| *b == 0).filter(|p| !p.is_empty()).collect::<alloc::vec::Vec<_>>();
+    parts.reverse();
+    if parts.is_empty() {
+        out.push(b'/');
+    }
+    for part in parts {
+        out.push(b'/');
+        out.extend_from_slice(part);
+    }
+}
+
+#[cfg(feature = "user")]
+extern crate alloc;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: plain #[repr(C)] integers with explicit padding fields.
+    unsafe impl aya::Pod for Config {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn record_sizes_are_multiples_of_eight() {
+        for size in [
+            size_of::<EventHeader>(),
+            size_of::<ForkEvent>(),
+            size_of::<ExecEvent>(),
+            size_of::<ExecFailedEvent>(),
+            size_of::<ExitEvent>(),
+            size_of::<OpenEvent>(),
+            size_of::<MmapEvent>(),
+            size_of::<CgroupEvent>(),
+            size_of::<Config>(),
+        ] {
+            assert_eq!(size % 8, 0, "size {size}");
+        }
+        assert_eq!(size_of::<EventHeader>(), 32);
+    }
+
+    #[cfg(feature = "user")]
+    #[test]
+    fn reversed_components_join() {
+        let mut out = std::vec::Vec::new();
+        join_reversed_components(b"libc.so.6\0lib\0usr\0", &mut out);
+        assert_eq!(out, b"/usr/lib/libc.so.6");
+        out.clear();
+        join_reversed_components(b"", &mut out);
+        assert_eq!(out, b"/");
+    }
+}

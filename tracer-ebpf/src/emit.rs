@@ -1,0 +1,102 @@
+//! Assembling a record in the per-CPU scratch buffer and sending it.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns,
+    generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
+};
+use core::ffi::c_void;
+use tracer_common::{EventHeader, EventKind, PATH_MAX, SCRATCH_SIZE};
+
+use crate::maps::{EVENTS, SCRATCH, count_lost};
+
+/// The scratch buffer of this CPU.
+#[inline(always)]
+pub fn scratch() -> Option<*mut u8> {
+    SCRATCH.get_ptr_mut(0).map(|s| s.cast::<u8>())
+}
+
+#[inline(always)]
+pub fn header(kind: EventKind, pid: u32, tid: u32) -> EventHeader {
+    EventHeader {
+        // SAFETY: helpers without arguments.
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        pid,
+        tid,
+        kind: kind as u32,
+        _pad: 0,
+    }
+}
+
+/// Writes the fixed part of a record at the start of the scratch buffer.
+#[inline(always)]
+pub fn put_fixed<T>(buf: *mut u8, fixed: T) {
+    // SAFETY: the scratch buffer is 8-aligned and larger than any record.
+    unsafe { buf.cast::<T>().write(fixed) };
+}
+
+/// Masks an offset so the verifier can bound every access that uses it.
+#[inline(always)]
+pub fn bounded(offset: usize) -> usize {
+    offset & (SCRATCH_SIZE / 2 - 1)
+}
+
+/// Copies a NUL-terminated user string to `buf + offset`; returns its length
+/// without the NUL (0 if unreadable).
+#[inline(always)]
+pub fn user_str(buf: *mut u8, offset: usize, src: u64) -> usize {
+    // SAFETY: offset < SCRATCH_SIZE / 2 and PATH_MAX <= SCRATCH_SIZE / 2.
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            buf.add(bounded(offset)).cast::<c_void>(),
+            PATH_MAX as u32,
+            src as *const c_void,
+        )
+    };
+    if n > 0 { (n - 1) as usize & (PATH_MAX - 1) } else { 0 }
+}
+
+/// Like [`user_str`] for a kernel string of at most `PATH_MAX` bytes.
+#[inline(always)]
+pub fn kernel_str(buf: *mut u8, offset: usize, src: *const u8) -> usize {
+    // SAFETY: as in `user_str`.
+    let n = unsafe {
+        bpf_probe_read_kernel_str(
+            buf.add(bounded(offset)).cast::<c_void>(),
+            PATH_MAX as u32,
+            src.cast::<c_void>(),
+        )
+    };
+    if n > 0 { (n - 1) as usize & (PATH_MAX - 1) } else { 0 }
+}
+
+/// Copies `len` bytes of user memory (at most `max`, a power of two) to
+/// `buf + offset`; returns the number copied.
+#[inline(always)]
+pub fn user_bytes(buf: *mut u8, offset: usize, src: u64, len: usize, max: usize) -> usize {
+    let len = if len > max { max } else { len };
+    let len = len & (2 * max - 1);
+    if len == 0 {
+        return 0;
+    }
+    // SAFETY: offset and len are both bounded well inside the buffer.
+    let ret = unsafe {
+        bpf_probe_read_user(buf.add(bounded(offset)).cast::<c_void>(), len as u32, src as *const c_void)
+    };
+    if ret == 0 { len } else { 0 }
+}
+
+/// Sends `len` bytes of the scratch buffer; counts the record as lost for
+/// its probe when the ring buffer is full.
+#[inline(always)]
+pub fn send(buf: *mut u8, len: usize, kind: EventKind) {
+    if len > SCRATCH_SIZE {
+        count_lost(kind as u32);
+        return;
+    }
+    // SAFETY: `len` is bounded by the scratch buffer's size just above.
+    let record = unsafe { core::slice::from_raw_parts(buf.cast_const(), len) };
+    if EVENTS.output::<[u8]>(record, 0).is_err() {
+        count_lost(kind as u32);
+    }
+}

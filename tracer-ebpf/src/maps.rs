@@ -1,0 +1,80 @@
+//! Maps and the load-time configuration shared by all probes.
+
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{Config, RING_BUFFER_BYTES, SCRATCH_SIZE, lost};
+
+#[unsafe(no_mangle)]
+pub static CONFIG: Global<Config> = Global::new(unsafe { core::mem::zeroed() });
+
+#[inline(always)]
+pub fn config() -> Config {
+    CONFIG.load()
+}
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUFFER_BYTES, 0);
+
+/// Events that could not be sent, per [`tracer_common::lost`] slot.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
+
+#[repr(C)]
+pub struct Scratch {
+    pub buf: [u8; SCRATCH_SIZE],
+}
+
+/// Records are assembled here, then copied into `EVENTS` at their real size.
+/// One slot per CPU is enough: tracepoint programs run with preemption off
+/// and the kernel refuses to nest them on one CPU.
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Processes (pids) being followed when `Config::follow_only` is set.
+#[map]
+pub static FOLLOWED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Syscall arguments saved at entry, keyed by thread id, until the exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingOpen {
+    pub ts_ns: u64,
+    pub filename: u64,
+    pub flags: u64,
+    pub mode: u32,
+    pub dfd: i32,
+    pub syscall: u16,
+    pub _pad: [u16; 3],
+}
+
+#[map]
+pub static PENDING_OPEN: HashMap<u32, PendingOpen> = HashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingMmap {
+    pub len: u64,
+    pub offset: u64,
+    pub prot: u32,
+    pub flags: u32,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static PENDING_MMAP: HashMap<u32, PendingMmap> = HashMap::with_max_entries(16384, 0);
+
+/// execve's filename pointer, to report failed execs at syscall exit.
+#[map]
+pub static PENDING_EXEC: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+pub fn count_lost(slot: u32) {
+    if let Some(counter) = LOST.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *counter += 1 };
+    }
+}

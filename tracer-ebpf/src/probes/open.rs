@@ -1,0 +1,141 @@
+//! open, openat and openat2, every call including failures: the path as
+//! requested, and for a relative path the directory it is relative to
+//! (the cwd or the dirfd's file, walked from its dentry), flags, the result
+//! and the time the call took.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use tracer_common::{EventKind, OpenEvent, OpenSyscall, lost};
+
+use crate::{
+    emit::{header, put_fixed, scratch, send, user_str},
+    filter::{current_ids, is_traced},
+    kernel::{current_task, file_of_fd, path_parts, read, walk_path},
+    maps::{PENDING_OPEN, PendingOpen, config, count_lost},
+};
+use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_user};
+
+const AT_FDCWD: i32 = -100;
+/// Syscall tracepoint records: `args[i]` at `16 + 8 * i`.
+const fn arg(i: usize) -> usize {
+    16 + 8 * i
+}
+const RET: usize = 16;
+
+fn remember(ctx: &TracePointContext, syscall: OpenSyscall, dfd: Option<usize>, path: usize) -> u32 {
+    let (pid, tid) = current_ids();
+    if !is_traced(pid) {
+        return 0;
+    }
+    // SAFETY (all ctx reads): fixed syscall-tracepoint layout.
+    let dfd = match dfd {
+        Some(at) => unsafe { ctx.read_at::<i64>(at) }.unwrap_or(0) as i32,
+        None => AT_FDCWD,
+    };
+    let filename = unsafe { ctx.read_at::<u64>(path) }.unwrap_or(0);
+    let (flags, mode) = match syscall {
+        OpenSyscall::Openat2 => {
+            // struct open_how { u64 flags; u64 mode; u64 resolve; }
+            let how = unsafe { ctx.read_at::<u64>(arg(2)) }.unwrap_or(0);
+            let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
+            let mode = unsafe { bpf_probe_read_user((how + 8) as *const u64) }.unwrap_or(0);
+            (flags, mode as u32)
+        }
+        OpenSyscall::Openat => (
+            unsafe { ctx.read_at::<u64>(arg(2)) }.unwrap_or(0) & 0xffff_ffff,
+            unsafe { ctx.read_at::<u64>(arg(3)) }.unwrap_or(0) as u32,
+        ),
+        OpenSyscall::Open => (
+            unsafe { ctx.read_at::<u64>(arg(1)) }.unwrap_or(0) & 0xffff_ffff,
+            unsafe { ctx.read_at::<u64>(arg(2)) }.unwrap_or(0) as u32,
+        ),
+    };
+    let pending = PendingOpen {
+        // SAFETY: helper without arguments.
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        filename,
+        flags,
+        mode,
+        dfd,
+        syscall: syscall as u16,
+        _pad: [0; 3],
+    };
+    if PENDING_OPEN.insert(&tid, &pending, 0).is_err() {
+        count_lost(lost::PENDING_FULL);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    remember(&ctx, OpenSyscall::Openat, Some(arg(0)), arg(1))
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    remember(&ctx, OpenSyscall::Openat2, Some(arg(0)), arg(1))
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    remember(&ctx, OpenSyscall::Open, None, arg(0))
+}
+
+fn report(ctx: &TracePointContext) -> u32 {
+    let (pid, tid) = current_ids();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(pending) = (unsafe { PENDING_OPEN.get(&tid) }).copied() else { return 0 };
+    let _ = PENDING_OPEN.remove(&tid);
+    // SAFETY: fixed syscall-tracepoint layout.
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    let Some(buf) = scratch() else { return 0 };
+    let fixed = core::mem::size_of::<OpenEvent>();
+    let path_len = user_str(buf, fixed, pending.filename);
+
+    let (mut dir_len, mut dir_flags) = (0, 0);
+    // SAFETY: the first path byte was just written (or the buffer is stale,
+    // in which case path_len is 0 and the byte is not looked at).
+    if path_len > 0 && unsafe { *buf.add(fixed) } != b'/' {
+        let k = config().kernel;
+        let dir = if pending.dfd == AT_FDCWD {
+            read::<u64>(current_task(), k.task_fs).map(|fs| fs + k.fs_pwd as u64)
+        } else {
+            file_of_fd(&k, pending.dfd).map(|file| file + k.file_path as u64)
+        };
+        if let Some((mnt, dentry)) = dir.and_then(|path| path_parts(&k, path)) {
+            (dir_len, dir_flags) = walk_path(fixed + path_len, mnt, dentry);
+        }
+    }
+    put_fixed(
+        buf,
+        OpenEvent {
+            header: header(EventKind::Open, pid, tid),
+            ret,
+            // SAFETY: helper without arguments.
+            duration_ns: unsafe { bpf_ktime_get_boot_ns() } - pending.ts_ns,
+            flags: pending.flags,
+            mode: pending.mode,
+            dfd: pending.dfd,
+            syscall: pending.syscall,
+            path_len: path_len as u16,
+            dir_len: dir_len as u16,
+            dir_flags,
+        },
+    );
+    send(buf, fixed + path_len + dir_len, EventKind::Open);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    report(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
+pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
+    report(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    report(&ctx)
+}
