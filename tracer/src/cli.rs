@@ -1,0 +1,79 @@
+//! The command line.
+
+use std::{ffi::OsString, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+/// Trace program startup and boot with eBPF: every exec, open and mmap, with
+/// the process tree and cgroups, into a compact trace file.
+#[derive(Debug, Parser)]
+#[command(name = "nixtrace", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record a trace of a command, some processes, or the whole system.
+    ///
+    /// With a command (after `--`), nixtrace runs it, follows it and all its
+    /// descendants, stops when it exits and exits with its status. Without
+    /// one, it traces the whole system (narrowed by --pid or --cgroup) until
+    /// Ctrl-C, SIGTERM or --duration.
+    ///
+    /// Needs root (or CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH). Under
+    /// sudo, the command runs as the invoking user.
+    #[command(after_help = "Examples:\n  \
+        sudo nixtrace record -o python.ntr -- python3 -c pass\n  \
+        sudo nixtrace record -o boot.ntr --duration 30\n  \
+        sudo nixtrace record -o unit.ntr --cgroup /system.slice/nginx.service")]
+    Record(RecordArgs),
+    /// Print a trace's events as JSON Lines, one object per event.
+    ///
+    /// The first line is the trace header; every event has `type`, `ts_ns`,
+    /// `pid`, `tid` and `cgroup_id`. See docs/trace-format.md for the fields.
+    Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Where to write the trace.
+    #[arg(short, long, value_name = "FILE", default_value = "nixtrace.ntr")]
+    pub output: PathBuf,
+
+    /// Overwrite the output file if it exists.
+    #[arg(short, long)]
+    pub force: bool,
+
+    /// Stop after this many seconds (decimals allowed).
+    #[arg(short, long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+
+    /// Only trace this process and its descendants (repeatable).
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Only trace tasks in this cgroup v2 directory or below it (a path
+    /// relative to the cgroup root, e.g. /system.slice/foo.service).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Under sudo, run the command as root instead of the invoking user.
+    #[arg(long)]
+    pub run_as_root: bool,
+
+    /// No status line and no summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// The command to run and trace.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The trace file.
+    pub file: PathBuf,
+}

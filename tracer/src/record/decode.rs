@@ -1,0 +1,196 @@
+//! Kernel records (the `tracer_common` ABI) to trace [`Event`]s.
+
+use std::mem::size_of;
+
+use tracer_common::{
+    CgroupEvent, EXEC_ARGV_TRUNCATED, EXIT_GROUP_DEAD, EventHeader, EventKind, ExecEvent, ExecFailedEvent,
+    ExitEvent, ForkEvent, MmapEvent, OpenEvent, WALK_TRUNCATED, join_reversed_components,
+};
+
+use crate::trace::{Common, Event, OpenSyscall};
+
+/// A record that does not match the ABI: a bug, never expected.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+/// Reads a `#[repr(C)]` struct from the start of `bytes`.
+fn fixed<T: Copy>(bytes: &[u8]) -> Result<T, Malformed> {
+    if bytes.len() < size_of::<T>() {
+        return Err(Malformed("record shorter than its fixed part"));
+    }
+    // SAFETY: length checked; T is a plain-integer #[repr(C)] struct, so any
+    // bytes are a valid value; read_unaligned copes with any alignment.
+    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// Splits the strings that trail a fixed part, by their declared lengths.
+fn trailing<const N: usize>(bytes: &[u8], start: usize, lens: [usize; N]) -> Result<[&[u8]; N], Malformed> {
+    let mut at = start;
+    let mut out = [&bytes[..0]; N];
+    for (slot, len) in out.iter_mut().zip(lens) {
+        *slot = bytes.get(at..at + len).ok_or(Malformed("string runs past the record"))?;
+        at += len;
+    }
+    Ok(out)
+}
+
+fn reversed_path(components: &[u8]) -> Vec<u8> {
+    let mut path = Vec::with_capacity(components.len() + 1);
+    join_reversed_components(components, &mut path);
+    path
+}
+
+/// NUL-separated argv bytes (as laid out on the new process's stack).
+fn split_argv(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes.split(|b| *b == 0).map(<[u8]>::to_vec).collect()
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
+    let header: EventHeader = fixed(bytes)?;
+    let common =
+        Common { ts_ns: header.ts_ns, pid: header.pid, tid: header.tid, cgroup_id: header.cgroup_id };
+    let kind = EventKind::from_u32(header.kind).ok_or(Malformed("unknown event kind"))?;
+    Ok(match kind {
+        EventKind::Fork => {
+            let e: ForkEvent = fixed(bytes)?;
+            Event::Fork { common, child_pid: e.child_pid, child_tid: e.child_tid, clone_flags: e.clone_flags }
+        }
+        EventKind::Exec => {
+            let e: ExecEvent = fixed(bytes)?;
+            let [filename, argv] =
+                trailing(bytes, size_of::<ExecEvent>(), [e.filename_len.into(), e.argv_len.into()])?;
+            Event::Exec {
+                common,
+                old_tid: e.old_tid,
+                filename: filename.to_vec(),
+                argv: split_argv(argv),
+                argv_truncated: e.flags & EXEC_ARGV_TRUNCATED != 0,
+            }
+        }
+        EventKind::ExecFailed => {
+            let e: ExecFailedEvent = fixed(bytes)?;
+            let [filename] = trailing(bytes, size_of::<ExecFailedEvent>(), [e.filename_len.into()])?;
+            Event::ExecFailed { common, filename: filename.to_vec(), ret: e.ret }
+        }
+        EventKind::Exit => {
+            let e: ExitEvent = fixed(bytes)?;
+            Event::Exit { common, status: e.exit_status, group_dead: e.flags & EXIT_GROUP_DEAD != 0 }
+        }
+        EventKind::Open => {
+            let e: OpenEvent = fixed(bytes)?;
+            let [path, dir] = trailing(bytes, size_of::<OpenEvent>(), [e.path_len.into(), e.dir_len.into()])?;
+            let syscall = match e.syscall {
+                1 => OpenSyscall::Open,
+                2 => OpenSyscall::Openat,
+                3 => OpenSyscall::Openat2,
+                _ => return Err(Malformed("unknown open syscall")),
+            };
+            Event::Open {
+                common,
+                syscall,
+                dfd: e.dfd,
+                path: path.to_vec(),
+                dir: (!dir.is_empty()).then(|| reversed_path(dir)),
+                dir_truncated: e.dir_flags & WALK_TRUNCATED != 0,
+                flags: e.flags,
+                mode: e.mode,
+                ret: e.ret,
+                duration_ns: e.duration_ns,
+            }
+        }
+        EventKind::Mmap => {
+            let e: MmapEvent = fixed(bytes)?;
+            let [path] = trailing(bytes, size_of::<MmapEvent>(), [e.path_len.into()])?;
+            let anonymous = e.fd < 0;
+            Event::Mmap {
+                common,
+                path: (!anonymous && !path.is_empty()).then(|| reversed_path(path)),
+                path_truncated: e.path_flags & WALK_TRUNCATED != 0 || (!anonymous && path.is_empty()),
+                addr: e.addr,
+                len: e.len,
+                offset: e.offset,
+                prot: e.prot,
+                flags: e.flags,
+                fd: e.fd,
+                dev: e.dev,
+                ino: e.ino,
+            }
+        }
+        EventKind::CgroupMkdir => {
+            let e: CgroupEvent = fixed(bytes)?;
+            let [path] = trailing(bytes, size_of::<CgroupEvent>(), [e.path_len.into()])?;
+            Event::Cgroup { common, id: e.id, level: e.level, path: path.to_vec(), seeded: false }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(value: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain #[repr(C)] struct.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: EventKind) -> EventHeader {
+        EventHeader { ts_ns: 10, cgroup_id: 7, pid: 100, tid: 101, kind: kind as u32, _pad: 0 }
+    }
+
+    #[test]
+    fn decodes_an_open_with_a_relative_directory() {
+        let fixed = OpenEvent {
+            header: header(EventKind::Open),
+            ret: -2,
+            duration_ns: 5,
+            flags: 0o2000000,
+            mode: 0,
+            dfd: -100,
+            syscall: 2,
+            path_len: 3,
+            dir_len: 9,
+            dir_flags: 0,
+        };
+        let mut bytes = bytes_of(&fixed);
+        bytes.extend_from_slice(b"lib");
+        bytes.extend_from_slice(b"work\0tmp\0");
+        let Event::Open { common, path, dir, ret, syscall, .. } = decode(&bytes).unwrap() else { panic!() };
+        assert_eq!((common.pid, common.tid, common.cgroup_id), (100, 101, 7));
+        assert_eq!(
+            (path.as_slice(), dir.as_deref(), ret, syscall),
+            (&b"lib"[..], Some(&b"/tmp/work"[..]), -2, OpenSyscall::Openat)
+        );
+    }
+
+    #[test]
+    fn decodes_exec_argv() {
+        let fixed = ExecEvent {
+            header: header(EventKind::Exec),
+            old_tid: 101,
+            filename_len: 9,
+            argv_len: 11,
+            flags: 0,
+            _pad: 0,
+        };
+        let mut bytes = bytes_of(&fixed);
+        bytes.extend_from_slice(b"/bin/echo");
+        bytes.extend_from_slice(b"echo\0\0a b\0\0");
+        let Event::Exec { argv, filename, .. } = decode(&bytes).unwrap() else { panic!() };
+        assert_eq!(filename, b"/bin/echo");
+        assert_eq!(argv, [&b"echo"[..], b"", b"a b", b""]);
+    }
+
+    #[test]
+    fn refuses_a_string_longer_than_the_record() {
+        let fixed =
+            ExecFailedEvent { header: header(EventKind::ExecFailed), ret: -2, filename_len: 50, _pad: 0 };
+        let mut bytes = bytes_of(&fixed);
+        bytes.extend_from_slice(b"short");
+        assert_eq!(decode(&bytes), Err(Malformed("string runs past the record")));
+        assert_eq!(decode(&bytes[..4]), Err(Malformed("record shorter than its fixed part")));
+    }
+}

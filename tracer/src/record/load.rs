@@ -1,0 +1,230 @@
+//! Loading the embedded eBPF object into the kernel and attaching its
+//! programs, after finding out what this kernel looks like (`offsets`).
+
+use std::{fs, io, path::Path, time::Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+use tracer_common::{Config, EventKind, lost};
+
+use super::offsets::{KernelTypes, resolve_tracepoints};
+
+/// The kernel programs, built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nixtrace-ebpf.o"));
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// One eBPF program (a function in `tracer-ebpf`) and its tracepoint.
+struct Attachment {
+    program: &'static str,
+    category: &'static str,
+    tracepoint: &'static str,
+}
+
+const fn tp(program: &'static str, category: &'static str) -> Attachment {
+    // Every program is named after its tracepoint.
+    Attachment { program, category, tracepoint: program }
+}
+
+/// The probes, by the name the trace header and loss counts use.
+const PROBES: &[(&str, &[Attachment])] = &[
+    ("fork", &[tp("task_newtask", "task")]),
+    (
+        "exec",
+        &[
+            tp("sched_process_exec", "sched"),
+            tp("sys_enter_execve", "syscalls"),
+            tp("sys_exit_execve", "syscalls"),
+            tp("sys_enter_execveat", "syscalls"),
+            tp("sys_exit_execveat", "syscalls"),
+        ],
+    ),
+    ("exit", &[tp("sched_process_exit", "sched")]),
+    (
+        "open",
+        &[
+            tp("sys_enter_openat", "syscalls"),
+            tp("sys_exit_openat", "syscalls"),
+            tp("sys_enter_openat2", "syscalls"),
+            tp("sys_exit_openat2", "syscalls"),
+            tp("sys_enter_open", "syscalls"),
+            tp("sys_exit_open", "syscalls"),
+        ],
+    ),
+    ("mmap", &[tp("sys_enter_mmap", "syscalls"), tp("sys_exit_mmap", "syscalls")]),
+    ("cgroup_mkdir", &[tp("cgroup_mkdir", "cgroup")]),
+];
+
+/// What the recorder asks of the kernel side.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter {
+    /// Only follow processes put in the followed set (and their children).
+    pub follow_only: bool,
+    /// Children of the recorder itself join the followed set.
+    pub follow_own_children: bool,
+    /// Only tasks in this cgroup (id, level in the v2 tree) or below.
+    pub cgroup: Option<(u64, u32)>,
+}
+
+/// Loaded and attached programs, and the maps userspace reads.
+pub struct Probes {
+    ebpf: Ebpf,
+    /// Probe names, in attach order, for the trace header.
+    pub names: Vec<String>,
+    /// Time from starting to load until the last program was attached.
+    pub attach_time: std::time::Duration,
+}
+
+/// Mounts tracefs where it is missing (early boot, minimal systems): classic
+/// tracepoints cannot be attached without it.
+fn ensure_tracefs() -> Result<()> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let target = std::ffi::CString::new(TRACEFS)?;
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let ret = unsafe {
+        libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+    };
+    if ret != 0 {
+        let err = io::Error::last_os_error();
+        bail!("tracefs is not mounted and mounting it at {TRACEFS} failed: {err}");
+    }
+    Ok(())
+}
+
+/// Names what is missing when the caller may not load eBPF programs.
+pub fn check_privileges() -> Result<()> {
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_DAC_READ_SEARCH: u64 = 2;
+    const CAP_SYS_ADMIN: u64 = 21;
+    const CAP_PERFMON: u64 = 38;
+    const CAP_BPF: u64 = 39;
+    let has = |cap: u64| effective & (1 << cap) != 0;
+    let missing: Vec<&str> =
+        [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH")]
+            .into_iter()
+            .filter(|(cap, _)| !has(*cap) && !has(CAP_SYS_ADMIN))
+            .map(|(_, name)| name)
+            .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!("recording needs root or the capabilities {} (missing here); run it with sudo", missing.join(", "))
+}
+
+/// A one-line error for a program the kernel refused; the verifier's whole
+/// log (often megabytes) only with `NIXTRACE_VERIFIER_LOG=1`.
+fn refused(program: &str, error: ProgramError) -> anyhow::Error {
+    let ProgramError::LoadError { io_error, verifier_log } = &error else {
+        return anyhow!("loading eBPF program {program}: {error}");
+    };
+    let log = verifier_log.to_string();
+    if std::env::var_os("NIXTRACE_VERIFIER_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    anyhow!(
+        "the kernel refused eBPF program {program}: {io_error} (verifier: {last}; set NIXTRACE_VERIFIER_LOG=1 for its whole log)"
+    )
+}
+
+impl Probes {
+    pub fn load(self_pid: u32, filter: Filter) -> Result<Probes> {
+        if cfg!(nixtrace_stub_ebpf) {
+            bail!(
+                "this nixtrace was built without its eBPF programs (bpf-linker was missing at build \
+                 time); run `cargo xtask setup` and rebuild"
+            );
+        }
+        check_privileges()?;
+        let started = Instant::now();
+        ensure_tracefs()?;
+        let tracepoints = resolve_tracepoints(Path::new(TRACEFS))?;
+        let kernel = KernelTypes::from_file(Path::new(KERNEL_BTF))
+            .context("nixtrace needs the kernel's BTF (CONFIG_DEBUG_INFO_BTF)")?
+            .resolve()?;
+        let (cgroup_filter_id, cgroup_filter_level) = filter.cgroup.unwrap_or((0, 0));
+        let config = Config {
+            self_pid,
+            follow_only: filter.follow_only.into(),
+            follow_own_children: filter.follow_own_children.into(),
+            cgroup_filter_level,
+            cgroup_filter_id,
+            tracepoints,
+            _pad: 0,
+            kernel,
+        };
+        // Kernels >= 5.11 account BPF memory to the cgroup; older ones need
+        // the rlimit raised. Failing to raise it is not an error here.
+        let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: valid pointer to a local.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .load(OBJECT)
+            .context("loading the eBPF object")?;
+        let mut names = Vec::new();
+        for (probe, attachments) in PROBES {
+            for Attachment { program, category, tracepoint } in *attachments {
+                let prog: &mut TracePoint = ebpf
+                    .program_mut(program)
+                    .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
+                    .try_into()?;
+                prog.load().map_err(|e| refused(program, e))?;
+                prog.attach(category, tracepoint)
+                    .with_context(|| format!("attaching to tracepoint {category}:{tracepoint}"))?;
+            }
+            names.push((*probe).to_string());
+        }
+        Ok(Probes { ebpf, names, attach_time: started.elapsed() })
+    }
+
+    /// The ring buffer the programs send events through (taken once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Adds processes to the followed set (for `--pid`).
+    pub fn follow(&mut self, pids: impl IntoIterator<Item = u32>) -> Result<()> {
+        let map = self.ebpf.map_mut("FOLLOWED").context("the eBPF object has no FOLLOWED map")?;
+        let mut followed: HashMap<_, u32, u8> = HashMap::try_from(map)?;
+        for pid in pids {
+            followed.insert(pid, 1, 0).with_context(|| format!("following pid {pid}"))?;
+        }
+        Ok(())
+    }
+
+    /// Events lost so far, by probe name, summed over CPUs.
+    pub fn lost(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let map = self.ebpf.map("LOST").context("the eBPF object has no LOST map")?;
+        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let mut lost = std::collections::BTreeMap::new();
+        for slot in 0..lost::SLOTS {
+            let name = match slot {
+                lost::PENDING_FULL => "pending_full",
+                lost::FOLLOW_FULL => "follow_full",
+                kind => EventKind::from_u32(kind).map_or("unknown", EventKind::probe_name),
+            };
+            let values = counters.get(&slot, 0)?;
+            lost.insert(name.to_string(), values.iter().sum());
+        }
+        Ok(lost)
+    }
+}

@@ -1,0 +1,383 @@
+//! `nixtrace record`: load and attach the probes, seed what already exists
+//! from /proc, run the command if there is one, and stream every event from
+//! the ring buffer into the trace file until it is time to stop.
+
+mod command;
+pub mod decode;
+pub mod load;
+pub mod offsets;
+pub mod procfs;
+mod status;
+
+use std::{
+    collections::BTreeMap,
+    fs::{File, OpenOptions},
+    io,
+    os::unix::{ffi::OsStrExt, fs::OpenOptionsExt, process::ExitStatusExt},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    cli::RecordArgs,
+    trace::{ClockReference, Common, Event, Filters, Header, Stats, TraceWriter},
+};
+use load::{Filter, Probes};
+use status::StatusLine;
+
+/// Completed blocks and a stats record reach the file at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+pub fn run(args: RecordArgs) -> Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(record(args))
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a local.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_BOOTTIME, the clock of every event timestamp.
+fn boottime_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME)
+}
+
+fn open_output(path: &Path, force: bool) -> Result<File> {
+    let mut options = OpenOptions::new();
+    // Traces hold command lines and paths: only the owner may read them.
+    options.write(true).mode(0o600);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    options.open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => {
+            anyhow::anyhow!("{} already exists; use --force to overwrite it", path.display())
+        }
+        _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
+    })
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn header(args: &RecordArgs, probes: &Probes) -> Header {
+    let boottime_ns = boottime_ns();
+    let realtime_ns = clock_ns(libc::CLOCK_REALTIME);
+    Header {
+        nixtrace_version: env!("CARGO_PKG_VERSION").to_string(),
+        host: read_trimmed("/proc/sys/kernel/hostname"),
+        kernel_release: read_trimmed("/proc/sys/kernel/osrelease"),
+        boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
+        clock: ClockReference { boottime_ns, realtime_ns },
+        probes: probes.names.clone(),
+        attach_ns: probes.attach_time.as_nanos() as u64,
+        argv_max: tracer_common::ARGV_MAX,
+        command: (!args.command.is_empty())
+            .then(|| args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect()),
+        filters: Filters {
+            pids: args.pids.clone(),
+            cgroup: args.cgroup.as_ref().map(|c| c.display().to_string()),
+        },
+    }
+}
+
+/// Per-type counts for the closing summary.
+#[derive(Default)]
+struct Counts {
+    by_type: BTreeMap<&'static str, u64>,
+    failed_opens: u64,
+    malformed: u64,
+}
+
+impl Counts {
+    fn add(&mut self, event: &Event) {
+        *self.by_type.entry(event.type_name()).or_default() += 1;
+        if let Event::Open { ret, .. } = event
+            && *ret < 0
+        {
+            self.failed_opens += 1;
+        }
+    }
+}
+
+/// Everything the loop needs to turn ring-buffer records into trace events.
+struct Sink {
+    writer: TraceWriter<File>,
+    counts: Counts,
+}
+
+impl Sink {
+    fn write(&mut self, event: &Event) -> Result<()> {
+        self.counts.add(event);
+        self.writer.write(event).context("writing the trace")
+    }
+
+    /// Moves every record waiting in the ring buffer into the trace.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+        while let Some(record) = ring.next() {
+            match decode::decode(&record) {
+                Ok(event) => {
+                    drop(record);
+                    self.write(&event)?;
+                }
+                Err(_) => self.counts.malformed += 1,
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self, probes: &Probes) -> Result<Stats> {
+        let mut lost = probes.lost()?;
+        if self.counts.malformed > 0 {
+            lost.insert("malformed".into(), self.counts.malformed);
+        }
+        Ok(Stats { ts_ns: boottime_ns(), events: self.writer.events(), lost })
+    }
+}
+
+/// Narrowing asked for on the command line, checked against the system.
+struct Scope {
+    filter: Filter,
+    /// Pids to follow from the start (`--pid` and their descendants).
+    followed: Vec<u32>,
+    /// Cgroup path prefix processes must be in to be seeded (`--cgroup`).
+    cgroup_path: Option<Vec<u8>>,
+}
+
+fn scope(args: &RecordArgs, procs: &[procfs::ProcInfo]) -> Result<Scope> {
+    let has_command = !args.command.is_empty();
+    if has_command && (!args.pids.is_empty() || args.cgroup.is_some() || args.duration.is_some()) {
+        bail!(
+            "--pid, --cgroup and --duration apply to recording without a command; with a command, nixtrace follows it until it exits"
+        );
+    }
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d > 0.0)
+    {
+        bail!("--duration must be a positive number of seconds, not {d}");
+    }
+    for pid in &args.pids {
+        if !procs.iter().any(|p| p.pid == *pid) {
+            bail!("--pid {pid}: no such process");
+        }
+    }
+    let cgroup = match &args.cgroup {
+        Some(path) => {
+            let root = procfs::cgroup2_root().context("--cgroup: no cgroup v2 hierarchy is mounted")?;
+            let dir = procfs::cgroup_id(&root, path).with_context(|| {
+                format!("--cgroup {}: no such cgroup under {}", path.display(), root.display())
+            })?;
+            Some(dir)
+        }
+        None => None,
+    };
+    Ok(Scope {
+        filter: Filter {
+            follow_only: has_command || !args.pids.is_empty(),
+            follow_own_children: has_command,
+            cgroup: cgroup.as_ref().map(|c| (c.id, c.level)),
+        },
+        followed: procfs::descendants(procs, &args.pids),
+        cgroup_path: cgroup.map(|c| c.path),
+    })
+}
+
+/// Is cgroup `path` the cgroup `prefix` or below it?
+fn cgroup_within(path: &[u8], prefix: &[u8]) -> bool {
+    prefix == b"/" || path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
+}
+
+/// Writes the cgroups and processes that exist now, within the scope.
+fn seed(sink: &mut Sink, scope: &Scope, procs: &[procfs::ProcInfo], system_wide: bool) -> Result<()> {
+    let now = boottime_ns();
+    let Some(root) = procfs::cgroup2_root() else { return Ok(()) };
+    let mut ids = std::collections::HashMap::new();
+    for dir in procfs::cgroups(&root) {
+        ids.insert(dir.path.clone(), dir.id);
+        let common = Common { ts_ns: now, ..Common::default() };
+        sink.write(&Event::Cgroup { common, id: dir.id, level: dir.level, path: dir.path, seeded: true })?;
+    }
+    let own_pid = std::process::id();
+    for p in procs.iter().filter(|p| p.pid != own_pid) {
+        let wanted = if !scope.followed.is_empty() {
+            scope.followed.contains(&p.pid)
+        } else if let Some(prefix) = &scope.cgroup_path {
+            p.cgroup.as_deref().is_some_and(|c| cgroup_within(c, prefix))
+        } else {
+            system_wide
+        };
+        if wanted {
+            sink.write(&Event::Process {
+                ts_ns: now,
+                pid: p.pid,
+                ppid: p.ppid,
+                start_ns: p.start_ns,
+                cgroup_id: p.cgroup.as_ref().and_then(|c| ids.get(c)).copied().unwrap_or(0),
+                exe: p.exe.clone(),
+                argv: p.argv.clone(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the command, or forever when there is none.
+async fn wait_for(child: &mut Option<tokio::process::Child>) -> io::Result<std::process::ExitStatus> {
+    match child {
+        Some(child) => child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn record(args: RecordArgs) -> Result<i32> {
+    let has_command = !args.command.is_empty();
+    let procs = if has_command { Vec::new() } else { procfs::processes() };
+    let scope = scope(&args, &procs)?;
+    let output = open_output(&args.output, args.force)?;
+    let mut probes = match Probes::load(std::process::id(), scope.filter) {
+        Ok(probes) => probes,
+        Err(e) => {
+            // Leave no empty trace behind a failed start.
+            let _ = std::fs::remove_file(&args.output);
+            return Err(e);
+        }
+    };
+    probes.follow(scope.followed.iter().copied())?;
+    let ring = probes.take_events()?;
+    let mut sink = Sink {
+        writer: TraceWriter::new(output, &header(&args, &probes)).context("writing the trace header")?,
+        counts: Counts::default(),
+    };
+    seed(&mut sink, &scope, &procs, !has_command)?;
+
+    let mut child = if has_command { Some(command::spawn(&args.command, args.run_as_root)?) } else { None };
+    let child_pid = child.as_ref().and_then(|c| c.id());
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
+    // SAFETY: the ring buffer owns its fd and outlives this registration.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("polling the ring buffer")?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    let mut status = StatusLine::new(args.quiet);
+    let mut last_flush = Instant::now();
+    let mut forwarded = false;
+    let mut exit_status = None;
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                sink.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                let stats = sink.stats(&probes)?;
+                status.update(stats.events, stats.lost_total());
+                if last_flush.elapsed() >= FLUSH_EVERY {
+                    sink.write(&Event::Stats(stats))?;
+                    sink.writer.flush_block().context("writing the trace")?;
+                    last_flush = Instant::now();
+                }
+            }
+            result = wait_for(&mut child) => {
+                exit_status = Some(result.context("waiting for the command")?);
+                break;
+            }
+            _ = sigint.recv() => {
+                // Ctrl-C reached the command too: give it the chance to exit.
+                if child_pid.is_none() || forwarded { break; }
+                forwarded = true;
+            }
+            _ = sigterm.recv() => {
+                match child_pid {
+                    Some(pid) if !forwarded => {
+                        forwarded = true;
+                        // SAFETY: plain kill(2) of our own child.
+                        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                    }
+                    _ => break,
+                }
+            }
+            _ = sleep_until(deadline) => break,
+        }
+    }
+    sink.drain(ring.get_mut())?;
+    status.clear();
+    let stats = sink.stats(&probes)?;
+    let Sink { writer, counts } = sink;
+    writer.finish(&stats).context("writing the trace")?;
+    let bytes = std::fs::metadata(&args.output).map_or(0, |m| m.len());
+    if !args.quiet {
+        summarize(&args.output, &counts, &stats, bytes, status.elapsed());
+    }
+    Ok(match exit_status {
+        Some(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        None => 0,
+    })
+}
+
+fn summarize(output: &Path, counts: &Counts, stats: &Stats, bytes: u64, elapsed: Duration) {
+    let parts: Vec<String> = counts
+        .by_type
+        .iter()
+        .filter(|(kind, _)| !matches!(**kind, "stats" | "cgroup" | "process"))
+        .map(|(kind, n)| match *kind {
+            "open" => format!("{n} open ({} failed)", counts.failed_opens),
+            _ => format!("{n} {kind}"),
+        })
+        .collect();
+    eprintln!(
+        "nixtrace: {} events in {:.2} s ({}); {} lost; wrote {} ({} KiB)",
+        stats.events,
+        elapsed.as_secs_f64(),
+        parts.join(", "),
+        stats.lost_total(),
+        String::from_utf8_lossy(output.as_os_str().as_bytes()),
+        bytes.div_ceil(1024)
+    );
+    if stats.lost_total() > 0 {
+        let lost: Vec<String> =
+            stats.lost.iter().filter(|(_, n)| **n > 0).map(|(probe, n)| format!("{probe}: {n}")).collect();
+        eprintln!(
+            "nixtrace: warning: incomplete trace: {} events lost ({})",
+            stats.lost_total(),
+            lost.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_within;
+
+    #[test]
+    fn cgroup_prefixes_match_whole_components() {
+        assert!(cgroup_within(b"/system.slice/a.service", b"/system.slice"));
+        assert!(cgroup_within(b"/system.slice", b"/system.slice"));
+        assert!(cgroup_within(b"/anything", b"/"));
+        assert!(!cgroup_within(b"/system.slice2/a", b"/system.slice"));
+    }
+}

@@ -1,0 +1,148 @@
+//! The events a trace holds, as the rest of nixtrace sees them: decoded,
+//! with strings resolved. Kernel records become these in `record::decode`;
+//! the writer and reader turn them into bytes and back.
+
+use std::collections::BTreeMap;
+
+/// Fields every kernel event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Common {
+    /// CLOCK_BOOTTIME, nanoseconds.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub cgroup_id: u64,
+}
+
+/// Which open-family syscall an open came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenSyscall {
+    Open = 1,
+    Openat = 2,
+    Openat2 = 3,
+}
+
+impl OpenSyscall {
+    pub fn name(self) -> &'static str {
+        match self {
+            OpenSyscall::Open => "open",
+            OpenSyscall::Openat => "openat",
+            OpenSyscall::Openat2 => "openat2",
+        }
+    }
+}
+
+/// A byte string from the traced system (paths, argv): not necessarily UTF-8.
+pub type Bytes = Vec<u8>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Fork {
+        common: Common,
+        child_pid: u32,
+        child_tid: u32,
+        clone_flags: u64,
+    },
+    Exec {
+        common: Common,
+        old_tid: u32,
+        filename: Bytes,
+        argv: Vec<Bytes>,
+        argv_truncated: bool,
+    },
+    ExecFailed {
+        common: Common,
+        filename: Bytes,
+        /// Negative errno.
+        ret: i32,
+    },
+    Exit {
+        common: Common,
+        /// wait(2) status.
+        status: i32,
+        group_dead: bool,
+    },
+    Open {
+        common: Common,
+        syscall: OpenSyscall,
+        dfd: i32,
+        path: Bytes,
+        /// For a relative path: the directory it was resolved against.
+        dir: Option<Bytes>,
+        /// The directory name was cut short (too deep or too long).
+        dir_truncated: bool,
+        flags: u64,
+        mode: u32,
+        /// fd, or negative errno.
+        ret: i64,
+        duration_ns: u64,
+    },
+    Mmap {
+        common: Common,
+        /// None for anonymous (executable) maps.
+        path: Option<Bytes>,
+        path_truncated: bool,
+        addr: u64,
+        len: u64,
+        offset: u64,
+        prot: u32,
+        flags: u32,
+        fd: i32,
+        dev: u32,
+        ino: u64,
+    },
+    /// A cgroup v2 directory: created while tracing, or found at start.
+    Cgroup {
+        common: Common,
+        id: u64,
+        level: u32,
+        path: Bytes,
+        seeded: bool,
+    },
+    /// A process that existed when tracing started (from /proc).
+    Process {
+        ts_ns: u64,
+        pid: u32,
+        ppid: u32,
+        /// Process start, CLOCK_BOOTTIME nanoseconds.
+        start_ns: u64,
+        cgroup_id: u64,
+        exe: Option<Bytes>,
+        argv: Vec<Bytes>,
+    },
+    /// Counters so far: written periodically and once at the end.
+    Stats(Stats),
+}
+
+/// Event and loss counters, by probe name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub ts_ns: u64,
+    /// Events written to the trace so far.
+    pub events: u64,
+    /// Events the kernel could not deliver, by probe (see `tracer_common::lost`).
+    pub lost: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    pub fn lost_total(&self) -> u64 {
+        self.lost.values().sum()
+    }
+}
+
+impl Event {
+    /// The `type` of the event in `dump` output and the docs.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Fork { .. } => "fork",
+            Event::Exec { .. } => "exec",
+            Event::ExecFailed { .. } => "exec_failed",
+            Event::Exit { .. } => "exit",
+            Event::Open { .. } => "open",
+            Event::Mmap { .. } => "mmap",
+            Event::Cgroup { .. } => "cgroup",
+            Event::Process { .. } => "process",
+            Event::Stats(_) => "stats",
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The on-disk layout shared by the writer and the reader; the prose
+//! version is `docs/trace-format.md`.
+//!
+//! ```text
+//! file   = "NIXTRACE" version:u32le header_len:u32le header:JSON block*
+//! block  = payload_len:u32le crc32(payload):u32le payload
+//! payload = record*
+//! record = tag:u8 fields...
+//! ```
+//! Fields are LEB128 varints (signed ones zigzag-encoded). Strings are
+//! written once, as a `STRING` record that takes the next id, and then
+//! referred to by id. Event timestamps are deltas from the previous event's.
+
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: &[u8; 8] = b"NIXTRACE";
+pub const VERSION: u32 = 1;
+/// A block is written when its payload reaches this size (and at least once
+/// a second), so a crash loses at most one block.
+pub const BLOCK_TARGET: usize = 256 * 1024;
+/// Larger blocks are refused by the reader as corrupt.
+pub const BLOCK_MAX: usize = 64 * 1024 * 1024;
+/// Larger headers are refused by the reader as corrupt.
+pub const HEADER_MAX: usize = 1024 * 1024;
+
+pub mod tag {
+    pub const STRING: u8 = 0x01;
+    pub const FORK: u8 = 0x10;
+    pub const EXEC: u8 = 0x11;
+    pub const EXEC_FAILED: u8 = 0x12;
+    pub const EXIT: u8 = 0x13;
+    pub const OPEN: u8 = 0x14;
+    pub const MMAP: u8 = 0x15;
+    pub const CGROUP: u8 = 0x16;
+    pub const PROCESS: u8 = 0x17;
+    pub const STATS: u8 = 0x18;
+    /// Written once by a recorder that stopped cleanly.
+    pub const END: u8 = 0x7f;
+}
+
+/// Flag bits packed into one varint per record.
+pub mod flag {
+    pub const ARGV_TRUNCATED: u64 = 1;
+    pub const GROUP_DEAD: u64 = 1;
+    pub const DIR_TRUNCATED: u64 = 1;
+    pub const PATH_TRUNCATED: u64 = 1;
+    pub const SEEDED: u64 = 1;
+}
+
+/// The self-describing JSON header at the start of every trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub nixtrace_version: String,
+    pub host: String,
+    pub kernel_release: String,
+    /// `/proc/sys/kernel/random/boot_id`: timestamps are only comparable
+    /// within one boot.
+    pub boot_id: String,
+    pub clock: ClockReference,
+    /// Names of the probes that were attached.
+    pub probes: Vec<String>,
+    /// Nanoseconds from starting to load the probes to the last one attached.
+    pub attach_ns: u64,
+    /// Bytes of argv captured per exec.
+    pub argv_max: usize,
+    /// What was recorded: the command, or null for the whole system.
+    pub command: Option<Vec<String>>,
+    pub filters: Filters,
+}
+
+/// Event timestamps are CLOCK_BOOTTIME; this pair, read together at start,
+/// maps them to wall-clock time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockReference {
+    pub boottime_ns: u64,
+    pub realtime_ns: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filters {
+    pub pids: Vec<u32>,
+    pub cgroup: Option<String>,
+}
+
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zigzag_round_trips_extremes() {
+        for v in [0, 1, -1, 63, -64, i64::MAX, i64::MIN, -4095] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+        assert_eq!(zigzag(-1), 1);
+        assert_eq!(zigzag(1), 2);
+    }
+}

@@ -1,0 +1,172 @@
+//! The trace file: a versioned, self-describing, streaming format
+//! (`docs/trace-format.md`). The recorder writes it; every analysis reads it.
+
+pub mod event;
+pub mod format;
+pub mod reader;
+pub mod writer;
+
+pub use event::{Common, Event, OpenSyscall, Stats};
+pub use format::{ClockReference, Filters, Header};
+pub use reader::TraceReader;
+pub use writer::TraceWriter;
+
+#[cfg(test)]
+mod tests {
+    use super::{reader::TraceError, *};
+
+    pub fn header() -> Header {
+        Header {
+            nixtrace_version: "test".into(),
+            host: "host".into(),
+            kernel_release: "6.18.0".into(),
+            boot_id: "00000000-0000-0000-0000-000000000000".into(),
+            clock: ClockReference { boottime_ns: 1, realtime_ns: 2 },
+            probes: vec!["exec".into()],
+            attach_ns: 12_000_000,
+            argv_max: 1024,
+            command: Some(vec!["true".into()]),
+            filters: Filters::default(),
+        }
+    }
+
+    fn common(ts_ns: u64, pid: u32, tid: u32) -> Common {
+        Common { ts_ns, pid, tid, cgroup_id: 4242 }
+    }
+
+    fn sample_events() -> Vec<Event> {
+        vec![
+            Event::Process { ts_ns: 5, pid: 1, ppid: 0, start_ns: 3, cgroup_id: 1, exe: None, argv: vec![] },
+            Event::Fork { common: common(1000, 10, 10), child_pid: 11, child_tid: 11, clone_flags: 0x11 },
+            Event::Exec {
+                common: common(1200, 11, 11),
+                old_tid: 11,
+                filename: b"/bin/true".to_vec(),
+                argv: vec![b"true".to_vec(), b"".to_vec(), b"x y".to_vec()],
+                argv_truncated: true,
+            },
+            Event::ExecFailed { common: common(1100, 11, 12), filename: b"/nope".to_vec(), ret: -2 },
+            Event::Open {
+                common: common(1300, 11, 11),
+                syscall: OpenSyscall::Openat2,
+                dfd: -100,
+                path: b"lib\xffc.so".to_vec(),
+                dir: Some(b"/tmp".to_vec()),
+                dir_truncated: false,
+                flags: 0x80000,
+                mode: 0o644,
+                ret: -2,
+                duration_ns: 1234,
+            },
+            Event::Mmap {
+                common: common(1400, 11, 11),
+                path: None,
+                path_truncated: false,
+                addr: 0x7fff_0000_0000,
+                len: 4096,
+                offset: 0,
+                prot: 5,
+                flags: 0x22,
+                fd: -1,
+                dev: 0,
+                ino: 0,
+            },
+            Event::Cgroup {
+                common: common(1500, 1, 1),
+                id: 77,
+                level: 2,
+                path: b"/a/b".to_vec(),
+                seeded: true,
+            },
+            Event::Exit { common: common(1600, 11, 11), status: 3 << 8, group_dead: true },
+        ]
+    }
+
+    fn write_all(events: &[Event], finish: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut writer = TraceWriter::new(&mut out, &header()).unwrap();
+        for event in events {
+            writer.write(event).unwrap();
+        }
+        if finish {
+            let stats =
+                Stats { ts_ns: 2000, events: events.len() as u64, lost: [("open".to_string(), 3)].into() };
+            writer.finish(&stats).unwrap();
+        } else {
+            writer.flush_block().unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn round_trips_every_event_kind() {
+        let events = sample_events();
+        let bytes = write_all(&events, true);
+        let mut reader = TraceReader::new(bytes.as_slice()).unwrap();
+        assert_eq!(reader.header(), &header());
+        let read: Vec<Event> = reader.by_ref().map(Result::unwrap).collect();
+        assert_eq!(&read[..events.len()], &events[..]);
+        let Event::Stats(stats) = &read[events.len()] else { panic!("no final stats: {read:?}") };
+        assert_eq!(stats.lost_total(), 3);
+        assert_eq!(read.len(), events.len() + 1);
+        assert_eq!(reader.cut_short(), None);
+    }
+
+    #[test]
+    fn strings_are_stored_once() {
+        let mut open = sample_events().remove(4);
+        if let Event::Open { path, .. } = &mut open {
+            *path = vec![b'x'; 300];
+        }
+        let one = write_all(std::slice::from_ref(&open), true).len();
+        let many = write_all(&vec![open; 101], true).len();
+        // 100 more opens of the same 300-byte path cost a few bytes each.
+        let per_open = (many - one) / 100;
+        assert!(per_open <= 24, "{per_open} bytes per repeated open");
+    }
+
+    #[test]
+    fn a_trace_without_end_record_is_cut_short() {
+        let events = sample_events();
+        let bytes = write_all(&events, false);
+        let mut reader = TraceReader::new(bytes.as_slice()).unwrap();
+        assert_eq!(reader.by_ref().count(), events.len());
+        assert!(reader.cut_short().unwrap().contains("no end record"));
+    }
+
+    #[test]
+    fn a_torn_block_reads_back_up_to_the_last_complete_block() {
+        let events = sample_events();
+        let mut writer = TraceWriter::new(Vec::new(), &header()).unwrap();
+        writer.write(&events[1]).unwrap();
+        writer.flush_block().unwrap();
+        writer.write(&events[2]).unwrap();
+        writer.flush_block().unwrap();
+        let mut bytes = writer.finish(&Stats::default()).unwrap();
+        // Cut into the middle of the last block.
+        bytes.truncate(bytes.len() - 5);
+        let mut reader = TraceReader::new(bytes.as_slice()).unwrap();
+        let read: Vec<Event> = reader.by_ref().map(Result::unwrap).collect();
+        assert_eq!(read, events[1..3]);
+        assert!(reader.cut_short().unwrap().contains("incomplete"), "{:?}", reader.cut_short());
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_trace() {
+        assert!(matches!(TraceReader::new(&b"hello world\n"[..]), Err(TraceError::NotATrace)));
+        assert!(matches!(TraceReader::new(&b""[..]), Err(TraceError::NotATrace)));
+        let mut future = write_all(&[], true);
+        future[8] = 99;
+        assert!(matches!(TraceReader::new(future.as_slice()), Err(TraceError::UnsupportedVersion(99))));
+    }
+
+    #[test]
+    fn a_flipped_bit_is_reported_as_corruption() {
+        let mut bytes = write_all(&sample_events(), true);
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x40;
+        let reader = TraceReader::new(bytes.as_slice()).unwrap();
+        let err = reader.filter_map(Result::err).next().expect("an error");
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+}

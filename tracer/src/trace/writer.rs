@@ -1,0 +1,210 @@
+//! Streams events into a trace file, one checksummed block at a time.
+
+use std::{collections::HashMap, io::Write};
+
+use super::{
+    event::{Common, Event, Stats},
+    format::{BLOCK_TARGET, Header, MAGIC, VERSION, flag, tag, zigzag},
+};
+
+pub struct TraceWriter<W: Write> {
+    out: W,
+    block: Vec<u8>,
+    strings: HashMap<Vec<u8>, u64>,
+    last_ts: u64,
+    events: u64,
+}
+
+impl<W: Write> TraceWriter<W> {
+    /// Writes the file header; events follow with [`TraceWriter::write`].
+    pub fn new(mut out: W, header: &Header) -> std::io::Result<Self> {
+        let json = serde_json::to_vec(header)?;
+        out.write_all(MAGIC)?;
+        out.write_all(&VERSION.to_le_bytes())?;
+        out.write_all(&(json.len() as u32).to_le_bytes())?;
+        out.write_all(&json)?;
+        out.flush()?;
+        Ok(TraceWriter {
+            out,
+            block: Vec::with_capacity(BLOCK_TARGET * 2),
+            strings: HashMap::new(),
+            last_ts: 0,
+            events: 0,
+        })
+    }
+
+    /// Events written so far (not counting stats records).
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn write(&mut self, event: &Event) -> std::io::Result<()> {
+        self.encode(event);
+        if !matches!(event, Event::Stats(_)) {
+            self.events += 1;
+        }
+        if self.block.len() >= BLOCK_TARGET {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending block, if any, and flushes the output: everything
+    /// written so far survives a crash from here on.
+    pub fn flush_block(&mut self) -> std::io::Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let crc = crc32fast::hash(&self.block);
+        let mut framed = Vec::with_capacity(self.block.len() + 8);
+        framed.extend_from_slice(&(self.block.len() as u32).to_le_bytes());
+        framed.extend_from_slice(&crc.to_le_bytes());
+        framed.extend_from_slice(&self.block);
+        // One write per block, so a torn file ends inside at most one block.
+        self.out.write_all(&framed)?;
+        self.out.flush()?;
+        self.block.clear();
+        Ok(())
+    }
+
+    /// Writes the final counters and the end marker, and returns the output.
+    pub fn finish(mut self, stats: &Stats) -> std::io::Result<W> {
+        self.encode(&Event::Stats(stats.clone()));
+        self.block.push(tag::END);
+        self.flush_block()?;
+        Ok(self.out)
+    }
+
+    fn put(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.block.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.block.push(v as u8);
+    }
+
+    fn put_signed(&mut self, v: i64) {
+        self.put(zigzag(v));
+    }
+
+    /// The id of `s`, defining it first if it is new.
+    fn string(&mut self, s: &[u8]) -> u64 {
+        if let Some(id) = self.strings.get(s) {
+            return *id;
+        }
+        let id = self.strings.len() as u64;
+        self.block.push(tag::STRING);
+        self.put(s.len() as u64);
+        self.block.extend_from_slice(s);
+        self.strings.insert(s.to_vec(), id);
+        id
+    }
+
+    fn put_ts(&mut self, ts: u64) {
+        self.put_signed(ts.wrapping_sub(self.last_ts) as i64);
+        self.last_ts = ts;
+    }
+
+    fn put_common(&mut self, tag: u8, c: &Common) {
+        self.block.push(tag);
+        self.put_ts(c.ts_ns);
+        self.put(c.pid as u64);
+        self.put_signed(c.tid as i64 - c.pid as i64);
+        self.put(c.cgroup_id);
+    }
+
+    fn encode(&mut self, event: &Event) {
+        // Strings are defined before the record that uses them starts.
+        match event {
+            Event::Fork { common, child_pid, child_tid, clone_flags } => {
+                self.put_common(tag::FORK, common);
+                self.put(*child_pid as u64);
+                self.put_signed(*child_tid as i64 - *child_pid as i64);
+                self.put(*clone_flags);
+            }
+            Event::Exec { common, old_tid, filename, argv, argv_truncated } => {
+                let filename = self.string(filename);
+                let joined = argv.join(&0u8);
+                let argv_id = self.string(&joined);
+                self.put_common(tag::EXEC, common);
+                self.put(filename);
+                self.put(argv.len() as u64);
+                self.put(argv_id);
+                self.put_signed(*old_tid as i64 - common.tid as i64);
+                self.put(if *argv_truncated { flag::ARGV_TRUNCATED } else { 0 });
+            }
+            Event::ExecFailed { common, filename, ret } => {
+                let filename = self.string(filename);
+                self.put_common(tag::EXEC_FAILED, common);
+                self.put(filename);
+                self.put_signed(*ret as i64);
+            }
+            Event::Exit { common, status, group_dead } => {
+                self.put_common(tag::EXIT, common);
+                self.put_signed(*status as i64);
+                self.put(if *group_dead { flag::GROUP_DEAD } else { 0 });
+            }
+            Event::Open { common, syscall, dfd, path, dir, dir_truncated, flags, mode, ret, duration_ns } => {
+                let path = self.string(path);
+                let dir = dir.as_deref().map_or(0, |d| self.string(d) + 1);
+                self.put_common(tag::OPEN, common);
+                self.put(*syscall as u64);
+                self.put_signed(*dfd as i64);
+                self.put(path);
+                self.put(dir);
+                self.put(if *dir_truncated { flag::DIR_TRUNCATED } else { 0 });
+                self.put(*flags);
+                self.put(*mode as u64);
+                self.put_signed(*ret);
+                self.put(*duration_ns);
+            }
+            Event::Mmap { common, path, path_truncated, addr, len, offset, prot, flags, fd, dev, ino } => {
+                let path = path.as_deref().map_or(0, |p| self.string(p) + 1);
+                self.put_common(tag::MMAP, common);
+                self.put(path);
+                self.put(if *path_truncated { flag::PATH_TRUNCATED } else { 0 });
+                self.put(*addr);
+                self.put(*len);
+                self.put(*offset);
+                self.put(*prot as u64);
+                self.put(*flags as u64);
+                self.put_signed(*fd as i64);
+                self.put(*dev as u64);
+                self.put(*ino);
+            }
+            Event::Cgroup { common, id, level, path, seeded } => {
+                let path = self.string(path);
+                self.put_common(tag::CGROUP, common);
+                self.put(*id);
+                self.put(*level as u64);
+                self.put(path);
+                self.put(if *seeded { flag::SEEDED } else { 0 });
+            }
+            Event::Process { ts_ns, pid, ppid, start_ns, cgroup_id, exe, argv } => {
+                let exe = exe.as_deref().map_or(0, |e| self.string(e) + 1);
+                let joined = argv.join(&0u8);
+                let argv_id = self.string(&joined);
+                self.block.push(tag::PROCESS);
+                self.put_ts(*ts_ns);
+                self.put(*pid as u64);
+                self.put(*ppid as u64);
+                self.put(*start_ns);
+                self.put(*cgroup_id);
+                self.put(exe);
+                self.put(argv.len() as u64);
+                self.put(argv_id);
+            }
+            Event::Stats(stats) => {
+                let names: Vec<u64> = stats.lost.keys().map(|k| self.string(k.as_bytes())).collect();
+                self.block.push(tag::STATS);
+                self.put_ts(stats.ts_ns);
+                self.put(stats.events);
+                self.put(names.len() as u64);
+                for (id, count) in names.into_iter().zip(stats.lost.values()) {
+                    self.put(id);
+                    self.put(*count);
+                }
+            }
+        }
+    }
+}
