@@ -1,0 +1,191 @@
+//! Project automation for nixtrace, run as `cargo xtask <command>` (the alias
+//! lives in `.cargo/config.toml`).
+//!
+//! - `cargo xtask setup` installs every prerequisite on Debian 12, skipping
+//!   what is already there: the Debian packages (LLVM 22, build tools,
+//!   strace, bpftrace, perf, patchelf), the nightly `rust-src` component,
+//!   bpf-linker built against LLVM 22, and the tracefs mount. Installing the
+//!   Debian packages and mounting tracefs needs root.
+//! - `cargo xtask test` runs `setup`, then the whole suite: `cargo fmt
+//!   --check`, clippy with `-D warnings`, the release build (which embeds the
+//!   eBPF object) and `cargo test` on one thread. The tests load eBPF programs
+//!   into the kernel, so this must run as root (`sudo -E cargo xtask test`).
+//!   `--quick` skips fmt and clippy.
+//! - `cargo xtask demo` runs `setup`, builds the release binary, records the
+//!   startup of `python3 -c "import json"` into `target/demo.ntr` and prints
+//!   the start of its dump and a short summary.
+//!
+//! `setup.rs`, `test.rs` and `demo.rs` hold one command each; this file holds
+//! the command line and the few helpers they share (running a command,
+//! finding cargo's directories, checking for root).
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod setup;
+mod test;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "nixtrace project automation: install prerequisites, run the test suite, run a demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install every prerequisite on Debian 12 (idempotent; installing packages needs root).
+    ///
+    /// Checks, and installs when missing: the Debian packages (llvm-22-dev,
+    /// libpolly-22-dev, zlib1g-dev, libzstd-dev, build-essential, pkg-config,
+    /// strace, bpftrace, linux-perf, patchelf), the `rust-src` component of
+    /// the nightly toolchain, bpf-linker built against LLVM 22, and the
+    /// tracefs mount at /sys/kernel/tracing. Prints one line per step.
+    Setup,
+    /// Run setup, then fmt, clippy, the release build and all tests (as root).
+    ///
+    /// The tests load real eBPF programs into the kernel and share it, so they
+    /// run as root and on one thread: `sudo -E cargo xtask test`. Stops at the
+    /// first failing step and names it.
+    Test(test::Args),
+    /// Run setup, build, and trace the startup of `python3 -c "import json"` (as root).
+    ///
+    /// Records into target/demo.ntr, prints the first lines of `nixtrace dump`
+    /// and a summary: events by type, failed opens, the libraries mapped
+    /// executable and the lost-event counts.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Cmd::Setup => setup::run(),
+        Cmd::Test(args) => test::run(&args),
+        Cmd::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The whole chain of causes, without anyhow's backtrace.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: commands run from here.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives inside the workspace")
+}
+
+/// Cargo's target directory (`$CARGO_TARGET_DIR`, else `target/` at the root).
+pub fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => repo_root().join(dir),
+        None => repo_root().join("target"),
+    }
+}
+
+/// `$CARGO_HOME/bin` (default `~/.cargo/bin`), where `cargo install` puts bpf-linker.
+pub fn cargo_bin_dir() -> Option<PathBuf> {
+    let home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))?;
+    Some(home.join("bin"))
+}
+
+/// `$PATH` with `$CARGO_HOME/bin` in front if it is not there already, so
+/// that children (and the tracer's build script) find a freshly installed
+/// bpf-linker even under `sudo`, whose PATH usually lacks it.
+fn tool_path() -> OsString {
+    let path = env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = env::split_paths(&path).collect();
+    if let Some(bin) = cargo_bin_dir()
+        && !dirs.contains(&bin)
+    {
+        dirs.insert(0, bin);
+    }
+    env::join_paths(dirs).unwrap_or(path)
+}
+
+/// A command to run from the repository root, with cargo's bin directory on PATH.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(repo_root()).env("PATH", tool_path());
+    cmd
+}
+
+/// `cargo` with the given arguments, via [`command`].
+pub fn cargo<const N: usize>(args: [&str; N]) -> Command {
+    let mut cmd = command("cargo");
+    cmd.args(args);
+    cmd
+}
+
+/// The command line as a shell user would type it, with any environment it
+/// sets (except PATH) in front.
+fn describe(cmd: &Command) -> String {
+    let envs = cmd
+        .get_envs()
+        .filter(|(key, _)| *key != "PATH")
+        .filter_map(|(key, value)| Some(format!("{}={}", key.to_string_lossy(), value?.to_string_lossy())));
+    let words = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|word| {
+        let word = word.to_string_lossy();
+        if word.is_empty() || word.contains([' ', '"', '\'', '$']) {
+            format!("'{}'", word.replace('\'', r"'\''"))
+        } else {
+            word.into_owned()
+        }
+    });
+    envs.chain(words).collect::<Vec<_>>().join(" ")
+}
+
+fn not_started(cmd: &Command, line: &str) -> String {
+    let program = cmd.get_program().to_string_lossy();
+    format!("could not start `{line}` (is `{program}` installed and on PATH?)")
+}
+
+/// Prints `cmd`, runs it with inherited stdio and fails, naming the command
+/// and its exit status, unless it succeeds.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let line = describe(cmd);
+    println!("$ {line}");
+    let status = cmd.status().with_context(|| not_started(cmd, &line))?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs `cmd` quietly and returns its stdout; fails with its stderr.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let line = describe(cmd);
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| not_started(cmd, &line))?;
+    if !out.status.success() {
+        bail!("`{line}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("`{line}` printed non-UTF-8 output"))
+}
+
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    // `Uid:` lists the real, effective, saved and filesystem uids.
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|uids| uids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}

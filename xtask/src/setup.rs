@@ -1,0 +1,161 @@
+//! `cargo xtask setup`: installs the prerequisites, one function per step.
+//! Each step checks first and prints `ok: ...` when there is nothing to do,
+//! or `installing: ...` before it changes the machine.
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{command, output, run as run_cmd};
+
+/// Everything the build, the tests and the demo need from Debian 12.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "build-essential",
+    "pkg-config",
+    "strace",
+    "bpftrace",
+    "linux-perf",
+    "patchelf",
+];
+
+/// Where llvm-22-dev installs LLVM; bpf-linker links against it.
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Runs every step in order; the Debian packages come first because
+/// bpf-linker is built against their LLVM.
+pub fn run() -> Result<()> {
+    let root = crate::is_root();
+    debian_packages(root)?;
+    rust_src()?;
+    bpf_linker()?;
+    tracefs(root);
+    Ok(())
+}
+
+fn debian_packages(root: bool) -> Result<()> {
+    let mut missing = Vec::new();
+    for package in DEBIAN_PACKAGES {
+        if !deb_installed(package)? {
+            missing.push(*package);
+        }
+    }
+    if missing.is_empty() {
+        println!("ok: Debian packages ({})", DEBIAN_PACKAGES.join(" "));
+        return Ok(());
+    }
+    let missing = missing.join(" ");
+    if !root {
+        bail!(
+            "missing Debian packages: {missing}\n\
+             installing them needs root: run `sudo -E cargo xtask setup` \
+             (or `sudo apt-get install --no-install-recommends {missing}`)"
+        );
+    }
+    println!("installing: Debian packages {missing}");
+    run_cmd(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run_cmd(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(missing.split(' ')),
+    )
+    .context(
+        "installing the Debian packages failed (the llvm-22 packages need a source that \
+         has them, such as apt.llvm.org's llvm-toolchain-bookworm-22)",
+    )
+}
+
+/// Whether dpkg reports `package` as installed.
+fn deb_installed(package: &str) -> Result<bool> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .context("could not run dpkg-query: `cargo xtask setup` supports Debian 12 only")?;
+    // "install ok installed"; a removed package leaves "deinstall ok config-files".
+    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).ends_with(" installed"))
+}
+
+/// aya-build compiles the eBPF crate with nightly and `-Z build-std=core`,
+/// which needs nightly's `rust-src`.
+fn rust_src() -> Result<()> {
+    let toolchains = output(command("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|line| line.starts_with("nightly")) {
+        bail!(
+            "the nightly toolchain is missing (`rustup toolchain list` shows none); the eBPF \
+             programs are built with it. Install it with \
+             `rustup toolchain install nightly --profile minimal --component rust-src`"
+        );
+    }
+    let installed =
+        output(command("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    // Listed as `rust-src`, without a target suffix.
+    if installed.lines().any(|line| line.trim() == "rust-src") {
+        println!("ok: rust-src for the nightly toolchain");
+        return Ok(());
+    }
+    println!("installing: rust-src for the nightly toolchain");
+    run_cmd(command("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// The eBPF linker, built from source against the system's LLVM 22.
+fn bpf_linker() -> Result<()> {
+    if let Some(version) = bpf_linker_version() {
+        println!("ok: {version}");
+        return Ok(());
+    }
+    println!("installing: bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes)");
+    if let Err(err) = install_bpf_linker(true) {
+        println!("warning: {err:#}; retrying without --locked");
+        install_bpf_linker(false)?;
+    }
+    bpf_linker_version().context(
+        "bpf-linker was installed but `bpf-linker --version` still fails \
+         (is $CARGO_HOME/bin, usually ~/.cargo/bin, where cargo installed it?)",
+    )?;
+    Ok(())
+}
+
+/// `bpf-linker --version`, looked up in PATH and in `$CARGO_HOME/bin`.
+fn bpf_linker_version() -> Option<String> {
+    let version = output(command("bpf-linker").arg("--version")).ok()?;
+    Some(version.trim().to_owned())
+}
+
+fn install_bpf_linker(locked: bool) -> Result<()> {
+    let mut cmd = command("cargo");
+    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION]);
+    if locked {
+        cmd.arg("--locked");
+    }
+    cmd.args(["--no-default-features", "--features", "llvm-22"])
+        // aya-rustc-llvm-proxy finds libLLVM through LLVM_PREFIX (without it
+        // linking fails on -lLLVM); llvm-sys 221 reads its own variable.
+        .env("LLVM_PREFIX", LLVM_PREFIX)
+        .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX);
+    run_cmd(&mut cmd)
+}
+
+/// The tracer reads tracepoint formats from tracefs. Not fatal: nixtrace
+/// mounts it itself when it runs as root.
+fn tracefs(root: bool) {
+    if Path::new(TRACEFS).join("events").exists() {
+        println!("ok: tracefs mounted at {TRACEFS}");
+        return;
+    }
+    if !root {
+        println!(
+            "warning: {TRACEFS}/events is not visible and mounting tracefs needs root \
+             (nixtrace mounts it itself when run as root)"
+        );
+        return;
+    }
+    println!("installing: tracefs mount at {TRACEFS}");
+    if let Err(err) = run_cmd(Command::new("mount").args(["-t", "tracefs", "tracefs", TRACEFS])) {
+        println!("warning: {err:#} (nixtrace tries to mount it itself)");
+    }
+}
