@@ -1,0 +1,523 @@
+//! Helpers for nixtrace's integration tests: a per-test sandbox directory,
+//! the C workload (`tests/workload.c`), running `nixtrace record` and
+//! `nixtrace dump` under a timeout, and picking events out of a parsed trace.
+//!
+//! Accessors panic with the offending event when a field is missing or has
+//! the wrong JSON type, so a schema change fails loudly instead of filtering
+//! events away.
+#![allow(dead_code)]
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ffi::OsStr,
+    fs::{self, File},
+    io::{Read, Seek, SeekFrom},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The binary under test.
+pub const NIXTRACE: &str = env!("CARGO_BIN_EXE_nixtrace");
+const WORKLOAD_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/workload.c");
+
+/// Longest any single command may run before the test fails (eBPF loading
+/// and BTF parsing can be slow on a loaded 2-core machine).
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest `nixtrace record` may take to create its output file.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Record types produced by the kernel probes (as opposed to the header,
+/// seeded `process`/`cgroup` records and `stats`).
+pub const KERNEL_EVENT_TYPES: [&str; 6] = ["fork", "exec", "exec_failed", "exit", "open", "mmap"];
+
+pub const PROT_READ: u64 = 1;
+pub const PROT_EXEC: u64 = 4;
+pub const AT_FDCWD: i64 = -100;
+pub const ENOENT: i64 = -2;
+
+/// Every test loads eBPF programs (or shares the suite's contract): never skip.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("these tests load eBPF programs: run as root");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sandbox
+
+/// A fresh directory for one test: the compiled workload, files it works on,
+/// traces and logs. Lives under cargo's target tmpdir, which is never
+/// mounted noexec (the workload runs and maps PROT_EXEC from there). All
+/// paths are canonical, so they compare equal to kernel-reconstructed ones.
+pub struct Sandbox {
+    _dir: TempDir,
+    root: PathBuf,
+}
+
+impl Sandbox {
+    /// Checks for root, then creates the directory.
+    pub fn new() -> Sandbox {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("nixtrace-test-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("create the test's temporary directory");
+        let root = dir.path().canonicalize().expect("canonicalize the temporary directory");
+        Sandbox { _dir: dir, root }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Where the test's trace goes.
+    pub fn trace_path(&self) -> PathBuf {
+        self.path("trace.nxt")
+    }
+
+    /// Compiles `tests/workload.c` into the sandbox; returns its absolute path.
+    pub fn build_workload(&self) -> PathBuf {
+        let binary = self.path("workload");
+        let output = Command::new("cc")
+            .args(["-O1", "-pthread", "-Wall", "-o"])
+            .arg(&binary)
+            .arg(WORKLOAD_SOURCE)
+            .output()
+            .expect("run cc (a C compiler is needed to build tests/workload.c)");
+        assert!(
+            output.status.success(),
+            "compiling {WORKLOAD_SOURCE} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        binary
+    }
+
+    /// Creates the tree the `files` workload expects: `DIR/exists` and
+    /// `DIR/sub/inner`, regular files big enough to mmap a page of.
+    pub fn files_tree(&self) -> PathBuf {
+        let dir = self.path("data");
+        fs::create_dir_all(dir.join("sub")).expect("create data/sub");
+        for file in ["exists", "sub/inner"] {
+            fs::write(dir.join(file), vec![b'x'; 8192]).unwrap_or_else(|e| panic!("write {file}: {e}"));
+        }
+        dir
+    }
+}
+
+/// A path as UTF-8 (sandbox paths always are).
+pub fn text_of(path: &Path) -> &str {
+    path.to_str().unwrap_or_else(|| panic!("non-UTF-8 path {}", path.display()))
+}
+
+// ---------------------------------------------------------------------------
+// Running processes
+
+/// A spawned process whose stdout and stderr go to anonymous temporary files
+/// (so a chatty process never blocks on a full pipe).
+pub struct Running {
+    child: Child,
+    stdout: File,
+    stderr: File,
+    description: String,
+}
+
+/// Starts `command` with stdin from /dev/null and captured output.
+pub fn spawn(command: &mut Command) -> Running {
+    let stdout = tempfile::tempfile().expect("create stdout capture file");
+    let stderr = tempfile::tempfile().expect("create stderr capture file");
+    let description = format!("{command:?}");
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(stdout.try_clone().expect("dup stdout capture"))
+        .stderr(stderr.try_clone().expect("dup stderr capture"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {description}: {e}"));
+    Running { child, stdout, stderr, description }
+}
+
+/// Runs `command` to completion (at most [`TIMEOUT`]).
+pub fn run(command: &mut Command) -> Output {
+    spawn(command).wait(TIMEOUT)
+}
+
+fn read_all(mut file: &File) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0)).expect("rewind capture file");
+    file.read_to_end(&mut bytes).expect("read capture file");
+    bytes
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: plain syscall; the child is not reaped yet, so its pid is still ours.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}): {}", self.child.id(), std::io::Error::last_os_error());
+    }
+
+    fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&read_all(&self.stderr)).into_owned()
+    }
+
+    /// Waits until `path` exists; panics if the process exits first or the
+    /// file does not appear within [`STARTUP_TIMEOUT`].
+    pub fn wait_for_file(&mut self, path: &Path) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while !path.exists() {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "{} exited ({status}) before creating {}; stderr:\n{}",
+                    self.description,
+                    path.display(),
+                    self.stderr_so_far()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not create {} within {STARTUP_TIMEOUT:?}; stderr:\n{}",
+                self.description,
+                path.display(),
+                self.stderr_so_far()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit; kills it and panics after `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} did not finish within {timeout:?}; stderr:\n{}",
+                    self.description,
+                    self.stderr_so_far()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Output { status, stdout: read_all(&self.stdout), stderr: read_all(&self.stderr) }
+    }
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `nixtrace record -o TRACE`, ready for more arguments.
+pub fn record_cmd(trace: &Path) -> Command {
+    let mut command = Command::new(NIXTRACE);
+    command.arg("record").arg("-o").arg(trace);
+    command
+}
+
+// ---------------------------------------------------------------------------
+// Recording a command
+
+/// The result of `nixtrace record -o TRACE -- CMD...`.
+pub struct Recording {
+    pub status: ExitStatus,
+    pub stderr: String,
+    pub trace: Trace,
+}
+
+impl Recording {
+    /// nixtrace must have exited with `expected` (CMD's status passed through).
+    pub fn assert_exit_code(&self, expected: i32) {
+        assert_eq!(
+            self.status.code(),
+            Some(expected),
+            "nixtrace record exited with {}; stderr:\n{}",
+            self.status,
+            self.stderr
+        );
+    }
+}
+
+/// Records `command` into the sandbox's trace file and loads the trace.
+pub fn record_command<S: AsRef<OsStr>>(sandbox: &Sandbox, command: &[S]) -> Recording {
+    let trace_path = sandbox.trace_path();
+    let output = run(record_cmd(&trace_path).arg("--").args(command));
+    let stderr = stderr_of(&output);
+    assert!(trace_path.exists(), "nixtrace record ({}) wrote no trace; stderr:\n{stderr}", output.status);
+    Recording { status: output.status, stderr, trace: Trace::load(&trace_path) }
+}
+
+// ---------------------------------------------------------------------------
+// Dumping and parsing
+
+/// The raw result of `nixtrace dump FILE`.
+pub struct Dump {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn dump(trace: &Path) -> Dump {
+    let output = run(Command::new(NIXTRACE).arg("dump").arg(trace));
+    Dump {
+        status: output.status,
+        stdout: String::from_utf8(output.stdout).expect("dump output is UTF-8"),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl Dump {
+    /// Every stdout line as JSON; panics on a line that is not.
+    pub fn records(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("dump line {} is not JSON ({e}): {line}", i + 1))
+            })
+            .collect()
+    }
+}
+
+/// A parsed trace: the header, then every other record in dump order.
+pub struct Trace {
+    pub header: Value,
+    pub records: Vec<Value>,
+}
+
+impl Trace {
+    /// Dumps a trace that must be complete: dump succeeds and does not warn
+    /// that the trace was cut short.
+    pub fn load(path: &Path) -> Trace {
+        let dump = dump(path);
+        assert!(dump.status.success(), "nixtrace dump failed ({}): {}", dump.status, dump.stderr);
+        assert!(
+            !dump.stderr.contains("cut short"),
+            "a complete trace was reported as cut short: {}",
+            dump.stderr
+        );
+        Trace::from_records(dump.records())
+    }
+
+    /// Splits off the header, which must be the first record.
+    pub fn from_records(mut records: Vec<Value>) -> Trace {
+        assert!(!records.is_empty(), "dump printed nothing");
+        let header = records.remove(0);
+        assert_eq!(header["type"], "header", "first dump line is not the header: {header}");
+        for key in ["kernel_release", "boot_id", "nixtrace_version", "probes"] {
+            assert!(header.get(key).is_some(), "header lacks {key:?}: {header}");
+        }
+        Trace { header, records }
+    }
+
+    /// Records of one type, in time order (stable sort on `ts_ns`; records
+    /// without one keep dump order).
+    pub fn of_type(&self, kind: &str) -> Vec<&Value> {
+        let mut selected: Vec<&Value> = self.records.iter().filter(|r| r["type"] == kind).collect();
+        selected.sort_by_key(|r| r.get("ts_ns").and_then(Value::as_u64).unwrap_or(0));
+        selected
+    }
+
+    /// Records of one type from process `pid`, in time order.
+    pub fn of_pid(&self, kind: &str, pid: u32) -> Vec<&Value> {
+        self.of_type(kind).into_iter().filter(|r| pid_of(r) == pid).collect()
+    }
+
+    /// Every record made by a kernel probe, in dump order.
+    pub fn kernel_events(&self) -> impl Iterator<Item = &Value> {
+        self.records.iter().filter(|r| KERNEL_EVENT_TYPES.iter().any(|t| r["type"] == *t))
+    }
+
+    /// Exec events of `program` run as `program MODE ...` (the workload's
+    /// modes), in time order.
+    pub fn execs_of(&self, program: &Path, mode: &str) -> Vec<&Value> {
+        let program = text_of(program);
+        self.of_type("exec")
+            .into_iter()
+            .filter(|e| {
+                let argv = argv_of(e);
+                argv.first() == Some(&program) && argv.get(1) == Some(&mode)
+            })
+            .collect()
+    }
+
+    /// The single exec of `program MODE ...`.
+    pub fn only_exec_of(&self, program: &Path, mode: &str) -> &Value {
+        let execs = self.execs_of(program, mode);
+        assert_eq!(execs.len(), 1, "expected one exec of {} {mode}: {execs:#?}", program.display());
+        execs[0]
+    }
+
+    /// The exit event that ended process `pid` (its last thread's).
+    pub fn process_exit(&self, pid: u32) -> &Value {
+        let exits: Vec<&Value> =
+            self.of_pid("exit", pid).into_iter().filter(|e| boolean(e, "group_dead")).collect();
+        assert_eq!(exits.len(), 1, "expected one group_dead exit of pid {pid}: {exits:#?}");
+        exits[0]
+    }
+
+    /// The stats record, which must be the trace's last record.
+    pub fn stats(&self) -> &Value {
+        let last = self.records.last().expect("trace has no records after the header");
+        assert_eq!(last["type"], "stats", "the last record is not the stats record: {last}");
+        last
+    }
+
+    /// No probe lost events.
+    pub fn assert_nothing_lost(&self) {
+        let stats = self.stats();
+        assert_eq!(int(stats, "lost_total"), 0, "events were lost: {}", stats["lost"]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Field accessors
+
+fn field<'a>(record: &'a Value, key: &str) -> &'a Value {
+    record.get(key).unwrap_or_else(|| panic!("record has no {key:?}: {record}"))
+}
+
+pub fn int(record: &Value, key: &str) -> i64 {
+    field(record, key).as_i64().unwrap_or_else(|| panic!("{key:?} is not an integer: {record}"))
+}
+
+/// An integer that may be null.
+pub fn opt_int(record: &Value, key: &str) -> Option<i64> {
+    match field(record, key) {
+        Value::Null => None,
+        value => Some(value.as_i64().unwrap_or_else(|| panic!("{key:?} is not an integer: {record}"))),
+    }
+}
+
+pub fn uint(record: &Value, key: &str) -> u64 {
+    field(record, key).as_u64().unwrap_or_else(|| panic!("{key:?} is not unsigned: {record}"))
+}
+
+pub fn string<'a>(record: &'a Value, key: &str) -> &'a str {
+    field(record, key).as_str().unwrap_or_else(|| panic!("{key:?} is not a string: {record}"))
+}
+
+/// A string that may be null.
+pub fn opt_string<'a>(record: &'a Value, key: &str) -> Option<&'a str> {
+    match field(record, key) {
+        Value::Null => None,
+        value => Some(value.as_str().unwrap_or_else(|| panic!("{key:?} is not a string: {record}"))),
+    }
+}
+
+pub fn boolean(record: &Value, key: &str) -> bool {
+    field(record, key).as_bool().unwrap_or_else(|| panic!("{key:?} is not a bool: {record}"))
+}
+
+pub fn pid_of(record: &Value) -> u32 {
+    u32::try_from(uint(record, "pid")).expect("pid fits u32")
+}
+
+pub fn tid_of(record: &Value) -> u32 {
+    u32::try_from(uint(record, "tid")).expect("tid fits u32")
+}
+
+pub fn ts_of(record: &Value) -> u64 {
+    uint(record, "ts_ns")
+}
+
+pub fn argv_of(record: &Value) -> Vec<&str> {
+    field(record, "argv")
+        .as_array()
+        .unwrap_or_else(|| panic!("argv is not an array: {record}"))
+        .iter()
+        .map(|a| a.as_str().unwrap_or_else(|| panic!("argv element is not a string: {record}")))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// strace output
+
+/// (openat calls, failed openat calls).
+pub type OpenatCount = (usize, usize);
+/// [`OpenatCount`] per thread id.
+pub type OpenatTally = BTreeMap<u32, OpenatCount>;
+
+/// The openat calls in an `strace -f -o FILE -e trace=openat` log.
+#[derive(Debug, Default)]
+pub struct StraceOpenats {
+    /// Keyed by strace's first column, which is a thread id.
+    pub per_tid: OpenatTally,
+}
+
+impl StraceOpenats {
+    /// Parses lines like `1234 openat(AT_FDCWD, "x", O_RDONLY) = 3` or
+    /// `... = -1 ENOENT (...)`. A call split into `<unfinished ...>` and
+    /// `<... openat resumed>` is counted once, at its resumed line. Other
+    /// lines (signals, exits) only register their thread, with no calls.
+    pub fn parse(log: &str) -> StraceOpenats {
+        let mut parsed = StraceOpenats::default();
+        for line in log.lines() {
+            let Some((tid, call)) = line.trim_start().split_once(char::is_whitespace) else { continue };
+            let Ok(tid) = tid.parse::<u32>() else { continue };
+            // Threads strace saw (if only through a signal) but that made no
+            // openat call count too: nixtrace must see none from them either.
+            let counts = parsed.per_tid.entry(tid).or_default();
+            let call = call.trim_start();
+            let is_call = call.starts_with("openat(") || call.starts_with("<... openat resumed>");
+            if !is_call || call.ends_with("<unfinished ...>") {
+                continue;
+            }
+            // strace pads before " = RESULT"; a path containing " = " comes earlier.
+            let result = call
+                .rsplit_once(" = ")
+                .map(|(_, r)| r.split_whitespace().next().unwrap_or(""))
+                .unwrap_or_else(|| panic!("strace line without a result: {line}"));
+            let ret: i64 =
+                result.parse().unwrap_or_else(|_| panic!("strace line with an unknown result: {line}"));
+            counts.0 += 1;
+            if ret < 0 {
+                counts.1 += 1;
+            }
+        }
+        parsed
+    }
+
+    pub fn tids(&self) -> BTreeSet<u32> {
+        self.per_tid.keys().copied().collect()
+    }
+
+    pub fn total(&self) -> usize {
+        self.per_tid.values().map(|c| c.0).sum()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.per_tid.values().map(|c| c.1).sum()
+    }
+}
+
+/// Threads whose (calls, failed) differ between two per-tid tallies, for
+/// assertion messages.
+pub fn tally_differences(
+    expected: &OpenatTally,
+    actual: &OpenatTally,
+) -> Vec<(u32, OpenatCount, OpenatCount)> {
+    expected
+        .keys()
+        .chain(actual.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|tid| {
+            let e = expected.get(tid).copied().unwrap_or_default();
+            let a = actual.get(tid).copied().unwrap_or_default();
+            (e != a).then_some((*tid, e, a))
+        })
+        .collect()
+}

@@ -1,0 +1,451 @@
+//! End-to-end tests of `nixtrace record` and `nixtrace dump`: they run as
+//! root, load the real eBPF programs into the running kernel, trace real
+//! processes (mostly `tests/workload.c`) and compare the trace with what
+//! those processes are known to have done.
+//!
+//! Run with `--test-threads=1`: system-wide recordings would otherwise see
+//! each other's processes.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    os::unix::{fs::MetadataExt, process::ExitStatusExt},
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use common::*;
+use serde_json::Value;
+
+/// One open event, reduced to what the `files` workload controls:
+/// (syscall, path, dir, errno).
+type OpenSummary = (String, String, Option<String>, Option<String>);
+
+fn open_summary(event: &Value) -> OpenSummary {
+    (
+        string(event, "syscall").to_owned(),
+        string(event, "path").to_owned(),
+        opt_string(event, "dir").map(str::to_owned),
+        opt_string(event, "errno").map(str::to_owned),
+    )
+}
+
+fn expected_open(syscall: &str, path: &str, dir: Option<&str>, errno: Option<&str>) -> OpenSummary {
+    (syscall.to_owned(), path.to_owned(), dir.map(str::to_owned), errno.map(str::to_owned))
+}
+
+/// Proves open/openat/openat2 (paths, directories of relative opens, dirfds, errors, flags), file and executable anonymous mmaps (named through fd reuse and dup), a failed exec and the exit are recorded exactly.
+#[test]
+fn files_workload_is_recorded_exactly() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+    let dir = sandbox.files_tree();
+    let d = text_of(&dir);
+
+    let recording = record_command(&sandbox, &[text_of(&workload), "files", d]);
+    recording.assert_exit_code(3);
+    let trace = &recording.trace;
+    trace.assert_nothing_lost();
+
+    let exec = trace.only_exec_of(&workload, "files");
+    assert_eq!(argv_of(exec), [text_of(&workload), "files", d]);
+    assert_eq!(string(exec, "filename"), text_of(&workload));
+    assert!(!boolean(exec, "argv_truncated"));
+    assert_eq!(trace.of_type("exec").len(), 1, "only the workload execs successfully");
+    let pid = pid_of(exec);
+
+    // Opens, in order.
+    let relative_names = ["exists", "inner", "nope"];
+    let opens: Vec<&Value> = trace
+        .of_pid("open", pid)
+        .into_iter()
+        .filter(|e| {
+            let path = string(e, "path");
+            path.contains(d) || relative_names.contains(&path)
+        })
+        .collect();
+    let sub = format!("{d}/sub");
+    let expected = vec![
+        expected_open("open", &format!("{d}/exists"), None, None),
+        expected_open("openat", &format!("{d}/missing"), None, Some("ENOENT")),
+        expected_open("openat", "exists", Some(d), None),
+        expected_open("openat", &sub, None, None),
+        expected_open("openat", "inner", Some(&sub), None),
+        expected_open("openat", "nope", Some(&sub), Some("ENOENT")),
+        expected_open("openat2", &format!("{d}/exists"), None, None),
+        expected_open("openat", &format!("{d}/exists"), None, None),
+        expected_open("openat", &format!("{d}/sub/inner"), None, None),
+    ];
+    assert_eq!(opens.iter().map(|e| open_summary(e)).collect::<Vec<_>>(), expected);
+
+    for event in &opens {
+        let ret = int(event, "ret");
+        match opt_string(event, "errno") {
+            None => assert!(ret >= 0, "successful open with ret {ret}: {event}"),
+            Some(_) => assert_eq!(ret, ENOENT, "failed open: {event}"),
+        }
+        assert_eq!(int(event, "pid"), int(event, "tid"), "single-threaded: {event}");
+    }
+    let sub_fd = int(opens[3], "ret");
+    let dfds: Vec<i64> = opens.iter().map(|e| int(e, "dfd")).collect();
+    assert_eq!(dfds, [AT_FDCWD, AT_FDCWD, AT_FDCWD, AT_FDCWD, sub_fd, sub_fd, AT_FDCWD, AT_FDCWD, AT_FDCWD]);
+    let cloexec: Vec<bool> = opens.iter().map(|e| uint(e, "flags") & libc::O_CLOEXEC as u64 != 0).collect();
+    assert_eq!(
+        cloexec,
+        [false, false, false, false, false, false, true, false, false],
+        "O_CLOEXEC only on openat2"
+    );
+    assert_ne!(uint(opens[3], "flags") & libc::O_DIRECTORY as u64, 0, "O_DIRECTORY: {}", opens[3]);
+    let reused_fd = int(opens[8], "ret");
+    assert_eq!(int(opens[7], "ret"), reused_fd, "the workload checks the fd is reused");
+
+    // File mmaps name the file behind the fd at the time of the call.
+    let inner = dir.join("sub/inner");
+    let inner_ino = fs::metadata(&inner).expect("stat sub/inner").ino();
+    let mmaps = trace.of_pid("mmap", pid);
+    let inner_maps: Vec<(u64, u64, u64, i64, u64)> = mmaps
+        .iter()
+        .filter(|m| opt_string(m, "path") == Some(text_of(&inner)))
+        .map(|m| (uint(m, "prot"), uint(m, "len"), uint(m, "offset"), int(m, "fd"), uint(m, "ino")))
+        .collect();
+    assert_eq!(
+        inner_maps,
+        [(PROT_READ, 4096, 0, reused_fd, inner_ino), (PROT_READ | PROT_EXEC, 4096, 0, 100, inner_ino)]
+    );
+
+    // Anonymous maps: the executable one only.
+    let anonymous: Vec<(u64, u64)> = mmaps
+        .iter()
+        .filter(|m| opt_string(m, "path").is_none())
+        .map(|m| (uint(m, "prot"), uint(m, "len")))
+        .collect();
+    assert_eq!(anonymous, [(PROT_READ | PROT_EXEC, 4096)]);
+    let non_exec_anonymous: Vec<&Value> = trace
+        .of_type("mmap")
+        .into_iter()
+        .filter(|m| opt_string(m, "path").is_none() && uint(m, "prot") & PROT_EXEC == 0)
+        .collect();
+    assert!(non_exec_anonymous.is_empty(), "non-executable anonymous maps recorded: {non_exec_anonymous:#?}");
+
+    // The failed exec.
+    let failed = trace.of_type("exec_failed");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(pid_of(failed[0]), pid);
+    assert_eq!(string(failed[0], "filename"), "/nonexistent/nixtrace-test-prog");
+    assert_eq!(int(failed[0], "ret"), ENOENT);
+    assert_eq!(string(failed[0], "errno"), "ENOENT");
+
+    // The exit.
+    let exits = trace.of_pid("exit", pid);
+    assert_eq!(exits.len(), 1, "one thread, one exit: {exits:#?}");
+    assert_eq!(tid_of(exits[0]), pid);
+    assert!(boolean(exits[0], "group_dead"));
+    assert_eq!(opt_int(exits[0], "exit_code"), Some(3));
+    assert_eq!(opt_int(exits[0], "signal"), None);
+}
+
+/// Proves a three-deep fork+exec chain is followed to the end: every exec, fork link and exit code, in order.
+#[test]
+fn fork_exec_chain_is_followed() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+
+    let recording = record_command(&sandbox, &[text_of(&workload), "chain", "3"]);
+    recording.assert_exit_code(10);
+    let trace = &recording.trace;
+    trace.assert_nothing_lost();
+
+    let execs = trace.execs_of(&workload, "chain");
+    let argvs: Vec<Vec<&str>> = execs.iter().map(|e| argv_of(e)).collect();
+    let wl = text_of(&workload);
+    assert_eq!(
+        argvs,
+        [[wl, "chain", "3"], [wl, "chain", "2"], [wl, "chain", "1"], [wl, "chain", "0"]],
+        "one exec per level, outermost first"
+    );
+    for exec in &execs {
+        assert_eq!(string(exec, "filename"), wl);
+    }
+    let pids: Vec<u32> = execs.iter().map(|e| pid_of(e)).collect();
+    assert_eq!(pids.iter().collect::<BTreeSet<_>>().len(), 4, "four distinct processes: {pids:?}");
+
+    // Each level forked exactly the next one, and nothing else.
+    let forks: Vec<(u32, u32, bool)> = trace
+        .of_type("fork")
+        .into_iter()
+        .filter(|f| pids.contains(&pid_of(f)))
+        .map(|f| (pid_of(f), u32::try_from(uint(f, "child_pid")).unwrap(), boolean(f, "thread")))
+        .collect();
+    let expected_forks: Vec<(u32, u32, bool)> = pids.windows(2).map(|w| (w[0], w[1], false)).collect();
+    assert_eq!(forks, expected_forks, "fork links parent -> child");
+
+    // Deepest exits first, each with its child's code + 1.
+    let exits: Vec<(u32, Option<i64>)> = trace
+        .of_type("exit")
+        .into_iter()
+        .filter(|e| pids.contains(&pid_of(e)))
+        .map(|e| {
+            assert!(boolean(e, "group_dead"), "single-threaded: {e}");
+            (pid_of(e), opt_int(e, "exit_code"))
+        })
+        .collect();
+    let expected_exits: Vec<(u32, Option<i64>)> =
+        pids.iter().rev().zip(7..).map(|(pid, code)| (*pid, Some(code))).collect();
+    assert_eq!(exits, expected_exits);
+}
+
+/// Proves thread creation is recorded as thread forks and each thread's open carries the process pid and that thread's tid.
+#[test]
+fn thread_events_carry_their_thread_ids() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+
+    let recording = record_command(&sandbox, &[text_of(&workload), "threads"]);
+    recording.assert_exit_code(0);
+    let trace = &recording.trace;
+    trace.assert_nothing_lost();
+    let pid = pid_of(trace.only_exec_of(&workload, "threads"));
+
+    let forks = trace.of_pid("fork", pid);
+    assert_eq!(forks.len(), 2, "two pthread_create calls: {forks:#?}");
+    let mut thread_tids = BTreeSet::new();
+    for fork in &forks {
+        assert!(boolean(fork, "thread"), "{fork}");
+        assert_eq!(uint(fork, "child_pid"), u64::from(pid), "a thread stays in its process: {fork}");
+        thread_tids.insert(u32::try_from(uint(fork, "child_tid")).unwrap());
+    }
+    assert_eq!(thread_tids.len(), 2);
+    assert!(!thread_tids.contains(&pid));
+
+    let dev_null_opens: Vec<&Value> =
+        trace.of_pid("open", pid).into_iter().filter(|e| string(e, "path") == "/dev/null").collect();
+    assert_eq!(dev_null_opens.len(), 2, "{dev_null_opens:#?}");
+    for open in &dev_null_opens {
+        assert!(int(open, "ret") >= 0, "{open}");
+    }
+    let open_tids: BTreeSet<u32> = dev_null_opens.iter().map(|e| tid_of(e)).collect();
+    assert_eq!(open_tids, thread_tids, "each thread's open carries its own tid");
+
+    // One exit per thread, and the last one ends the process.
+    let exits: BTreeMap<u32, bool> =
+        trace.of_pid("exit", pid).into_iter().map(|e| (tid_of(e), boolean(e, "group_dead"))).collect();
+    let expected: BTreeMap<u32, bool> =
+        thread_tids.iter().map(|t| (*t, false)).chain([(pid, true)]).collect();
+    assert_eq!(exits, expected, "tid -> group_dead");
+    assert_eq!(opt_int(trace.process_exit(pid), "exit_code"), Some(0));
+}
+
+/// Proves nixtrace sees exactly the openat calls (and failures) strace sees, over a real program's process tree.
+#[test]
+fn openat_counts_match_strace() {
+    let sandbox = Sandbox::new();
+    let strace_log = sandbox.path("strace.txt");
+    let recording = record_command(
+        &sandbox,
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat",
+            "-o",
+            text_of(&strace_log),
+            "--",
+            "python3",
+            "-c",
+            "pass",
+        ],
+    );
+    recording.assert_exit_code(0);
+    let trace = &recording.trace;
+    trace.assert_nothing_lost();
+
+    let strace = StraceOpenats::parse(&fs::read_to_string(&strace_log).expect("read the strace log"));
+    assert!(strace.total() > 10, "python3 should open more than 10 files: {:?}", strace.per_tid);
+    let strace_tids = strace.tids();
+
+    // strace hides what its first tracee does between fork and exec (its
+    // own setup code); leave that window out of nixtrace's count too.
+    let strace_exec = trace
+        .of_type("exec")
+        .into_iter()
+        .find(|e| argv_of(e).first() == Some(&"strace"))
+        .expect("an exec of strace");
+    let strace_pid = pid_of(strace_exec);
+    let first_tracee: Vec<u32> = trace
+        .of_pid("fork", strace_pid)
+        .into_iter()
+        .map(|f| u32::try_from(uint(f, "child_pid")).unwrap())
+        .filter(|child| strace_tids.contains(child))
+        .collect();
+    assert_eq!(first_tracee.len(), 1, "strace starts one tracee: {first_tracee:?}");
+    let first_tracee = first_tracee[0];
+    let tracee_exec_ts =
+        ts_of(trace.of_pid("exec", first_tracee).first().expect("strace's tracee execs python3"));
+
+    let mut nixtrace_tally = OpenatTally::new();
+    for open in trace.of_type("open") {
+        let tid = tid_of(open);
+        let before_tracing = pid_of(open) == first_tracee && ts_of(open) < tracee_exec_ts;
+        if string(open, "syscall") != "openat" || !strace_tids.contains(&tid) || before_tracing {
+            continue;
+        }
+        let counts = nixtrace_tally.entry(tid).or_default();
+        counts.0 += 1;
+        if int(open, "ret") < 0 {
+            counts.1 += 1;
+        }
+    }
+    let differences = tally_differences(&strace.per_tid, &nixtrace_tally);
+    let total: usize = nixtrace_tally.values().map(|c| c.0).sum();
+    let failed: usize = nixtrace_tally.values().map(|c| c.1).sum();
+    assert_eq!(total, strace.total(), "openat calls; per tid (strace, nixtrace): {differences:?}");
+    assert_eq!(failed, strace.failed(), "failed openat calls; per tid (strace, nixtrace): {differences:?}");
+}
+
+/// Records `sh -c SCRIPT`; returns the recording and the shell's exit event.
+fn record_shell(sandbox: &Sandbox, script: &str) -> (Recording, Value) {
+    let recording = record_command(sandbox, &["sh", "-c", script]);
+    let shells: Vec<&Value> =
+        recording.trace.of_type("exec").into_iter().filter(|e| argv_of(e) == ["sh", "-c", script]).collect();
+    assert_eq!(shells.len(), 1, "one exec of the shell: {shells:#?}");
+    let exit = recording.trace.process_exit(pid_of(shells[0])).clone();
+    (recording, exit)
+}
+
+/// Proves `record -- CMD` exits with CMD's exit code, or 128+signal when CMD is killed, and the exit events say the same.
+#[test]
+fn exit_status_is_passed_through() {
+    let sandbox = Sandbox::new();
+
+    let (recording, exit) = record_shell(&sandbox, "exit 42");
+    recording.assert_exit_code(42);
+    assert_eq!((opt_int(&exit, "exit_code"), opt_int(&exit, "signal")), (Some(42), None), "{exit}");
+
+    fs::remove_file(sandbox.trace_path()).expect("remove the first trace");
+    let (recording, exit) = record_shell(&sandbox, "kill -9 $$");
+    recording.assert_exit_code(128 + libc::SIGKILL);
+    assert_eq!(
+        (opt_int(&exit, "exit_code"), opt_int(&exit, "signal")),
+        (None, Some(i64::from(libc::SIGKILL))),
+        "{exit}"
+    );
+}
+
+/// Proves `--pid` seeds the already-running process from /proc and records its events and nobody else's.
+#[test]
+fn pid_filter_follows_only_that_process() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+    let trace_path = sandbox.trace_path();
+
+    let sleeper = spawn(Command::new(&workload).args(["sleep", "3"]));
+    let pid = sleeper.pid();
+    let output = run(record_cmd(&trace_path).args(["--pid", &pid.to_string(), "--duration", "6"]));
+    assert!(output.status.success(), "nixtrace record failed ({}): {}", output.status, stderr_of(&output));
+    let sleeper_output = sleeper.wait(TIMEOUT);
+    assert!(sleeper_output.status.success(), "workload sleep: {}", sleeper_output.status);
+
+    let trace = Trace::load(&trace_path);
+    trace.assert_nothing_lost();
+    let seeded = trace.of_pid("process", pid);
+    assert_eq!(seeded.len(), 1, "one seeded record of the sleeper: {seeded:#?}");
+    assert_eq!(uint(seeded[0], "ppid"), u64::from(std::process::id()));
+    assert_eq!(string(seeded[0], "exe"), text_of(&workload));
+    assert_eq!(argv_of(seeded[0]), [text_of(&workload), "sleep", "3"]);
+
+    let foreign: Vec<&Value> = trace.kernel_events().filter(|e| pid_of(e) != pid).collect();
+    assert!(foreign.is_empty(), "events from outside the --pid tree: {foreign:#?}");
+    assert!(trace.of_type("exec").is_empty());
+    let exit = trace.process_exit(pid);
+    assert_eq!(opt_int(exit, "exit_code"), Some(0));
+}
+
+/// Proves SIGINT stops a system-wide recording cleanly: exit 0, a complete trace ending in stats, with an exec that ran meanwhile.
+#[test]
+fn sigint_stops_system_wide_recording_cleanly() {
+    let sandbox = Sandbox::new();
+    let trace_path = sandbox.trace_path();
+
+    let mut recorder = spawn(&mut record_cmd(&trace_path));
+    recorder.wait_for_file(&trace_path);
+    thread::sleep(Duration::from_secs(1));
+    let true_run = spawn(&mut Command::new("/bin/true"));
+    let true_pid = true_run.pid();
+    assert!(true_run.wait(TIMEOUT).status.success());
+    recorder.signal(libc::SIGINT);
+    let output = recorder.wait(TIMEOUT);
+    assert_eq!(output.status.code(), Some(0), "nixtrace after SIGINT; stderr:\n{}", stderr_of(&output));
+
+    let trace = Trace::load(&trace_path);
+    trace.stats();
+    let execs = trace.of_pid("exec", true_pid);
+    assert_eq!(execs.len(), 1, "one exec of /bin/true: {execs:#?}");
+    let filename = string(execs[0], "filename");
+    assert!(["/bin/true", "/usr/bin/true"].contains(&filename), "{}", execs[0]);
+    assert_eq!(argv_of(execs[0]), ["/bin/true"]);
+}
+
+/// Proves a recording killed with SIGKILL leaves a trace dump still reads, with a "cut short" warning and exit 0.
+#[test]
+fn sigkilled_recording_dumps_as_cut_short() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+    let trace_path = sandbox.trace_path();
+
+    let mut recorder = spawn(record_cmd(&trace_path).arg("--").arg(&workload).args(["sleep", "3"]));
+    recorder.wait_for_file(&trace_path);
+    thread::sleep(Duration::from_millis(1500));
+    recorder.signal(libc::SIGKILL);
+    let output = recorder.wait(TIMEOUT);
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGKILL),
+        "nixtrace ended before it was killed ({}): {}",
+        output.status,
+        stderr_of(&output)
+    );
+    // The orphaned workload ends by itself within two seconds.
+
+    let dump = dump(&trace_path);
+    assert!(dump.status.success(), "dump of a cut-short trace failed ({}): {}", dump.status, dump.stderr);
+    assert!(dump.stderr.contains("cut short"), "no cut-short warning: {:?}", dump.stderr);
+    Trace::from_records(dump.records());
+}
+
+/// Proves dump rejects a file that is not a trace with a one-line error naming it, without panicking.
+#[test]
+fn dump_rejects_a_non_trace_file() {
+    let sandbox = Sandbox::new();
+    let text_file = sandbox.path("notatrace.txt");
+    fs::write(&text_file, "this is not a nixtrace trace\n".repeat(100)).expect("write the text file");
+
+    let dump = dump(&text_file);
+    assert!(!dump.status.success(), "dump accepted a text file");
+    assert!(dump.stdout.is_empty(), "dump printed records of a text file: {}", dump.stdout);
+    let message = dump.stderr.trim();
+    assert!(!message.contains("panicked"), "dump panicked: {message}");
+    assert_eq!(message.lines().count(), 1, "expected a one-line error: {message:?}");
+    assert!(message.contains("notatrace.txt"), "the error does not name the file: {message:?}");
+}
+
+/// Proves record refuses to overwrite an existing file (leaving it intact) unless given --force.
+#[test]
+fn record_refuses_to_overwrite_without_force() {
+    let sandbox = Sandbox::new();
+    let existing = sandbox.path("existing.trace");
+    fs::write(&existing, "precious\n").expect("write the existing file");
+
+    let refused = run(record_cmd(&existing).args(["--", "true"]));
+    assert!(!refused.status.success(), "record overwrote {}", existing.display());
+    let message = stderr_of(&refused);
+    assert!(message.contains("existing.trace"), "the error does not name the file: {message:?}");
+    assert_eq!(fs::read_to_string(&existing).unwrap(), "precious\n", "the existing file was modified");
+
+    let forced = run(record_cmd(&existing).args(["--force", "--", "true"]));
+    assert_eq!(forced.status.code(), Some(0), "record --force: {}", stderr_of(&forced));
+    Trace::load(&existing).stats();
+}
