@@ -11,8 +11,12 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
-    os::unix::{fs::MetadataExt, process::ExitStatusExt},
-    process::Command,
+    os::unix::{
+        fs::{MetadataExt, PermissionsExt},
+        process::ExitStatusExt,
+    },
+    path::{Path, PathBuf},
+    process::{Command, Output},
     thread,
     time::Duration,
 };
@@ -371,7 +375,7 @@ fn sigint_stops_system_wide_recording_cleanly() {
     let trace_path = sandbox.trace_path();
 
     let mut recorder = spawn(&mut record_cmd(&trace_path));
-    recorder.wait_for_file(&trace_path);
+    recorder.wait_until_recording(&trace_path);
     thread::sleep(Duration::from_secs(1));
     let true_run = spawn(&mut Command::new("/bin/true"));
     let true_pid = true_run.pid();
@@ -397,7 +401,7 @@ fn sigkilled_recording_dumps_as_cut_short() {
     let trace_path = sandbox.trace_path();
 
     let mut recorder = spawn(record_cmd(&trace_path).arg("--").arg(&workload).args(["sleep", "3"]));
-    recorder.wait_for_file(&trace_path);
+    recorder.wait_until_recording(&trace_path);
     thread::sleep(Duration::from_millis(1500));
     recorder.signal(libc::SIGKILL);
     let output = recorder.wait(TIMEOUT);
@@ -448,4 +452,153 @@ fn record_refuses_to_overwrite_without_force() {
     let forced = run(record_cmd(&existing).args(["--force", "--", "true"]));
     assert_eq!(forced.status.code(), Some(0), "record --force: {}", stderr_of(&forced));
     Trace::load(&existing).stats();
+}
+
+/// Records `workload opens N PATH` with the given extra record arguments.
+fn record_opens(sandbox: &Sandbox, workload: &Path, count: u32, extra: &[&str]) -> (Output, Trace) {
+    let trace_path = sandbox.trace_path();
+    let _ = fs::remove_file(&trace_path);
+    let output = run(record_cmd(&trace_path).args(extra).arg("--").arg(workload).args([
+        "opens",
+        &count.to_string(),
+        "/nix/store/nixtrace-test-missing",
+    ]));
+    assert_eq!(output.status.code(), Some(0), "record: {}", stderr_of(&output));
+    (output, Trace::load(&trace_path))
+}
+
+/// Proves events that do not fit the ring buffer are counted per probe in the kernel, written to the trace and shown to the user: recorded + lost equals what the program did, exactly.
+#[test]
+fn lost_events_are_counted_exactly() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+    // The opens the dynamic loader makes before `main`, with room to spare.
+    let (_, baseline) = record_opens(&sandbox, &workload, 0, &[]);
+    baseline.assert_nothing_lost();
+    let loader_opens = baseline.of_type("open").len() as u64;
+
+    let storm = 200_000;
+    let (output, trace) = record_opens(&sandbox, &workload, storm, &["--buffer-size", "4096"]);
+    let stats = trace.stats();
+    let lost = &stats["lost"];
+    let lost_opens = uint(lost, "open");
+    let recorded_opens = trace.of_type("open").len() as u64;
+    assert!(lost_opens > 0, "a 4 KiB ring buffer should overflow: {stats}");
+    assert_eq!(recorded_opens + lost_opens, u64::from(storm) + loader_opens, "{stats}");
+    assert_eq!(uint(stats, "lost_total"), lost_opens, "only opens are lost: {stats}");
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(&format!("incomplete trace: {lost_opens} events lost (open: {lost_opens})")),
+        "the user is not told: {stderr}"
+    );
+}
+
+/// A cgroup v2 directory made for one test, removed afterwards.
+struct TestCgroup {
+    path: PathBuf,
+    /// Relative to the cgroup v2 root.
+    name: String,
+}
+
+impl TestCgroup {
+    fn new(tag: &str) -> TestCgroup {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                right.starts_with("cgroup2 ").then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+            })
+            .expect("a cgroup v2 hierarchy is mounted");
+        let name = format!("/nixtrace-test-{tag}-{}", std::process::id());
+        let path = root.join(&name[1..]);
+        fs::create_dir(&path).expect("create the test cgroup");
+        TestCgroup { path, name }
+    }
+
+    fn id(&self) -> u64 {
+        fs::metadata(&self.path).unwrap().ino()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for dir in [self.path.join("child"), self.path.clone()] {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Proves `--cgroup` traces only tasks in that cgroup, and that a cgroup created while recording is recorded with its id and path.
+#[test]
+fn cgroup_filter_and_cgroup_creation() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+    let trace_path = sandbox.trace_path();
+    let cgroup = TestCgroup::new("filter");
+
+    let mut recorder = spawn(record_cmd(&trace_path).args(["--cgroup", &cgroup.name, "--duration", "4"]));
+    recorder.wait_until_recording(&trace_path);
+    thread::sleep(Duration::from_millis(500));
+    fs::create_dir(cgroup.path.join("child")).expect("create a child cgroup");
+    let procs = cgroup.path.join("cgroup.procs");
+    let script = format!("echo $$ > {}; exec {} opens 3 /etc/hostname", procs.display(), workload.display());
+    let inside = run(Command::new("sh").args(["-c", &script]));
+    assert!(inside.status.success(), "workload in the cgroup: {}", stderr_of(&inside));
+    let outside = run(Command::new(&workload).args(["opens", "3", "/etc/hostname"]));
+    assert!(outside.status.success());
+    let output = recorder.wait(TIMEOUT);
+    assert_eq!(output.status.code(), Some(0), "record: {}", stderr_of(&output));
+
+    let trace = Trace::load(&trace_path);
+    trace.assert_nothing_lost();
+    let id = cgroup.id();
+    let foreign: Vec<&Value> = trace.kernel_events().filter(|e| uint(e, "cgroup_id") != id).collect();
+    assert!(foreign.is_empty(), "events from outside --cgroup: {foreign:#?}");
+    let execs = trace.execs_of(&workload, "opens");
+    assert_eq!(execs.len(), 1, "only the workload inside the cgroup: {execs:#?}");
+    let hostname_opens = trace
+        .of_pid("open", pid_of(execs[0]))
+        .into_iter()
+        .filter(|e| string(e, "path") == "/etc/hostname")
+        .count();
+    assert_eq!(hostname_opens, 3);
+
+    let child_id = fs::metadata(cgroup.path.join("child")).unwrap().ino();
+    let created: Vec<(u64, u64, String, bool)> = trace
+        .of_type("cgroup")
+        .into_iter()
+        .filter(|c| string(c, "path").starts_with(&cgroup.name))
+        .map(|c| (uint(c, "id"), uint(c, "level"), string(c, "path").to_owned(), boolean(c, "seeded")))
+        .collect();
+    assert_eq!(
+        created,
+        [(id, 1, cgroup.name.clone(), true), (child_id, 2, format!("{}/child", cgroup.name), false)]
+    );
+}
+
+/// Proves that under sudo the command runs as the invoking user (from SUDO_UID/SUDO_GID), and as root with --run-as-root; and that the trace is private to its owner.
+#[test]
+fn command_runs_as_the_sudo_user() {
+    let sandbox = Sandbox::new();
+    let trace_path = sandbox.trace_path();
+    let ids = sandbox.path("ids");
+    let script = format!("id -u > {0}; id -g >> {0}", ids.display());
+    let as_user = |extra: &[&str]| {
+        let _ = fs::remove_file(&trace_path);
+        let _ = fs::remove_file(&ids);
+        let output = run(record_cmd(&trace_path)
+            .env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534")
+            .env("SUDO_USER", "nobody")
+            .args(extra)
+            .args(["--", "sh", "-c", &script]));
+        assert_eq!(output.status.code(), Some(0), "record: {}", stderr_of(&output));
+        fs::read_to_string(&ids).expect("the command wrote its ids")
+    };
+    // The sandbox must be writable by nobody for the first run.
+    fs::set_permissions(sandbox.path(""), fs::Permissions::from_mode(0o777)).unwrap();
+    assert_eq!(as_user(&[]), "65534\n65534\n");
+    assert_eq!(as_user(&["--run-as-root"]), "0\n0\n");
+    assert_eq!(fs::metadata(&trace_path).unwrap().mode() & 0o777, 0o600, "trace file mode");
 }

@@ -169,14 +169,15 @@ impl Running {
         String::from_utf8_lossy(&read_all(&self.stderr)).into_owned()
     }
 
-    /// Waits until `path` exists; panics if the process exits first or the
-    /// file does not appear within [`STARTUP_TIMEOUT`].
-    pub fn wait_for_file(&mut self, path: &Path) {
+    /// Waits until the recorder has written the trace header to `path`,
+    /// which it does only once every probe is attached; panics if the
+    /// process exits first or this takes longer than [`STARTUP_TIMEOUT`].
+    pub fn wait_until_recording(&mut self, path: &Path) {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while !path.exists() {
+        while fs::metadata(path).map_or(true, |m| m.len() == 0) {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!(
-                    "{} exited ({status}) before creating {}; stderr:\n{}",
+                    "{} exited ({status}) before writing the header of {}; stderr:\n{}",
                     self.description,
                     path.display(),
                     self.stderr_so_far()
@@ -184,7 +185,7 @@ impl Running {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} did not create {} within {STARTUP_TIMEOUT:?}; stderr:\n{}",
+                "{} did not start recording into {} within {STARTUP_TIMEOUT:?}; stderr:\n{}",
                 self.description,
                 path.display(),
                 self.stderr_so_far()

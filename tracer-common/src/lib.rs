@@ -12,8 +12,12 @@
 //! Userspace reverses and joins them ([`join_reversed_components`]). This keeps
 //! the kernel-side walk a simple forward append, which the verifier accepts.
 //!
-//! The layout is `#[repr(C)]` with explicit padding, so both sides agree by
-//! construction; `tracer/tests` and the unit tests below pin the sizes.
+//! The layout is `#[repr(C)]` with explicit padding. The `layout!` table at
+//! the end pins every size and offset at compile time, and is checked by
+//! both compilers, the BPF one and the host one: if either lays a record out
+//! differently, that side does not build. (`Config`, which the object's BTF
+//! describes, is also compared against the built object by a test in
+//! `tracer`.)
 #![no_std]
 
 /// Bytes of NUL-separated argv captured per exec (from the new image's
@@ -331,31 +335,37 @@ mod pod {
     unsafe impl aya::Pod for Config {}
 }
 
-#[cfg(test)]
+/// Fails the build, on whichever target disagrees, if a record's size or
+/// a member's offset is not the one in the table.
+macro_rules! layout {
+    ($ty:ty, $size:expr, { $($field:ident: $offset:expr),* $(,)? }) => {
+        const _: () = {
+            assert!(core::mem::size_of::<$ty>() == $size);
+            $(assert!(core::mem::offset_of!($ty, $field) == $offset);)*
+        };
+    };
+}
+
+layout!(EventHeader, 32, { ts_ns: 0, cgroup_id: 8, pid: 16, tid: 20, kind: 24, _pad: 28 });
+layout!(ForkEvent, 48, { header: 0, child_pid: 32, child_tid: 36, clone_flags: 40 });
+layout!(ExecEvent, 48, { header: 0, old_tid: 32, filename_len: 36, argv_len: 38, flags: 40, _pad: 44 });
+layout!(ExecFailedEvent, 40, { header: 0, ret: 32, filename_len: 36, _pad: 38 });
+layout!(ExitEvent, 40, { header: 0, exit_status: 32, flags: 36 });
+layout!(OpenEvent, 72, {
+    header: 0, ret: 32, duration_ns: 40, flags: 48, mode: 56, dfd: 60, syscall: 64, path_len: 66,
+    dir_len: 68, dir_flags: 70,
+});
+layout!(MmapEvent, 88, {
+    header: 0, addr: 32, len: 40, offset: 48, prot: 56, flags: 60, fd: 64, path_len: 68, path_flags: 70,
+    ino: 72, dev: 80, _pad: 84,
+});
+layout!(CgroupEvent, 48, { header: 0, id: 32, level: 40, path_len: 44, _pad: 46 });
+
+#[cfg(all(test, feature = "user"))]
 mod tests {
     extern crate std;
     use super::*;
-    use core::mem::size_of;
 
-    #[test]
-    fn record_sizes_are_multiples_of_eight() {
-        for size in [
-            size_of::<EventHeader>(),
-            size_of::<ForkEvent>(),
-            size_of::<ExecEvent>(),
-            size_of::<ExecFailedEvent>(),
-            size_of::<ExitEvent>(),
-            size_of::<OpenEvent>(),
-            size_of::<MmapEvent>(),
-            size_of::<CgroupEvent>(),
-            size_of::<Config>(),
-        ] {
-            assert_eq!(size % 8, 0, "size {size}");
-        }
-        assert_eq!(size_of::<EventHeader>(), 32);
-    }
-
-    #[cfg(feature = "user")]
     #[test]
     fn reversed_components_join() {
         let mut out = std::vec::Vec::new();

@@ -59,6 +59,12 @@ pub struct RecordArgs {
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
 
+    /// Size of the kernel-to-recorder ring buffer, in bytes (a power of two,
+    /// at least 4096). When it fills up, events are dropped in the kernel
+    /// and counted as lost.
+    #[arg(long, value_name = "BYTES", default_value_t = tracer_common::RING_BUFFER_BYTES)]
+    pub buffer_size: u32,
+
     /// Under sudo, run the command as root instead of the invoking user.
     #[arg(long)]
     pub run_as_root: bool,

@@ -61,7 +61,7 @@ const PROBES: &[(&str, &[Attachment])] = &[
 ];
 
 /// What the recorder asks of the kernel side.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Filter {
     /// Only follow processes put in the followed set (and their children).
     pub follow_only: bool,
@@ -69,6 +69,8 @@ pub struct Filter {
     pub follow_own_children: bool,
     /// Only tasks in this cgroup (id, level in the v2 tree) or below.
     pub cgroup: Option<(u64, u32)>,
+    /// Ring buffer size in bytes.
+    pub buffer_bytes: u32,
 }
 
 /// Loaded and attached programs, and the maps userspace reads.
@@ -177,6 +179,7 @@ impl Probes {
 
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", filter.buffer_bytes)
             .load(OBJECT)
             .context("loading the eBPF object")?;
         let mut names = Vec::new();
@@ -226,5 +229,104 @@ impl Probes {
             lost.insert(name.to_string(), values.iter().sum());
         }
         Ok(lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    use btf_rs::{Btf, Type};
+    use object::{Object as _, ObjectSection as _};
+    use tracer_common::*;
+
+    use super::OBJECT;
+
+    /// (member name, byte offset) of a userspace struct, and its size.
+    macro_rules! layout {
+        ($ty:ident { $($field:ident),* $(,)? }) => {
+            (stringify!($ty), size_of::<$ty>(), vec![$((stringify!($field), offset_of!($ty, $field))),*])
+        };
+    }
+
+    /// The load-time configuration as the eBPF object sees it: its BTF,
+    /// written by the compiler for the BPF target, must give every member
+    /// the offset the userspace compiler gives it. (The event records are
+    /// not in the object's BTF; `tracer_common`'s compile-time layout table
+    /// pins them on both targets.)
+    #[test]
+    fn kernel_and_userspace_agree_on_the_config_abi() {
+        let elf = object::File::parse(OBJECT).expect("the embedded eBPF object is an ELF file");
+        let btf_section = elf.section_by_name(".BTF").expect("the eBPF object carries BTF");
+        let btf = Btf::from_bytes(btf_section.data().unwrap()).expect("valid BTF");
+        let layouts = [
+            layout!(Config {
+                self_pid,
+                follow_only,
+                follow_own_children,
+                cgroup_filter_level,
+                cgroup_filter_id,
+                tracepoints,
+                _pad,
+                kernel
+            }),
+            layout!(TracepointFields {
+                exec_filename,
+                exec_old_pid,
+                newtask_pid,
+                newtask_clone_flags,
+                newtask_clone_flags_size,
+                exit_group_dead,
+                cgroup_root,
+                cgroup_id,
+                cgroup_level,
+                cgroup_path
+            }),
+            layout!(KernelOffsets {
+                task_mm,
+                task_fs,
+                task_files,
+                task_exit_code,
+                mm_arg_start,
+                mm_arg_end,
+                fs_pwd,
+                path_mnt,
+                path_dentry,
+                files_fdt,
+                fdt_max_fds,
+                fdt_fd,
+                file_path,
+                file_inode,
+                inode_ino,
+                inode_sb,
+                sb_dev,
+                dentry_parent,
+                dentry_name_ptr,
+                mount_mnt,
+                mount_parent,
+                mount_mountpoint,
+                vfsmount_root
+            }),
+        ];
+        for (name, size, fields) in layouts {
+            let strukt = btf
+                .resolve_types_by_name(name)
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|t| match t {
+                    Type::Struct(s) => Some(s),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("struct {name} is not in the eBPF object's BTF"));
+            assert_eq!(strukt.size(), size, "size of {name}");
+            let kernel_side: Vec<(String, usize)> = strukt
+                .members
+                .iter()
+                .map(|m| (btf.resolve_name(m).unwrap(), m.bit_offset() as usize / 8))
+                .collect();
+            let user_side: Vec<(String, usize)> =
+                fields.into_iter().map(|(field, offset)| (field.to_string(), offset)).collect();
+            assert_eq!(kernel_side, user_side, "members of {name}");
+        }
     }
 }

@@ -175,6 +175,10 @@ fn scope(args: &RecordArgs, procs: &[procfs::ProcInfo]) -> Result<Scope> {
             bail!("--pid {pid}: no such process");
         }
     }
+    let size = args.buffer_size;
+    if !size.is_power_of_two() || size < 4096 {
+        bail!("--buffer-size must be a power of two of at least 4096 bytes, not {size}");
+    }
     let cgroup = match &args.cgroup {
         Some(path) => {
             let root = procfs::cgroup2_root().context("--cgroup: no cgroup v2 hierarchy is mounted")?;
@@ -190,6 +194,7 @@ fn scope(args: &RecordArgs, procs: &[procfs::ProcInfo]) -> Result<Scope> {
             follow_only: has_command || !args.pids.is_empty(),
             follow_own_children: has_command,
             cgroup: cgroup.as_ref().map(|c| (c.id, c.level)),
+            buffer_bytes: size,
         },
         followed: procfs::descendants(procs, &args.pids),
         cgroup_path: cgroup.map(|c| c.path),
@@ -271,6 +276,12 @@ async fn record(args: RecordArgs) -> Result<i32> {
     };
     seed(&mut sink, &scope, &procs, !has_command)?;
 
+    if !has_command && !args.quiet {
+        eprintln!(
+            "nixtrace: recording into {}; Ctrl-C or SIGTERM to stop",
+            String::from_utf8_lossy(args.output.as_os_str().as_bytes())
+        );
+    }
     let mut child = if has_command { Some(command::spawn(&args.command, args.run_as_root)?) } else { None };
     let child_pid = child.as_ref().and_then(|c| c.id());
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
