@@ -37,12 +37,21 @@ pub fn run(args: &Args) -> Result<()> {
             ]),
         ));
     }
-    // Builds target/release/nixtrace with the real eBPF object embedded.
+    // Builds target/release/nixtrace with the real eBPF object embedded;
+    // the tests then run against that same optimised build.
     steps.push(("release build", crate::cargo(["build", "--release"])));
     // One thread: the privileged tests share the kernel's tracepoints and maps.
     steps.push((
         "tests",
-        crate::cargo(["test", "--workspace", "--exclude", "tracer-ebpf", "--", "--test-threads=1"]),
+        crate::cargo([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "tracer-ebpf",
+            "--",
+            "--test-threads=1",
+        ]),
     ));
 
     let total = steps.len();
