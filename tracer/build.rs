@@ -38,16 +38,9 @@ fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("no manifest dir")?);
     let ebpf_dir = manifest_dir.join("../tracer-ebpf").canonicalize()?;
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path to tracer-ebpf")?;
-    // Stable rustc with RUSTC_BOOTSTRAP=1 builds `core` for the BPF target
-    // (the route Nix takes); otherwise aya-build asks rustup for nightly.
-    let toolchain = match env::var("NIXTRACE_EBPF_TOOLCHAIN") {
-        Ok(name) => aya_build::Toolchain::Custom(Box::leak(name.into_boxed_str())),
-        Err(_) => aya_build::Toolchain::Nightly,
-    };
-    println!("cargo:rerun-if-env-changed=NIXTRACE_EBPF_TOOLCHAIN");
     aya_build::build_ebpf(
         [aya_build::Package { name: "tracer-ebpf", root_dir: ebpf_dir, ..Default::default() }],
-        toolchain,
+        aya_build::Toolchain::Nightly,
     )?;
     fs::rename(out_dir.join("nixtrace"), out_dir.join(OBJECT))
         .context("aya-build did not produce the `nixtrace` eBPF binary")?;

@@ -23,7 +23,9 @@ pub fn run() -> Result<()> {
 
     let nixtrace = crate::target_dir().join("release/nixtrace");
     let trace = crate::target_dir().join("demo.ntr");
-    crate::run(crate::command(&nixtrace).arg("record").arg("-o").arg(&trace).arg("--").args(PROGRAM))?;
+    crate::run(
+        crate::command(&nixtrace).args(["record", "--force", "-o"]).arg(&trace).arg("--").args(PROGRAM),
+    )?;
     let dump = crate::output(crate::command(&nixtrace).arg("dump").arg(&trace))?;
 
     println!("\nfirst {HEAD} lines of `nixtrace dump {}`:", trace.display());

@@ -122,7 +122,9 @@ fn tool_path() -> OsString {
 /// A command to run from the repository root, with cargo's bin directory on PATH.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
-    cmd.current_dir(repo_root()).env("PATH", tool_path());
+    // `cargo run` points LD_LIBRARY_PATH into target/; programs we start
+    // (and trace) must see the machine's own loader search path.
+    cmd.current_dir(repo_root()).env("PATH", tool_path()).env_remove("LD_LIBRARY_PATH");
     cmd
 }
 

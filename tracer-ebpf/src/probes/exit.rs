@@ -23,7 +23,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let group_dead = if config.tracepoints.exit_group_dead == FIELD_ABSENT {
-        // Kernels before 6.12 lack the field: the leader's exit stands in.
+        // Older kernels (6.1 among them) lack the field: the leader's exit stands in.
         pid == tid
     } else {
         // SAFETY: offset from this kernel's tracefs format file.
