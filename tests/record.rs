@@ -502,14 +502,7 @@ struct TestCgroup {
 
 impl TestCgroup {
     fn new(tag: &str) -> TestCgroup {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let root = mountinfo
-            .lines()
-            .find_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                right.starts_with("cgroup2 ").then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
-            })
-            .expect("a cgroup v2 hierarchy is mounted");
+        let root = cgroup2_root();
         let name = format!("/nixtrace-test-{tag}-{}", std::process::id());
         let path = root.join(&name[1..]);
         fs::create_dir(&path).expect("create the test cgroup");

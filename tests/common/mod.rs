@@ -33,7 +33,7 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Record types produced by the kernel probes (as opposed to the header,
 /// seeded `process`/`cgroup` records and `stats`).
-pub const KERNEL_EVENT_TYPES: [&str; 6] = ["fork", "exec", "exec_failed", "exit", "open", "mmap"];
+pub const KERNEL_EVENT_TYPES: [&str; 7] = ["fork", "exec", "exec_failed", "exit", "open", "mmap", "loader"];
 
 pub const PROT_READ: u64 = 1;
 pub const PROT_EXEC: u64 = 4;
@@ -46,6 +46,18 @@ pub fn require_root() {
     if unsafe { libc::geteuid() } != 0 {
         panic!("these tests load eBPF programs: run as root");
     }
+}
+
+/// Where the cgroup v2 hierarchy is mounted.
+pub fn cgroup2_root() -> PathBuf {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right.starts_with("cgroup2 ").then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+        })
+        .expect("a cgroup v2 hierarchy is mounted")
 }
 
 // ---------------------------------------------------------------------------

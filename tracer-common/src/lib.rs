@@ -47,10 +47,11 @@ pub enum EventKind {
     Open = 5,
     Mmap = 6,
     CgroupMkdir = 7,
+    Loader = 8,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Fork,
         EventKind::Exec,
         EventKind::ExecFailed,
@@ -58,6 +59,7 @@ impl EventKind {
         EventKind::Open,
         EventKind::Mmap,
         EventKind::CgroupMkdir,
+        EventKind::Loader,
     ];
 
     pub fn from_u32(kind: u32) -> Option<EventKind> {
@@ -74,6 +76,7 @@ impl EventKind {
             EventKind::Open => "open",
             EventKind::Mmap => "mmap",
             EventKind::CgroupMkdir => "cgroup_mkdir",
+            EventKind::Loader => "loader",
         }
     }
 }
@@ -86,9 +89,9 @@ pub mod lost {
     pub const PENDING_FULL: u32 = 0;
     /// A newly forked process could not be added to the followed set (the
     /// map was full): its events are missing from a filtered trace.
-    pub const FOLLOW_FULL: u32 = 8;
+    pub const FOLLOW_FULL: u32 = 9;
     /// Number of slots.
-    pub const SLOTS: u32 = 9;
+    pub const SLOTS: u32 = 10;
 }
 
 /// Common prefix of every record.
@@ -220,7 +223,26 @@ pub struct MmapEvent {
     pub ino: u64,
     pub dev: u32,
     pub _pad: u32,
+    /// Time from syscall entry to exit.
+    pub duration_ns: u64,
 }
+
+/// The glibc dynamic loader of the current process reached a point of its
+/// startup (uprobes on `ld.so`; see `record/loader.rs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoaderEvent {
+    pub header: EventHeader,
+    /// [`LOADER_START`] or [`LOADER_DONE`].
+    pub phase: u32,
+    pub _pad: u32,
+}
+
+/// The loader's entry point (`_start`): it begins.
+pub const LOADER_START: u32 = 1;
+/// `_dl_start_user`: libraries are mapped and relocated; initialisers and
+/// the program's entry point come next.
+pub const LOADER_DONE: u32 = 2;
 
 /// A cgroup directory was created. Trailing: `path_len` bytes of its path
 /// relative to the cgroup v2 root (starting with `/`).
@@ -355,10 +377,11 @@ layout!(OpenEvent, 72, {
     header: 0, ret: 32, duration_ns: 40, flags: 48, mode: 56, dfd: 60, syscall: 64, path_len: 66,
     dir_len: 68, dir_flags: 70,
 });
-layout!(MmapEvent, 88, {
+layout!(MmapEvent, 96, {
     header: 0, addr: 32, len: 40, offset: 48, prot: 56, flags: 60, fd: 64, path_len: 68, path_flags: 70,
-    ino: 72, dev: 80, _pad: 84,
+    ino: 72, dev: 80, _pad: 84, duration_ns: 88,
 });
+layout!(LoaderEvent, 40, { header: 0, phase: 32, _pad: 36 });
 layout!(CgroupEvent, 48, { header: 0, id: 32, level: 40, path_len: 44, _pad: 46 });
 
 #[cfg(all(test, feature = "user"))]

@@ -56,6 +56,7 @@ pub static PENDING_OPEN: HashMap<u32, PendingOpen> = HashMap::with_max_entries(1
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PendingMmap {
+    pub ts_ns: u64,
     pub len: u64,
     pub offset: u64,
     pub prot: u32,

@@ -3,5 +3,6 @@ mod cgroup;
 mod exec;
 mod exit;
 mod fork;
+mod loader;
 mod mmap;
 mod open;

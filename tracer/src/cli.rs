@@ -29,6 +29,16 @@ pub enum Command {
         sudo nixtrace record -o boot.ntr --duration 30\n  \
         sudo nixtrace record -o unit.ntr --cgroup /system.slice/nginx.service")]
     Record(RecordArgs),
+    /// Summarise a trace: processes, their dynamic-loader cost, units.
+    ///
+    /// Text for a terminal, Markdown for a pull request, JSON for programs
+    /// (schema in docs/report-schema.md). Every format says when the trace
+    /// is incomplete (events lost, or cut short).
+    #[command(after_help = "Examples:\n  \
+        nixtrace report python.ntr\n  \
+        nixtrace report boot.ntr --format markdown --top 20 > comment.md\n  \
+        nixtrace report boot.ntr --format json --unit systemd-udevd.service")]
+    Report(ReportArgs),
     /// Print a trace's events as JSON Lines, one object per event.
     ///
     /// The first line is the trace header; every event has `type`, `ts_ns`,
@@ -76,6 +86,32 @@ pub struct RecordArgs {
     /// The command to run and trace.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The trace file.
+    pub file: PathBuf,
+
+    /// Output format.
+    #[arg(short = 'F', long, value_enum, default_value = "text")]
+    pub format: crate::report::Format,
+
+    /// Rows per table in text and Markdown (JSON has every process).
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 15)]
+    pub top: usize,
+
+    /// Only processes in this systemd unit (e.g. systemd-udevd.service).
+    #[arg(long, value_name = "UNIT")]
+    pub unit: Option<String>,
+
+    /// Only processes whose executable path contains this.
+    #[arg(long, value_name = "TEXT")]
+    pub binary: Option<String>,
+
+    /// Write the report here instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

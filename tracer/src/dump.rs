@@ -9,7 +9,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
-use crate::trace::{Common, Event, Header, TraceReader};
+use crate::{
+    output::ignore_broken_pipe,
+    trace::{Common, Event, Header, TraceReader},
+};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -81,16 +84,29 @@ pub fn event_json(event: &Event) -> Value {
                 }),
             )
         }
-        Event::Mmap { common, path, path_truncated, addr, len, offset, prot, flags, fd, dev, ino } => {
-            with_common(
-                common,
-                kind,
-                json!({
-                    "path": path.as_deref().map(text), "path_truncated": path_truncated, "prot": prot, "flags": flags,
-                    "len": len, "offset": offset, "addr": addr, "fd": fd, "dev": dev, "ino": ino,
-                }),
-            )
-        }
+        Event::Mmap {
+            common,
+            path,
+            path_truncated,
+            addr,
+            len,
+            offset,
+            prot,
+            flags,
+            fd,
+            dev,
+            ino,
+            duration_ns,
+        } => with_common(
+            common,
+            kind,
+            json!({
+                "path": path.as_deref().map(text), "path_truncated": path_truncated, "prot": prot, "flags": flags,
+                "len": len, "offset": offset, "addr": addr, "fd": fd, "dev": dev, "ino": ino,
+                "duration_ns": duration_ns,
+            }),
+        ),
+        Event::Loader { common, phase } => with_common(common, kind, json!({"phase": phase.name()})),
         Event::Cgroup { common, id, level, path, seeded } => {
             with_common(common, kind, json!({"id": id, "level": level, "path": text(path), "seeded": seeded}))
         }
@@ -106,30 +122,20 @@ pub fn event_json(event: &Event) -> Value {
 }
 
 pub fn run(file: &Path) -> Result<()> {
-    match write_all(file) {
-        // `nixtrace dump x | head` is normal use, not an error.
-        Err(e)
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
-}
-
-fn write_all(file: &Path) -> Result<()> {
     let input = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut reader =
         TraceReader::new(BufReader::new(input)).with_context(|| format!("{}", file.display()))?;
     let stdout = std::io::stdout().lock();
     let mut out = BufWriter::new(stdout);
-    writeln!(out, "{}", header_json(reader.header()))?;
+    let mut print = |line: Value| writeln!(out, "{line}");
+    print(header_json(reader.header())).or_else(ignore_broken_pipe)?;
     for event in reader.by_ref() {
         let event = event.with_context(|| format!("{}", file.display()))?;
-        writeln!(out, "{}", event_json(&event))?;
+        if let Err(e) = print(event_json(&event)) {
+            return ignore_broken_pipe(e).map_err(Into::into);
+        }
     }
-    out.flush()?;
+    out.flush().or_else(ignore_broken_pipe)?;
     if let Some(reason) = reader.cut_short() {
         eprintln!("nixtrace: warning: {} was cut short: {reason}; showing what was complete", file.display());
     }

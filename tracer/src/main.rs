@@ -1,11 +1,15 @@
 //! nixtrace: an eBPF startup and boot tracer.
 //!
 //! Data flows one way: kernel probes (`tracer-ebpf`) → `record` → the trace
-//! file (`trace`) → readers such as `dump`. See docs/architecture.md.
+//! file (`trace`) → the model of processes and units (`model`) → outputs
+//! (`report`, `dump`). See docs/architecture.md.
 
 mod cli;
 mod dump;
+mod model;
+mod output;
 mod record;
+mod report;
 mod trace;
 
 use std::process::ExitCode;
@@ -17,6 +21,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Record(args) => record::run(args),
         cli::Command::Dump(args) => dump::run(&args.file).map(|()| 0),
+        cli::Command::Report(args) => report::run(&args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),

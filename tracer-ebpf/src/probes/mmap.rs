@@ -3,7 +3,7 @@
 //! whatever happened to the fd before or after; prot, length, offset, and
 //! the file's device and inode.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{EventKind, MmapEvent, lost};
 
 use crate::{
@@ -36,6 +36,8 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let pending = PendingMmap {
+        // SAFETY: helper without arguments.
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
         len: unsafe { ctx.read_at::<u64>(arg(1)) }.unwrap_or(0),
         offset: unsafe { ctx.read_at::<u64>(arg(5)) }.unwrap_or(0),
         prot,
@@ -88,6 +90,8 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
             ino,
             dev,
             _pad: 0,
+            // SAFETY: helper without arguments.
+            duration_ns: unsafe { bpf_ktime_get_boot_ns() } - pending.ts_ns,
         },
     );
     send(buf, fixed + path_len, EventKind::Mmap);

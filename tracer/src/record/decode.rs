@@ -4,10 +4,11 @@ use std::mem::size_of;
 
 use tracer_common::{
     CgroupEvent, EXEC_ARGV_TRUNCATED, EXIT_GROUP_DEAD, EventHeader, EventKind, ExecEvent, ExecFailedEvent,
-    ExitEvent, ForkEvent, MmapEvent, OpenEvent, WALK_TRUNCATED, join_reversed_components,
+    ExitEvent, ForkEvent, LOADER_DONE, LOADER_START, LoaderEvent, MmapEvent, OpenEvent, WALK_TRUNCATED,
+    join_reversed_components,
 };
 
-use crate::trace::{Common, Event, OpenSyscall};
+use crate::trace::{Common, Event, LoaderPhase, OpenSyscall};
 
 /// A record that does not match the ABI: a bug, never expected.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,7 +119,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
                 fd: e.fd,
                 dev: e.dev,
                 ino: e.ino,
+                duration_ns: e.duration_ns,
             }
+        }
+        EventKind::Loader => {
+            let e: LoaderEvent = fixed(bytes)?;
+            let phase = match e.phase {
+                LOADER_START => LoaderPhase::Start,
+                LOADER_DONE => LoaderPhase::Done,
+                _ => return Err(Malformed("unknown loader phase")),
+            };
+            Event::Loader { common, phase }
         }
         EventKind::CgroupMkdir => {
             let e: CgroupEvent = fixed(bytes)?;

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use tracer_common::{Config, EventKind, lost};
 
@@ -78,6 +78,8 @@ pub struct Probes {
     ebpf: Ebpf,
     /// Probe names, in attach order, for the trace header.
     pub names: Vec<String>,
+    /// What could not be probed, and what the trace will lack because of it.
+    pub warnings: Vec<String>,
     /// Time from starting to load until the last program was attached.
     pub attach_time: std::time::Duration,
 }
@@ -127,6 +129,27 @@ pub fn check_privileges() -> Result<()> {
         return Ok(());
     }
     bail!("recording needs root or the capabilities {} (missing here); run it with sudo", missing.join(", "))
+}
+
+/// Attaches the loader uprobes to every glibc loader found; returns how
+/// many loaders are probed. Loaders that cannot be probed are skipped, with
+/// a warning.
+fn attach_loaders(ebpf: &mut Ebpf, warnings: &mut Vec<String>) -> Result<usize> {
+    let (loaders, unprobeable) = super::loader::find();
+    warnings.extend(unprobeable.iter().map(|e| format!("{e:#}: its processes have no loader timings")));
+    for (program, point) in [("loader_start", true), ("loader_done", false)] {
+        let prog: &mut UProbe = ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
+            .try_into()?;
+        prog.load().map_err(|e| refused(program, e))?;
+        for loader in &loaders {
+            let offset = if point { loader.start_offset } else { loader.done_offset };
+            prog.attach(offset, &loader.path, UProbeScope::AllProcesses)
+                .with_context(|| format!("attaching a uprobe to {} at {offset:#x}", loader.path.display()))?;
+        }
+    }
+    Ok(loaders.len())
 }
 
 /// A one-line error for a program the kernel refused; the verifier's whole
@@ -195,7 +218,15 @@ impl Probes {
             }
             names.push((*probe).to_string());
         }
-        Ok(Probes { ebpf, names, attach_time: started.elapsed() })
+        let mut warnings = Vec::new();
+        match attach_loaders(&mut ebpf, &mut warnings) {
+            Ok(0) => {
+                warnings.push("no glibc dynamic loader found: the trace has no loader timings".to_string())
+            }
+            Ok(_) => names.push("loader".to_string()),
+            Err(e) => warnings.push(format!("{e:#}; the trace has no loader timings")),
+        }
+        Ok(Probes { ebpf, names, warnings, attach_time: started.elapsed() })
     }
 
     /// The ring buffer the programs send events through (taken once).

@@ -5,15 +5,16 @@
 mod command;
 pub mod decode;
 pub mod load;
+mod loader;
 pub mod offsets;
 pub mod procfs;
 mod status;
 
 use std::{
     collections::BTreeMap,
-    fs::{File, OpenOptions},
+    fs::File,
     io,
-    os::unix::{ffi::OsStrExt, fs::OpenOptionsExt, process::ExitStatusExt},
+    os::unix::{ffi::OsStrExt, process::ExitStatusExt},
     path::Path,
     time::{Duration, Instant},
 };
@@ -51,23 +52,6 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 /// CLOCK_BOOTTIME, the clock of every event timestamp.
 fn boottime_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME)
-}
-
-fn open_output(path: &Path, force: bool) -> Result<File> {
-    let mut options = OpenOptions::new();
-    // Traces hold command lines and paths: only the owner may read them.
-    options.write(true).mode(0o600);
-    if force {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    options.open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists => {
-            anyhow::anyhow!("{} already exists; use --force to overwrite it", path.display())
-        }
-        _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
-    })
 }
 
 fn read_trimmed(path: &str) -> String {
@@ -259,7 +243,7 @@ async fn record(args: RecordArgs) -> Result<i32> {
     let has_command = !args.command.is_empty();
     let procs = if has_command { Vec::new() } else { procfs::processes() };
     let scope = scope(&args, &procs)?;
-    let output = open_output(&args.output, args.force)?;
+    let output = crate::output::create_private(&args.output, args.force)?;
     let mut probes = match Probes::load(std::process::id(), scope.filter) {
         Ok(probes) => probes,
         Err(e) => {
@@ -268,6 +252,11 @@ async fn record(args: RecordArgs) -> Result<i32> {
             return Err(e);
         }
     };
+    if !args.quiet {
+        for warning in &probes.warnings {
+            eprintln!("nixtrace: warning: {warning}");
+        }
+    }
     probes.follow(scope.followed.iter().copied())?;
     let ring = probes.take_events()?;
     let mut sink = Sink {

@@ -32,6 +32,24 @@ impl OpenSyscall {
     }
 }
 
+/// Points of the dynamic loader's startup that are probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoaderPhase {
+    /// ld.so's entry point: the loader starts.
+    Start = 1,
+    /// `_dl_start_user`: libraries mapped and relocated.
+    Done = 2,
+}
+
+impl LoaderPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoaderPhase::Start => "start",
+            LoaderPhase::Done => "done",
+        }
+    }
+}
+
 /// A byte string from the traced system (paths, argv): not necessarily UTF-8.
 pub type Bytes = Vec<u8>;
 
@@ -90,6 +108,12 @@ pub enum Event {
         fd: i32,
         dev: u32,
         ino: u64,
+        duration_ns: u64,
+    },
+    /// The dynamic loader of this process reached `phase`.
+    Loader {
+        common: Common,
+        phase: LoaderPhase,
     },
     /// A cgroup v2 directory: created while tracing, or found at start.
     Cgroup {
@@ -140,9 +164,25 @@ impl Event {
             Event::Exit { .. } => "exit",
             Event::Open { .. } => "open",
             Event::Mmap { .. } => "mmap",
+            Event::Loader { .. } => "loader",
             Event::Cgroup { .. } => "cgroup",
             Event::Process { .. } => "process",
             Event::Stats(_) => "stats",
+        }
+    }
+
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Event::Fork { common, .. }
+            | Event::Exec { common, .. }
+            | Event::ExecFailed { common, .. }
+            | Event::Exit { common, .. }
+            | Event::Open { common, .. }
+            | Event::Mmap { common, .. }
+            | Event::Loader { common, .. }
+            | Event::Cgroup { common, .. } => common.ts_ns,
+            Event::Process { ts_ns, .. } => *ts_ns,
+            Event::Stats(stats) => stats.ts_ns,
         }
     }
 }

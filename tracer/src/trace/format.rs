@@ -34,6 +34,7 @@ pub mod tag {
     pub const CGROUP: u8 = 0x16;
     pub const PROCESS: u8 = 0x17;
     pub const STATS: u8 = 0x18;
+    pub const LOADER: u8 = 0x19;
     /// Written once by a recorder that stopped cleanly.
     pub const END: u8 = 0x7f;
 }

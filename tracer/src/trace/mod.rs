@@ -6,7 +6,7 @@ pub mod format;
 pub mod reader;
 pub mod writer;
 
-pub use event::{Common, Event, OpenSyscall, Stats};
+pub use event::{Common, Event, LoaderPhase, OpenSyscall, Stats};
 pub use format::{ClockReference, Filters, Header};
 pub use reader::TraceReader;
 pub use writer::TraceWriter;
@@ -70,7 +70,9 @@ mod tests {
                 fd: -1,
                 dev: 0,
                 ino: 0,
+                duration_ns: 900,
             },
+            Event::Loader { common: common(1450, 11, 11), phase: LoaderPhase::Done },
             Event::Cgroup {
                 common: common(1500, 1, 1),
                 id: 77,

@@ -4,7 +4,7 @@
 use std::{fmt, io::Read};
 
 use super::{
-    event::{Common, Event, OpenSyscall, Stats},
+    event::{Common, Event, LoaderPhase, OpenSyscall, Stats},
     format::{BLOCK_MAX, HEADER_MAX, Header, MAGIC, VERSION, flag, tag, unzigzag},
 };
 
@@ -317,7 +317,17 @@ impl<R: Read> TraceReader<R> {
                     fd: self.get_i32()?,
                     dev: self.get_u32()?,
                     ino: self.get()?,
+                    duration_ns: self.get()?,
                 },
+                tag::LOADER => {
+                    let common = self.get_common()?;
+                    let phase = match self.get()? {
+                        1 => LoaderPhase::Start,
+                        2 => LoaderPhase::Done,
+                        other => return Err(self.corrupt(format!("unknown loader phase {other}"))),
+                    };
+                    Event::Loader { common, phase }
+                }
                 tag::CGROUP => Event::Cgroup {
                     common: self.get_common()?,
                     id: self.get()?,

@@ -158,7 +158,20 @@ impl<W: Write> TraceWriter<W> {
                 self.put_signed(*ret);
                 self.put(*duration_ns);
             }
-            Event::Mmap { common, path, path_truncated, addr, len, offset, prot, flags, fd, dev, ino } => {
+            Event::Mmap {
+                common,
+                path,
+                path_truncated,
+                addr,
+                len,
+                offset,
+                prot,
+                flags,
+                fd,
+                dev,
+                ino,
+                duration_ns,
+            } => {
                 let path = path.as_deref().map_or(0, |p| self.string(p) + 1);
                 self.put_common(tag::MMAP, common);
                 self.put(path);
@@ -171,6 +184,11 @@ impl<W: Write> TraceWriter<W> {
                 self.put_signed(*fd as i64);
                 self.put(*dev as u64);
                 self.put(*ino);
+                self.put(*duration_ns);
+            }
+            Event::Loader { common, phase } => {
+                self.put_common(tag::LOADER, common);
+                self.put(*phase as u64);
             }
             Event::Cgroup { common, id, level, path, seeded } => {
                 let path = self.string(path);

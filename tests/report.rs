@@ -1,0 +1,210 @@
+//! End-to-end tests of `nixtrace report`: real traces recorded with the real
+//! probes, checked against what glibc's loader says about itself
+//! (`LD_DEBUG=libs`) and against real cgroups made by the test.
+
+mod common;
+
+use std::{fs, path::Path, process::Command};
+
+use common::*;
+use serde_json::Value;
+
+/// `nixtrace report TRACE --format json`, parsed.
+fn report_json(trace: &Path, extra: &[&str]) -> Value {
+    let output = run(Command::new(NIXTRACE).arg("report").arg(trace).args(["--format", "json"]).args(extra));
+    assert!(output.status.success(), "report failed: {}", stderr_of(&output));
+    serde_json::from_slice(&output.stdout).expect("the JSON report parses")
+}
+
+/// What `LD_DEBUG=libs` says the loader did for one exec: the path of each
+/// library found, in load order, and how many candidate files it tried in
+/// vain first.
+fn ld_debug_libs(log: &str) -> (Vec<String>, u64) {
+    let mut found = Vec::new();
+    let mut failed = 0;
+    let mut last_try: Option<String> = None;
+    for line in log.lines() {
+        let text = line.split_once(':').map_or(line, |(_, rest)| rest).trim();
+        if let Some(path) = text.strip_prefix("trying file=") {
+            if last_try.replace(path.to_string()).is_some() {
+                failed += 1;
+            }
+        } else if (text.starts_with("find library=") || text.starts_with("calling init:"))
+            && let Some(path) = last_try.take()
+        {
+            found.push(path);
+        }
+    }
+    (found, failed)
+}
+
+/// The report's row for the process whose last exec ran `program`.
+fn process_running<'a>(report: &'a Value, program: &str) -> &'a Value {
+    let rows: Vec<&Value> = report["processes"]
+        .as_array()
+        .expect("processes[]")
+        .iter()
+        .filter(|p| p["execs"].as_array().and_then(|e| e.last()).is_some_and(|e| e["filename"] == program))
+        .collect();
+    assert_eq!(rows.len(), 1, "one process ran {program}: {rows:#?}");
+    rows[0]
+}
+
+/// Proves the libraries the report lists for an exec, in order, are exactly
+/// the ones glibc's loader reports loading, and its failed lookups are the
+/// loader's own failed tries, over six real programs (one with a library
+/// path full of missing directories).
+#[test]
+fn loader_libraries_and_lookups_match_ld_debug() {
+    let sandbox = Sandbox::new();
+    let programs: [(&str, &[&str], &str); 6] = [
+        ("/usr/bin/ls", &["/"], ""),
+        ("/usr/bin/perl", &["-e", "1"], ""),
+        ("/usr/bin/python3.11", &["-c", "pass"], ""),
+        ("/usr/bin/strace", &["-V"], ""),
+        ("/usr/bin/bpftrace", &["--version"], ""),
+        ("/usr/bin/ls", &["/"], "LD_LIBRARY_PATH=/nonexistent/a:/nonexistent/b"),
+    ];
+    for (program, args, env) in programs {
+        let log_base = sandbox.path("ld");
+        for stale in fs::read_dir(sandbox.path("")).unwrap().flatten() {
+            let name = stale.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ld.") || stale.path() == sandbox.trace_path() {
+                fs::remove_file(stale.path()).unwrap();
+            }
+        }
+        let script = format!(
+            "{env} LD_DEBUG=libs LD_DEBUG_OUTPUT={} exec {program} {} >/dev/null",
+            log_base.display(),
+            args.join(" ")
+        );
+        let recording = record_command(&sandbox, &["sh", "-c", &script]);
+        recording.assert_exit_code(0);
+        recording.trace.assert_nothing_lost();
+        let report = report_json(&sandbox.trace_path(), &[]);
+        let row = process_running(&report, program);
+
+        let pid = row["pid"].as_u64().unwrap();
+        let log = fs::read_to_string(sandbox.path(&format!("ld.{pid}"))).expect("LD_DEBUG_OUTPUT log");
+        let (expected_libraries, expected_failures) = ld_debug_libs(&log);
+        assert!(!expected_libraries.is_empty(), "{program}: the loader loaded nothing?\n{log}");
+
+        let libraries: Vec<&str> = row["loader"]["libraries"]
+            .as_array()
+            .expect("loader.libraries[]")
+            .iter()
+            .map(|l| l["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(libraries, expected_libraries, "{program} {env}: libraries, in load order");
+        let exec = row["execs"].as_array().unwrap().last().unwrap();
+        assert_eq!(
+            exec["failed_lookups"].as_u64(),
+            Some(expected_failures),
+            "{program} {env}: failed lookups"
+        );
+        if !env.is_empty() {
+            assert!(expected_failures >= 2, "the missing directories were probed: {log}");
+        }
+    }
+}
+
+/// A cgroup v2 unit directory made for one test, removed afterwards.
+struct UnitCgroup {
+    slice: std::path::PathBuf,
+    unit: std::path::PathBuf,
+    created_slice: bool,
+}
+
+impl UnitCgroup {
+    fn new(slice: &str, unit: &str) -> UnitCgroup {
+        let root = cgroup2_root();
+        let slice = root.join(slice);
+        let created_slice = !slice.exists();
+        if created_slice {
+            fs::create_dir(&slice).expect("create the slice cgroup");
+        }
+        let unit = slice.join(unit);
+        fs::create_dir(&unit).expect("create the unit cgroup");
+        UnitCgroup { slice, unit, created_slice }
+    }
+}
+
+impl Drop for UnitCgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.unit);
+        if self.created_slice {
+            let _ = fs::remove_dir(&self.slice);
+        }
+    }
+}
+
+/// Proves processes are attributed to the systemd unit of their cgroup, even
+/// when the unit's cgroup is gone by the time the report is made, and that
+/// unit totals add up.
+#[test]
+fn processes_are_attributed_to_units_from_real_cgroups() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+    let trace_path = sandbox.trace_path();
+    let unit_name = format!("nixtrace-test-{}.service", std::process::id());
+    let cgroup = UnitCgroup::new("system.slice", &unit_name);
+
+    let mut recorder = spawn(record_cmd(&trace_path).args(["--cgroup", "/system.slice", "--duration", "4"]));
+    recorder.wait_until_recording(&trace_path);
+    let procs = cgroup.unit.join("cgroup.procs");
+    let script = format!(
+        "echo $$ > {}; {} chain 2; exec {} opens 2 /etc/hostname",
+        procs.display(),
+        workload.display(),
+        workload.display()
+    );
+    let unit_run = run(Command::new("sh").args(["-c", &script]));
+    assert!(unit_run.status.success(), "{}", stderr_of(&unit_run));
+    let output = recorder.wait(TIMEOUT);
+    assert_eq!(output.status.code(), Some(0), "record: {}", stderr_of(&output));
+    drop(cgroup); // The unit has ended; the report must still name it.
+
+    let report = report_json(&trace_path, &["--unit", &unit_name]);
+    let processes = report["processes"].as_array().unwrap();
+    // sh, then `workload chain 2` and its two descendants.
+    assert_eq!(processes.len(), 4, "{processes:#?}");
+    for p in processes {
+        assert_eq!(p["unit"], unit_name.as_str(), "{p}");
+        assert_eq!(p["cgroup"], format!("/system.slice/{unit_name}").as_str(), "{p}");
+    }
+    let units = report["units"].as_array().unwrap();
+    assert_eq!(units.len(), 1, "{units:#?}");
+    assert_eq!(units[0]["name"], unit_name.as_str());
+    assert_eq!(units[0]["processes"], 4);
+    // sh ran before it joined the unit; inside it, each process exec'd once.
+    assert_eq!(units[0]["execs"], 4);
+}
+
+/// Proves every format says when events were lost, and that the text and
+/// Markdown reports carry the same totals as the JSON one.
+#[test]
+fn every_format_reports_lost_events() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+    let trace_path = sandbox.trace_path();
+    let output = run(record_cmd(&trace_path).args(["--buffer-size", "4096", "--"]).arg(&workload).args([
+        "opens",
+        "100000",
+        "/nix/store/nixtrace-test-missing",
+    ]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+
+    let json = report_json(&trace_path, &[]);
+    let lost = json["lost_events"].as_u64().unwrap();
+    assert!(lost > 0, "a 4 KiB buffer should overflow");
+    assert_eq!(json["lost_by_probe"]["open"].as_u64(), Some(lost));
+    for format in ["text", "markdown"] {
+        let output = run(Command::new(NIXTRACE).arg("report").arg(&trace_path).args(["--format", format]));
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            text.contains(&format!("incomplete: {lost} events lost (open: {lost})")),
+            "{format}:\n{text}"
+        );
+    }
+}

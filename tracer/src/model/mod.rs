@@ -1,0 +1,10 @@
+//! The model layer: what the trace is about — processes, binaries, packages, units.
+//!
+//! The recorder captures raw events (paths, pids, timestamps); this layer gives
+//! them meaning: which process ran what, which package a file belongs to, what
+//! a binary asks of the dynamic loader, and which systemd unit did it.
+
+pub mod elf;
+pub mod nix;
+pub mod process;
+pub mod unit;

@@ -1,0 +1,406 @@
+//! Processes as a trace shows them: who forked whom, what each exec'd, how
+//! long the dynamic loader took and what it did, and when each ended.
+//!
+//! Built in one pass over the events ([`ProcessTable::add`]); memory grows
+//! with the number of processes and libraries, never with the number of
+//! events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::trace::{Event, LoaderPhase, event::Bytes};
+
+/// A process is a pid *and* a start time: pids are reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessKey {
+    pub pid: u32,
+    /// CLOCK_BOOTTIME ns: the fork, or the start read from /proc.
+    pub start_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub key: ProcessKey,
+    /// The parent's pid, and the parent itself when the trace knows it.
+    pub ppid: u32,
+    pub parent: Option<ProcessKey>,
+    /// Already running when tracing started (seeded from /proc).
+    pub seeded: bool,
+    /// What it was running when first seen, before any exec in the trace.
+    pub initial_exe: Option<Bytes>,
+    pub cgroup_id: u64,
+    pub execs: Vec<Exec>,
+    /// When the last thread exited, and the wait status.
+    pub end_ns: Option<u64>,
+    pub exit_status: Option<i32>,
+}
+
+impl Process {
+    /// The program it ran last.
+    pub fn exe(&self) -> Option<&[u8]> {
+        self.execs.last().map(|e| e.filename.as_slice()).or(self.initial_exe.as_deref())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Exec {
+    pub ts_ns: u64,
+    pub filename: Bytes,
+    pub argv: Vec<Bytes>,
+    /// The dynamic loader's run, when the loader probes saw it.
+    pub loader: Option<LoaderRun>,
+}
+
+/// What glibc's dynamic loader did for one exec, between its entry point
+/// and `_dl_start_user` (libraries mapped and relocated).
+#[derive(Debug, Clone, Default)]
+pub struct LoaderRun {
+    pub start_ns: u64,
+    /// None when the trace ends (or the process dies) inside the loader.
+    pub done_ns: Option<u64>,
+    /// Opens that failed: the library search probing directories.
+    pub failed_lookups: u64,
+    /// Time spent in those failed opens.
+    pub search_ns: u64,
+    /// Failed lookups per directory probed.
+    pub dirs_probed: BTreeMap<Bytes, u64>,
+    /// Time in successful opens and in mmaps.
+    pub open_ns: u64,
+    pub map_ns: u64,
+    /// Libraries mapped executable, in load order.
+    pub libraries: Vec<Library>,
+    /// Successful opens not yet mapped: fd -> path as opened.
+    open_fds: HashMap<i64, Bytes>,
+}
+
+impl LoaderRun {
+    pub fn total_ns(&self) -> Option<u64> {
+        self.done_ns.map(|done| done.saturating_sub(self.start_ns))
+    }
+
+    /// Time that is neither searching nor opening and mapping: relocation,
+    /// symbol lookup and the loader's own setup.
+    pub fn rest_ns(&self) -> Option<u64> {
+        self.total_ns().map(|total| total.saturating_sub(self.search_ns + self.open_ns + self.map_ns))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Library {
+    /// The path the loader opened.
+    pub path: Bytes,
+    /// The kernel's name for the mapped file (symlinks resolved).
+    pub mapped_path: Bytes,
+    /// Bytes mapped executable.
+    pub exec_bytes: u64,
+}
+
+const PROT_EXEC: u32 = 4;
+
+fn parent_dir(path: &[u8]) -> Bytes {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(0) => b"/".to_vec(),
+        Some(i) => path[..i].to_vec(),
+        None => b".".to_vec(),
+    }
+}
+
+/// All processes of a trace, in the order they were first seen.
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    pub processes: Vec<Process>,
+    /// pid -> index of the live process with that pid.
+    live: HashMap<u32, usize>,
+    /// Timestamp of the last event seen.
+    pub last_ts: u64,
+}
+
+impl ProcessTable {
+    /// The live process with `pid`, created if the trace never showed it
+    /// start (it started before tracing and was not seeded).
+    fn live_process(&mut self, pid: u32, ts_ns: u64, cgroup_id: u64) -> &mut Process {
+        let index = match self.live.get(&pid) {
+            Some(index) => *index,
+            None => self.start(Process {
+                key: ProcessKey { pid, start_ns: ts_ns },
+                ppid: 0,
+                parent: None,
+                seeded: false,
+                initial_exe: None,
+                cgroup_id,
+                execs: Vec::new(),
+                end_ns: None,
+                exit_status: None,
+            }),
+        };
+        &mut self.processes[index]
+    }
+
+    fn start(&mut self, process: Process) -> usize {
+        let index = self.processes.len();
+        // A pid seen again without an exit in between: the old process's
+        // exit was lost. The new one replaces it.
+        self.live.insert(process.key.pid, index);
+        self.processes.push(process);
+        index
+    }
+
+    pub fn add(&mut self, event: &Event) {
+        match event {
+            Event::Process { pid, ppid, start_ns, cgroup_id, exe, .. } => {
+                let parent = self.live.get(ppid).map(|i| self.processes[*i].key);
+                self.start(Process {
+                    key: ProcessKey { pid: *pid, start_ns: *start_ns },
+                    ppid: *ppid,
+                    parent,
+                    seeded: true,
+                    initial_exe: exe.clone(),
+                    cgroup_id: *cgroup_id,
+                    execs: Vec::new(),
+                    end_ns: None,
+                    exit_status: None,
+                });
+            }
+            Event::Fork { common, child_pid, .. } if child_pid == &common.pid => {
+                // A new thread (CLONE_THREAD): nothing to track per process.
+            }
+            Event::Fork { common, child_pid, .. } => {
+                let parent = self.live.get(&common.pid).map(|i| &self.processes[*i]);
+                let initial_exe = parent.and_then(Process::exe).map(<[u8]>::to_vec);
+                self.start(Process {
+                    key: ProcessKey { pid: *child_pid, start_ns: common.ts_ns },
+                    ppid: common.pid,
+                    parent: parent.map(|p| p.key),
+                    seeded: false,
+                    initial_exe,
+                    cgroup_id: common.cgroup_id,
+                    execs: Vec::new(),
+                    end_ns: None,
+                    exit_status: None,
+                });
+            }
+            Event::Exec { common, filename, argv, .. } => {
+                let process = self.live_process(common.pid, common.ts_ns, common.cgroup_id);
+                process.cgroup_id = common.cgroup_id;
+                process.execs.push(Exec {
+                    ts_ns: common.ts_ns,
+                    filename: filename.clone(),
+                    argv: argv.clone(),
+                    loader: None,
+                });
+            }
+            Event::Loader { common, phase } => {
+                let process = self.live_process(common.pid, common.ts_ns, common.cgroup_id);
+                let Some(exec) = process.execs.last_mut() else { return };
+                match phase {
+                    LoaderPhase::Start => {
+                        exec.loader = Some(LoaderRun { start_ns: common.ts_ns, ..LoaderRun::default() })
+                    }
+                    LoaderPhase::Done => {
+                        if let Some(run) = exec.loader.as_mut().filter(|r| r.done_ns.is_none()) {
+                            run.done_ns = Some(common.ts_ns);
+                            run.open_fds.clear();
+                        }
+                    }
+                }
+            }
+            Event::Open { common, path, ret, duration_ns, .. } => {
+                if let Some(run) = self.running_loader(common.pid) {
+                    if *ret < 0 {
+                        run.failed_lookups += 1;
+                        run.search_ns += duration_ns;
+                        *run.dirs_probed.entry(parent_dir(path)).or_default() += 1;
+                    } else {
+                        run.open_ns += duration_ns;
+                        run.open_fds.insert(*ret, path.clone());
+                    }
+                }
+            }
+            Event::Mmap { common, path, fd, prot, len, duration_ns, .. } => {
+                if let Some(run) = self.running_loader(common.pid) {
+                    run.map_ns += duration_ns;
+                    let opened = run.open_fds.get(&i64::from(*fd));
+                    if let (true, Some(opened), Some(mapped)) = (prot & PROT_EXEC != 0, opened, path) {
+                        match run.libraries.iter_mut().find(|l| &l.mapped_path == mapped) {
+                            Some(library) => library.exec_bytes += len,
+                            None => run.libraries.push(Library {
+                                path: opened.clone(),
+                                mapped_path: mapped.clone(),
+                                exec_bytes: *len,
+                            }),
+                        }
+                    }
+                }
+            }
+            Event::Exit { common, status, group_dead } => {
+                if *group_dead && let Some(index) = self.live.remove(&common.pid) {
+                    let process = &mut self.processes[index];
+                    process.end_ns = Some(common.ts_ns);
+                    process.exit_status = Some(*status);
+                }
+            }
+            Event::ExecFailed { .. } | Event::Cgroup { .. } | Event::Stats(_) => {}
+        }
+        self.last_ts = self.last_ts.max(event.ts_ns());
+    }
+
+    /// The loader run of `pid`'s current exec, if the loader is running.
+    fn running_loader(&mut self, pid: u32) -> Option<&mut LoaderRun> {
+        let index = *self.live.get(&pid)?;
+        let run = self.processes[index].execs.last_mut()?.loader.as_mut()?;
+        run.done_ns.is_none().then_some(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Common, OpenSyscall};
+
+    fn common(ts_ns: u64, pid: u32) -> Common {
+        Common { ts_ns, pid, tid: pid, cgroup_id: 7 }
+    }
+
+    fn fork(ts: u64, parent: u32, child: u32) -> Event {
+        Event::Fork { common: common(ts, parent), child_pid: child, child_tid: child, clone_flags: 0x11 }
+    }
+
+    fn exec(ts: u64, pid: u32, filename: &str) -> Event {
+        Event::Exec {
+            common: common(ts, pid),
+            old_tid: pid,
+            filename: filename.into(),
+            argv: vec![filename.into()],
+            argv_truncated: false,
+        }
+    }
+
+    fn exit(ts: u64, pid: u32, code: i32) -> Event {
+        Event::Exit { common: common(ts, pid), status: code << 8, group_dead: true }
+    }
+
+    fn open(ts: u64, pid: u32, path: &str, ret: i64, duration_ns: u64) -> Event {
+        Event::Open {
+            common: common(ts, pid),
+            syscall: OpenSyscall::Openat,
+            dfd: -100,
+            path: path.into(),
+            dir: None,
+            dir_truncated: false,
+            flags: 0,
+            mode: 0,
+            ret,
+            duration_ns,
+        }
+    }
+
+    fn mmap(ts: u64, pid: u32, path: &str, fd: i32, prot: u32, len: u64) -> Event {
+        Event::Mmap {
+            common: common(ts, pid),
+            path: Some(path.into()),
+            path_truncated: false,
+            addr: 0x7000_0000,
+            len,
+            offset: 0,
+            prot,
+            flags: 2,
+            fd,
+            dev: 1,
+            ino: 2,
+            duration_ns: 100,
+        }
+    }
+
+    fn table(events: &[Event]) -> ProcessTable {
+        let mut table = ProcessTable::default();
+        for event in events {
+            table.add(event);
+        }
+        table
+    }
+
+    #[test]
+    fn pid_reuse_makes_two_processes() {
+        let t = table(&[
+            fork(10, 1, 50),
+            exit(20, 50, 0),
+            fork(30, 1, 50),
+            exec(31, 50, "/bin/b"),
+            exit(40, 50, 2),
+        ]);
+        let keys: Vec<_> =
+            t.processes.iter().map(|p| (p.key, p.exit_status, p.exe().map(<[u8]>::to_vec))).collect();
+        assert_eq!(
+            keys,
+            [
+                (ProcessKey { pid: 50, start_ns: 10 }, Some(0), None),
+                (ProcessKey { pid: 50, start_ns: 30 }, Some(2 << 8), Some(b"/bin/b".to_vec())),
+            ]
+        );
+    }
+
+    #[test]
+    fn exec_without_fork_and_processes_that_outlive_the_trace() {
+        // A process that started before the trace and was not seeded execs twice.
+        let t = table(&[exec(5, 9, "/bin/sh"), exec(8, 9, "/usr/bin/python3"), fork(9, 9, 10)]);
+        assert_eq!(t.processes.len(), 2);
+        let first = &t.processes[0];
+        assert_eq!((first.key.start_ns, first.end_ns, first.seeded), (5, None, false));
+        assert_eq!(
+            first.execs.iter().map(|e| e.filename.as_slice()).collect::<Vec<_>>(),
+            [&b"/bin/sh"[..], b"/usr/bin/python3"]
+        );
+        // The child inherits the program and knows its parent.
+        let child = &t.processes[1];
+        assert_eq!(
+            (child.parent, child.ppid, child.exe()),
+            (Some(first.key), 9, Some(&b"/usr/bin/python3"[..]))
+        );
+    }
+
+    #[test]
+    fn seeded_processes_keep_their_start_and_parent() {
+        let seeded = Event::Process {
+            ts_ns: 100,
+            pid: 3,
+            ppid: 1,
+            start_ns: 42,
+            cgroup_id: 5,
+            exe: Some(b"/usr/lib/systemd/systemd-journald".to_vec()),
+            argv: vec![],
+        };
+        let t = table(&[seeded, exit(200, 3, 0)]);
+        let p = &t.processes[0];
+        assert_eq!(
+            (p.key, p.seeded, p.ppid, p.end_ns),
+            (ProcessKey { pid: 3, start_ns: 42 }, true, 1, Some(200))
+        );
+    }
+
+    #[test]
+    fn loader_runs_collect_lookups_and_libraries() {
+        let t = table(&[
+            exec(1_000, 20, "/bin/app"),
+            Event::Loader { common: common(1_100, 20), phase: LoaderPhase::Start },
+            open(1_200, 20, "/opt/lib/glibc-hwcaps/x86-64-v3/libz.so.1", -2, 300),
+            open(1_300, 20, "/opt/lib/libz.so.1", 3, 500),
+            mmap(1_400, 20, "/opt/lib/libz.so.1.3", 3, 1, 8192),
+            mmap(1_500, 20, "/opt/lib/libz.so.1.3", 3, 5, 4096),
+            Event::Loader { common: common(2_100, 20), phase: LoaderPhase::Done },
+            // After the loader: not the loader's.
+            open(2_200, 20, "/etc/app.conf", -2, 50),
+        ]);
+        let run = t.processes[0].execs[0].loader.as_ref().unwrap();
+        assert_eq!(run.total_ns(), Some(1_000));
+        assert_eq!((run.failed_lookups, run.search_ns, run.open_ns, run.map_ns), (1, 300, 500, 200));
+        assert_eq!(run.rest_ns(), Some(0));
+        assert_eq!(run.dirs_probed.get(b"/opt/lib/glibc-hwcaps/x86-64-v3".as_slice()), Some(&1));
+        assert_eq!(
+            run.libraries,
+            [Library {
+                path: b"/opt/lib/libz.so.1".to_vec(),
+                mapped_path: b"/opt/lib/libz.so.1.3".to_vec(),
+                exec_bytes: 4096
+            }]
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The report as GitHub-flavoured Markdown for a pull request: the summary
+//! first, the tables folded away.
+
+use std::fmt::Write as _;
+
+use super::{Report, completeness_warning, duration};
+
+/// Escapes what Markdown (and the HTML it may contain) would interpret.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn render(report: &Report, top: usize) -> String {
+    let mut out = String::new();
+    let h = &report.header;
+    let subject = h.command.as_ref().map_or("the whole system".to_string(), |c| escape(&c.join(" ")));
+    let _ = writeln!(out, "### nixtrace: {subject}\n");
+    if let Some(warning) = completeness_warning(report) {
+        let _ = writeln!(out, "> **{}**\n", escape(&warning));
+    }
+    let with_loader: Vec<_> = report.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
+    let _ = writeln!(
+        out,
+        "{} processes over {}; dynamic loader {} in {} of them, {} failed library lookups. Host `{}`, kernel `{}`.\n",
+        report.processes.len(),
+        duration(report.duration_ns),
+        duration(with_loader.iter().map(|l| l.total_ns).sum()),
+        with_loader.len(),
+        with_loader.iter().map(|l| l.failed_lookups).sum::<u64>(),
+        escape(&h.host),
+        escape(&h.kernel_release),
+    );
+
+    let _ = writeln!(out, "<details><summary>Processes (top {top} by wall time)</summary>\n");
+    let _ =
+        writeln!(out, "| pid | wall | loader | search | failed lookups | libraries | unit | executable |");
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---|---|");
+    for p in report.processes.iter().take(top) {
+        let (loader, search, failed, libs) = match &p.loader {
+            Some(l) => (
+                duration(l.total_ns),
+                duration(l.search_ns),
+                l.failed_lookups.to_string(),
+                l.libraries.len().to_string(),
+            ),
+            None => ("".into(), "".into(), "".into(), "".into()),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {loader} | {search} | {failed} | {libs} | {} | {} |",
+            p.pid,
+            duration(p.wall_ns),
+            escape(&p.unit),
+            escape(p.exe.as_deref().unwrap_or("?"))
+        );
+    }
+    let _ = writeln!(out, "\n</details>\n");
+
+    let _ = writeln!(out, "<details><summary>Units</summary>\n");
+    let _ = writeln!(out, "| unit | processes | execs | loader | failed lookups |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    for u in report.units.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            escape(&u.name),
+            u.processes,
+            u.execs,
+            duration(u.loader_ns),
+            u.failed_lookups
+        );
+    }
+    let _ = writeln!(out, "\n</details>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escapes_what_markdown_interprets() {
+        assert_eq!(escape("a|b <script>&x\ny"), "a\\|b &lt;script&gt;&amp;x y");
+    }
+}

@@ -1,0 +1,338 @@
+//! `nixtrace report`: who paid for startup. One pass over the trace builds
+//! the process table and the cgroup names; this module turns them into
+//! rows (processes, units) that the text, Markdown and JSON renderers print.
+
+mod json;
+mod markdown;
+mod text;
+
+use std::{collections::BTreeMap, fs::File, io::BufReader, path::Path};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::{
+    model::{
+        nix::parse_store_path,
+        process::{Exec, Process, ProcessTable},
+        unit::CgroupNames,
+    },
+    trace::{Event, Header, Stats, TraceReader},
+};
+
+/// Version of the JSON schema (`docs/report-schema.md`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// What to include.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Rows in the process table (all in JSON).
+    pub top: usize,
+    /// Only processes in this unit.
+    pub unit: Option<String>,
+    /// Only processes whose executable path contains this.
+    pub binary: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Package {
+    pub name: String,
+    pub version: Option<String>,
+    pub store_path: String,
+}
+
+fn package_of(path: &str) -> Option<Package> {
+    parse_store_path(path).map(|p| Package {
+        name: p.name.to_string(),
+        version: p.version.map(str::to_string),
+        store_path: p.store_path.to_string(),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct LibraryRow {
+    pub path: String,
+    pub package: Option<Package>,
+    pub exec_bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct LoaderRow {
+    /// Loader entry to `_dl_start_user`, summed over the process's execs.
+    pub total_ns: u64,
+    pub search_ns: u64,
+    pub open_ns: u64,
+    pub map_ns: u64,
+    /// Relocation, symbol lookup and the loader's own work.
+    pub rest_ns: u64,
+    pub failed_lookups: u64,
+    /// Directories probed in vain, most failures first.
+    pub dirs_probed: Vec<(String, u64)>,
+    /// Libraries of the last exec, in load order.
+    pub libraries: Vec<LibraryRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExecRow {
+    pub ts_ns: u64,
+    pub filename: String,
+    pub argv: Vec<String>,
+    pub loader_ns: Option<u64>,
+    pub failed_lookups: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessRow {
+    pub pid: u32,
+    pub ppid: u32,
+    pub start_ns: u64,
+    /// The parent's start, when the trace saw the parent: with `ppid` it
+    /// names the parent exactly, even when pids were reused.
+    pub parent_start_ns: Option<u64>,
+    pub exe: Option<String>,
+    pub package: Option<Package>,
+    pub unit: String,
+    pub cgroup: Option<String>,
+    /// From start (or the start of tracing) to exit (or the end of it).
+    pub wall_ns: u64,
+    /// Was running before tracing started.
+    pub seeded: bool,
+    /// Still running when the trace ended.
+    pub running: bool,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub execs: Vec<ExecRow>,
+    /// None when no exec of this process went through a probed loader.
+    pub loader: Option<LoaderRow>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct UnitRow {
+    pub name: String,
+    pub processes: u64,
+    pub execs: u64,
+    pub loader_ns: u64,
+    pub failed_lookups: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub trace: String,
+    pub header: Header,
+    /// Why the trace is incomplete, if it is.
+    pub cut_short: Option<String>,
+    pub duration_ns: u64,
+    pub events: u64,
+    pub lost_events: u64,
+    pub lost_by_probe: BTreeMap<String, u64>,
+    pub processes: Vec<ProcessRow>,
+    pub units: Vec<UnitRow>,
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn exec_row(exec: &Exec) -> ExecRow {
+    ExecRow {
+        ts_ns: exec.ts_ns,
+        filename: text(&exec.filename),
+        argv: exec.argv.iter().map(|a| text(a)).collect(),
+        loader_ns: exec.loader.as_ref().and_then(|l| l.total_ns()),
+        failed_lookups: exec.loader.as_ref().map(|l| l.failed_lookups),
+    }
+}
+
+fn loader_row(process: &Process) -> Option<LoaderRow> {
+    let runs: Vec<_> = process.execs.iter().filter_map(|e| e.loader.as_ref()).collect();
+    let last = runs.last()?;
+    let mut row = LoaderRow::default();
+    let mut dirs: BTreeMap<String, u64> = BTreeMap::new();
+    for run in &runs {
+        row.total_ns += run.total_ns().unwrap_or(0);
+        row.search_ns += run.search_ns;
+        row.open_ns += run.open_ns;
+        row.map_ns += run.map_ns;
+        row.rest_ns += run.rest_ns().unwrap_or(0);
+        row.failed_lookups += run.failed_lookups;
+        for (dir, n) in &run.dirs_probed {
+            *dirs.entry(text(dir)).or_default() += n;
+        }
+    }
+    row.dirs_probed = dirs.into_iter().collect();
+    row.dirs_probed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    row.libraries = last
+        .libraries
+        .iter()
+        .map(|l| {
+            let path = text(&l.path);
+            let package = package_of(&text(&l.mapped_path)).or_else(|| package_of(&path));
+            LibraryRow { path, package, exec_bytes: l.exec_bytes }
+        })
+        .collect();
+    Some(row)
+}
+
+fn process_row(process: &Process, cgroups: &CgroupNames, trace_start: u64, trace_end: u64) -> ProcessRow {
+    let exe = process.exe().map(text);
+    let start = process.key.start_ns.max(trace_start);
+    let (exit_code, signal) = match process.exit_status {
+        Some(status) if status & 0x7f == 0 => (Some((status >> 8) & 0xff), None),
+        Some(status) => (None, Some(status & 0x7f)),
+        None => (None, None),
+    };
+    ProcessRow {
+        pid: process.key.pid,
+        ppid: process.ppid,
+        start_ns: process.key.start_ns,
+        parent_start_ns: process.parent.map(|p| p.start_ns),
+        package: exe.as_deref().and_then(package_of),
+        exe,
+        unit: cgroups.unit(process.cgroup_id),
+        cgroup: cgroups.path(process.cgroup_id),
+        wall_ns: process.end_ns.unwrap_or(trace_end).saturating_sub(start),
+        seeded: process.seeded,
+        running: process.end_ns.is_none(),
+        exit_code,
+        signal,
+        execs: process.execs.iter().map(exec_row).collect(),
+        loader: loader_row(process),
+    }
+}
+
+fn selected(row: &ProcessRow, selection: &Selection) -> bool {
+    selection.unit.as_ref().is_none_or(|unit| &row.unit == unit)
+        && selection
+            .binary
+            .as_ref()
+            .is_none_or(|b| row.exe.as_deref().is_some_and(|exe| exe.contains(b.as_str())))
+}
+
+/// Reads the trace at `path` and builds its report.
+pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = TraceReader::new(BufReader::new(file)).with_context(|| path.display().to_string())?;
+    let mut table = ProcessTable::default();
+    let mut cgroups = CgroupNames::default();
+    let mut last_stats: Option<Stats> = None;
+    let mut events = 0;
+    for event in reader.by_ref() {
+        let event = event.with_context(|| path.display().to_string())?;
+        match &event {
+            Event::Stats(stats) => last_stats = Some(stats.clone()),
+            _ => events += 1,
+        }
+        cgroups.add(&event);
+        table.add(&event);
+    }
+    let header = reader.header().clone();
+    let trace_start = header.clock.boottime_ns;
+    let trace_end = table.last_ts.max(trace_start);
+    let mut processes: Vec<ProcessRow> = table
+        .processes
+        .iter()
+        .map(|p| process_row(p, &cgroups, trace_start, trace_end))
+        .filter(|row| selected(row, selection))
+        .collect();
+    processes.sort_by(|a, b| b.wall_ns.cmp(&a.wall_ns).then(a.pid.cmp(&b.pid)));
+
+    let mut units: BTreeMap<String, UnitRow> = BTreeMap::new();
+    for row in &processes {
+        let unit = units
+            .entry(row.unit.clone())
+            .or_insert_with(|| UnitRow { name: row.unit.clone(), ..UnitRow::default() });
+        unit.processes += 1;
+        unit.execs += row.execs.len() as u64;
+        if let Some(loader) = &row.loader {
+            unit.loader_ns += loader.total_ns;
+            unit.failed_lookups += loader.failed_lookups;
+        }
+    }
+    let mut units: Vec<UnitRow> = units.into_values().collect();
+    units.sort_by(|a, b| b.loader_ns.cmp(&a.loader_ns).then_with(|| a.name.cmp(&b.name)));
+
+    let lost_by_probe = last_stats.as_ref().map(|s| s.lost.clone()).unwrap_or_default();
+    Ok(Report {
+        schema_version: SCHEMA_VERSION,
+        trace: path.display().to_string(),
+        cut_short: reader.cut_short().map(str::to_string),
+        duration_ns: trace_end - trace_start,
+        events,
+        lost_events: lost_by_probe.values().sum(),
+        lost_by_probe,
+        header,
+        processes,
+        units,
+    })
+}
+
+/// The "incomplete" line every output carries when the trace is.
+pub fn completeness_warning(report: &Report) -> Option<String> {
+    let mut parts = Vec::new();
+    if report.lost_events > 0 {
+        let by_probe: Vec<String> =
+            report.lost_by_probe.iter().filter(|(_, n)| **n > 0).map(|(p, n)| format!("{p}: {n}")).collect();
+        parts.push(format!("{} events lost ({})", report.lost_events, by_probe.join(", ")));
+    }
+    if let Some(reason) = &report.cut_short {
+        parts.push(format!("the trace was cut short: {reason}"));
+    }
+    (!parts.is_empty()).then(|| format!("incomplete: {}", parts.join("; ")))
+}
+
+/// `nixtrace report`.
+pub fn run(args: &crate::cli::ReportArgs) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    let selection = Selection { top: args.top, unit: args.unit.clone(), binary: args.binary.clone() };
+    let report = build(&args.file, &selection)?;
+    match &args.output {
+        Some(path) => {
+            let text = render(&report, args.format, &selection, false);
+            crate::output::write_private(path, text.as_bytes())?;
+        }
+        None => {
+            let color = args.format == Format::Text && std::io::stdout().is_terminal();
+            let text = render(&report, args.format, &selection, color);
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes()).or_else(crate::output::ignore_broken_pipe)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn render(report: &Report, format: Format, selection: &Selection, color: bool) -> String {
+    match format {
+        Format::Text => text::render(report, selection.top, color),
+        Format::Markdown => markdown::render(report, selection.top),
+        Format::Json => json::render(report),
+    }
+}
+
+/// "12.3 ms", "1.20 s", "850 µs".
+pub fn duration(ns: u64) -> String {
+    match ns {
+        0..1_000_000 => format!("{:.0} µs", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(850_000), "850 µs");
+        assert_eq!(duration(12_345_678), "12.35 ms");
+        assert_eq!(duration(1_200_000_000), "1.20 s");
+    }
+}

@@ -1,0 +1,93 @@
+//! The report as terminal tables.
+
+use std::fmt::Write as _;
+
+use super::{Report, completeness_warning, duration};
+
+fn bold(s: &str, color: bool) -> String {
+    if color { format!("\x1b[1m{s}\x1b[0m") } else { s.to_string() }
+}
+
+fn red(s: &str, color: bool) -> String {
+    if color { format!("\x1b[31m{s}\x1b[0m") } else { s.to_string() }
+}
+
+pub fn render(report: &Report, top: usize, color: bool) -> String {
+    let mut out = String::new();
+    let h = &report.header;
+    let _ = writeln!(
+        out,
+        "{} {} (host {}, kernel {}, {} over {}, {} events)",
+        bold("nixtrace report:", color),
+        report.trace,
+        h.host,
+        h.kernel_release,
+        h.command.as_ref().map_or("whole system".to_string(), |c| format!("`{}`", c.join(" "))),
+        duration(report.duration_ns),
+        report.events
+    );
+    if let Some(warning) = completeness_warning(report) {
+        let _ = writeln!(out, "{}", red(&warning, color));
+    }
+    let with_loader: Vec<_> = report.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
+    let loader_total: u64 = with_loader.iter().map(|l| l.total_ns).sum();
+    let lookups: u64 = with_loader.iter().map(|l| l.failed_lookups).sum();
+    let _ = writeln!(
+        out,
+        "{} processes; dynamic loader: {} in {} processes, {} failed library lookups",
+        report.processes.len(),
+        duration(loader_total),
+        with_loader.len(),
+        lookups
+    );
+
+    let _ = writeln!(out, "\n{}", bold(&format!("Processes (top {top} by wall time)"), color));
+    let _ = writeln!(
+        out,
+        "{:>8}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:<24}  EXE",
+        "PID", "WALL", "LOADER", "SEARCH", "FAILED", "LIBS", "UNIT"
+    );
+    for p in report.processes.iter().take(top) {
+        let (loader, search, failed, libs) = match &p.loader {
+            Some(l) => (
+                duration(l.total_ns),
+                duration(l.search_ns),
+                l.failed_lookups.to_string(),
+                l.libraries.len().to_string(),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        let package = p.package.as_ref().map_or(String::new(), |pkg| {
+            format!(" ({}{})", pkg.name, pkg.version.as_ref().map_or(String::new(), |v| format!("-{v}")))
+        });
+        let _ = writeln!(
+            out,
+            "{:>8}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:<24}  {}{}",
+            p.pid,
+            duration(p.wall_ns),
+            loader,
+            search,
+            failed,
+            libs,
+            p.unit,
+            p.exe.as_deref().unwrap_or("?"),
+            package
+        );
+    }
+
+    let _ = writeln!(out, "\n{}", bold("Units (by loader time)", color));
+    let _ =
+        writeln!(out, "{:<40}  {:>6}  {:>6}  {:>10}  {:>6}", "UNIT", "PROCS", "EXECS", "LOADER", "FAILED");
+    for u in report.units.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "{:<40}  {:>6}  {:>6}  {:>10}  {:>6}",
+            u.name,
+            u.processes,
+            u.execs,
+            duration(u.loader_ns),
+            u.failed_lookups
+        );
+    }
+    out
+}
