@@ -208,3 +208,43 @@ fn every_format_reports_lost_events() {
         );
     }
 }
+
+/// Proves `--cold` makes every page come from disk again, and that the
+/// report charges those reads to the file (exactly its size) and to the
+/// process that read it, with the block requests behind them.
+#[test]
+fn cold_reads_are_charged_to_files_and_processes() {
+    let sandbox = Sandbox::new();
+    let data = sandbox.path("cold.bin");
+    let size: u64 = 1 << 20;
+    let pattern: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(&data, &pattern).expect("write the data file");
+    let data_text = text_of(&data);
+
+    let trace_path = sandbox.trace_path();
+    let output = run(record_cmd(&trace_path).args(["--cold", "--", "cat", data_text]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("--cold: dropping the page cache"),
+        "no warning: {}",
+        stderr_of(&output)
+    );
+
+    let report = report_json(&trace_path, &[]);
+    let cat = process_running(&report, "/usr/bin/cat");
+    let pid = cat["pid"].as_u64().unwrap();
+    let file: Vec<&Value> =
+        report["files"].as_array().unwrap().iter().filter(|f| f["path"] == data_text).collect();
+    assert_eq!(file.len(), 1, "the data file is listed once: {:#?}", report["files"]);
+    assert_eq!(file[0]["disk_read_bytes"].as_u64(), Some(size), "every page of the file, once");
+    assert_eq!(file[0]["readers"], serde_json::json!([pid]));
+
+    let io = &cat["io"];
+    assert!(io["disk_read_bytes"].as_u64().unwrap() >= size, "{io}");
+    assert!(io["block_read_bytes"].as_u64().unwrap() >= size, "{io}");
+    assert!(
+        io["block_requests"].as_u64().unwrap() > 0 && io["block_latency_ns"].as_u64().unwrap() > 0,
+        "{io}"
+    );
+    assert_eq!(io["block_write_bytes"], 0, "{io}");
+}

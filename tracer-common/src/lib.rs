@@ -48,10 +48,12 @@ pub enum EventKind {
     Mmap = 6,
     CgroupMkdir = 7,
     Loader = 8,
+    PageCache = 9,
+    BlockIo = 10,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Fork,
         EventKind::Exec,
         EventKind::ExecFailed,
@@ -60,6 +62,8 @@ impl EventKind {
         EventKind::Mmap,
         EventKind::CgroupMkdir,
         EventKind::Loader,
+        EventKind::PageCache,
+        EventKind::BlockIo,
     ];
 
     pub fn from_u32(kind: u32) -> Option<EventKind> {
@@ -77,6 +81,8 @@ impl EventKind {
             EventKind::Mmap => "mmap",
             EventKind::CgroupMkdir => "cgroup_mkdir",
             EventKind::Loader => "loader",
+            EventKind::PageCache => "page_cache",
+            EventKind::BlockIo => "block_io",
         }
     }
 }
@@ -89,9 +95,9 @@ pub mod lost {
     pub const PENDING_FULL: u32 = 0;
     /// A newly forked process could not be added to the followed set (the
     /// map was full): its events are missing from a filtered trace.
-    pub const FOLLOW_FULL: u32 = 9;
+    pub const FOLLOW_FULL: u32 = 15;
     /// Number of slots.
-    pub const SLOTS: u32 = 10;
+    pub const SLOTS: u32 = 16;
 }
 
 /// Common prefix of every record.
@@ -135,7 +141,10 @@ pub struct ExecEvent {
     pub argv_len: u16,
     /// Bit 0: argv was longer than [`ARGV_MAX`] and is cut.
     pub flags: u32,
-    pub _pad: u32,
+    /// Device and inode of the new executable (`mm->exe_file`), so its
+    /// page-cache reads can be named.
+    pub dev: u32,
+    pub ino: u64,
 }
 
 pub const EXEC_ARGV_TRUNCATED: u32 = 1;
@@ -196,6 +205,11 @@ pub struct OpenEvent {
     pub dir_len: u16,
     /// Bit 0: the directory walk hit [`WALK_DEPTH_MAX`] or the buffer end.
     pub dir_flags: u16,
+    /// Inode and device of the opened file (0 when the open failed), so
+    /// page-cache and mmap events can be tied to this path.
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
 }
 
 /// A path produced by a dentry walk was cut short.
@@ -226,6 +240,37 @@ pub struct MmapEvent {
     /// Time from syscall entry to exit.
     pub duration_ns: u64,
 }
+
+/// Pages of a file were added to the page cache (read from disk, or
+/// read ahead), in the context of the current task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageCacheEvent {
+    pub header: EventHeader,
+    pub ino: u64,
+    /// Index of the first page in the file.
+    pub index: u64,
+    pub dev: u32,
+    /// Number of pages (a folio may hold several).
+    pub pages: u32,
+}
+
+/// A block I/O request completed. The header is the task that issued it
+/// (its time is the completion); `latency_ns` is issue to completion.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockIoEvent {
+    pub header: EventHeader,
+    pub latency_ns: u64,
+    pub sector: u64,
+    pub bytes: u32,
+    pub dev: u32,
+    /// [`BLOCK_WRITE`] and friends.
+    pub flags: u32,
+    pub error: i32,
+}
+
+pub const BLOCK_WRITE: u32 = 1;
 
 /// The glibc dynamic loader of the current process reached a point of its
 /// startup (uprobes on `ld.so`; see `record/loader.rs`).
@@ -278,6 +323,19 @@ pub struct TracepointFields {
     pub cgroup_id: u32,
     pub cgroup_level: u32,
     pub cgroup_path: u32,
+    pub page_cache_ino: u32,
+    pub page_cache_index: u32,
+    pub page_cache_dev: u32,
+    /// [`FIELD_ABSENT`] on kernels without large folios (one page each).
+    pub page_cache_order: u32,
+    pub block_issue_dev: u32,
+    pub block_issue_sector: u32,
+    pub block_issue_bytes: u32,
+    pub block_issue_rwbs: u32,
+    pub block_complete_dev: u32,
+    pub block_complete_sector: u32,
+    pub block_complete_error: u32,
+    pub _pad: u32,
 }
 
 /// Offsets into kernel structs, resolved from the running kernel's BTF at
@@ -291,6 +349,7 @@ pub struct KernelOffsets {
     pub task_exit_code: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
+    pub mm_exe_file: u32,
     pub fs_pwd: u32,
     pub path_mnt: u32,
     pub path_dentry: u32,
@@ -370,12 +429,16 @@ macro_rules! layout {
 
 layout!(EventHeader, 32, { ts_ns: 0, cgroup_id: 8, pid: 16, tid: 20, kind: 24, _pad: 28 });
 layout!(ForkEvent, 48, { header: 0, child_pid: 32, child_tid: 36, clone_flags: 40 });
-layout!(ExecEvent, 48, { header: 0, old_tid: 32, filename_len: 36, argv_len: 38, flags: 40, _pad: 44 });
+layout!(ExecEvent, 56, { header: 0, old_tid: 32, filename_len: 36, argv_len: 38, flags: 40, dev: 44, ino: 48 });
 layout!(ExecFailedEvent, 40, { header: 0, ret: 32, filename_len: 36, _pad: 38 });
 layout!(ExitEvent, 40, { header: 0, exit_status: 32, flags: 36 });
-layout!(OpenEvent, 72, {
+layout!(OpenEvent, 88, {
     header: 0, ret: 32, duration_ns: 40, flags: 48, mode: 56, dfd: 60, syscall: 64, path_len: 66,
-    dir_len: 68, dir_flags: 70,
+    dir_len: 68, dir_flags: 70, ino: 72, dev: 80, _pad: 84,
+});
+layout!(PageCacheEvent, 56, { header: 0, ino: 32, index: 40, dev: 48, pages: 52 });
+layout!(BlockIoEvent, 64, {
+    header: 0, latency_ns: 32, sector: 40, bytes: 48, dev: 52, flags: 56, error: 60,
 });
 layout!(MmapEvent, 96, {
     header: 0, addr: 32, len: 40, offset: 48, prot: 56, flags: 60, fd: 64, path_len: 68, path_flags: 70,

@@ -47,6 +47,24 @@ pub fn file_of_fd(k: &KernelOffsets, fd: i32) -> Option<u64> {
     if file == 0 { None } else { Some(file) }
 }
 
+/// (inode number, device) of the file behind `fd`; zeros when there is none.
+#[inline(always)]
+pub fn file_id(k: &KernelOffsets, fd: i64) -> (u64, u32) {
+    let file = (fd >= 0 && fd <= i32::MAX as i64).then(|| file_of_fd(k, fd as i32)).flatten();
+    file_id_of(k, file.unwrap_or(0))
+}
+
+/// (inode number, device) of a `struct file *`; zeros for null.
+#[inline(always)]
+pub fn file_id_of(k: &KernelOffsets, file: u64) -> (u64, u32) {
+    let Some(inode) = (file != 0).then(|| read::<u64>(file, k.file_inode)).flatten() else {
+        return (0, 0);
+    };
+    let ino = read(inode, k.inode_ino).unwrap_or(0);
+    let dev = read::<u64>(inode, k.inode_sb).and_then(|sb| read(sb, k.sb_dev)).unwrap_or(0);
+    (ino, dev)
+}
+
 /// (mnt, dentry) of the `struct path` at `path`.
 #[inline(always)]
 pub fn path_parts(k: &KernelOffsets, path: u64) -> Option<(u64, u64)> {

@@ -79,3 +79,26 @@ pub fn count_lost(slot: u32) {
         unsafe { *counter += 1 };
     }
 }
+
+/// A block request being served, keyed by device and first sector.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BlockKey {
+    pub sector: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingBlock {
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub bytes: u32,
+    pub flags: u32,
+}
+
+#[map]
+pub static PENDING_BLOCK: HashMap<BlockKey, PendingBlock> = HashMap::with_max_entries(16384, 0);

@@ -1,4 +1,5 @@
 //! One probe per file; each file's docs name the tracepoints it uses.
+mod block_io;
 mod cgroup;
 mod exec;
 mod exit;
@@ -6,3 +7,4 @@ mod fork;
 mod loader;
 mod mmap;
 mod open;
+mod page_cache;

@@ -75,6 +75,12 @@ pub struct RecordArgs {
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::RING_BUFFER_BYTES)]
     pub buffer_size: u32,
 
+    /// Drop the page cache first (sync, then drop_caches), so the trace shows
+    /// a cold start: every file is read from disk again. This slows down
+    /// the whole machine for a while; nixtrace says so when it does it.
+    #[arg(long)]
+    pub cold: bool,
+
     /// Under sudo, run the command as root instead of the invoking user.
     #[arg(long)]
     pub run_as_root: bool,

@@ -55,10 +55,13 @@ pub fn event_json(event: &Event) -> Value {
             kind,
             json!({"child_pid": child_pid, "child_tid": child_tid, "thread": child_pid != child_tid, "clone_flags": clone_flags}),
         ),
-        Event::Exec { common, old_tid, filename, argv, argv_truncated } => with_common(
+        Event::Exec { common, old_tid, filename, argv, argv_truncated, dev, ino } => with_common(
             common,
             kind,
-            json!({"filename": text(filename), "argv": texts(argv), "argv_truncated": argv_truncated, "old_tid": old_tid}),
+            json!({
+                "filename": text(filename), "argv": texts(argv), "argv_truncated": argv_truncated,
+                "old_tid": old_tid, "dev": dev, "ino": ino,
+            }),
         ),
         Event::ExecFailed { common, filename, ret } => with_common(
             common,
@@ -73,17 +76,28 @@ pub fn event_json(event: &Event) -> Value {
             };
             with_common(common, kind, json!({"exit_code": code, "signal": signal, "group_dead": group_dead}))
         }
-        Event::Open { common, syscall, dfd, path, dir, dir_truncated, flags, mode, ret, duration_ns } => {
-            with_common(
-                common,
-                kind,
-                json!({
-                    "syscall": syscall.name(), "dfd": dfd, "path": text(path), "dir": dir.as_deref().map(text),
-                    "dir_truncated": dir_truncated, "flags": flags, "mode": mode, "ret": ret, "errno": errno_name(*ret),
-                    "duration_ns": duration_ns,
-                }),
-            )
-        }
+        Event::Open {
+            common,
+            syscall,
+            dfd,
+            path,
+            dir,
+            dir_truncated,
+            flags,
+            mode,
+            ret,
+            duration_ns,
+            ino,
+            dev,
+        } => with_common(
+            common,
+            kind,
+            json!({
+                "syscall": syscall.name(), "dfd": dfd, "path": text(path), "dir": dir.as_deref().map(text),
+                "dir_truncated": dir_truncated, "flags": flags, "mode": mode, "ret": ret, "errno": errno_name(*ret),
+                "duration_ns": duration_ns, "ino": ino, "dev": dev,
+            }),
+        ),
         Event::Mmap {
             common,
             path,
@@ -107,6 +121,14 @@ pub fn event_json(event: &Event) -> Value {
             }),
         ),
         Event::Loader { common, phase } => with_common(common, kind, json!({"phase": phase.name()})),
+        Event::PageCache { common, dev, ino, index, pages } => {
+            with_common(common, kind, json!({"dev": dev, "ino": ino, "index": index, "pages": pages}))
+        }
+        Event::BlockIo { common, dev, sector, bytes, latency_ns, write, error } => with_common(
+            common,
+            kind,
+            json!({"dev": dev, "sector": sector, "bytes": bytes, "latency_ns": latency_ns, "write": write, "error": error}),
+        ),
         Event::Cgroup { common, id, level, path, seeded } => {
             with_common(common, kind, json!({"id": id, "level": level, "path": text(path), "seeded": seeded}))
         }

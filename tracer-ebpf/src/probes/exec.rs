@@ -8,7 +8,7 @@ use tracer_common::{ARGV_MAX, EXEC_ARGV_TRUNCATED, EventKind, ExecEvent, ExecFai
 use crate::{
     emit::{header, kernel_str, put_fixed, scratch, send, user_bytes, user_str},
     filter::{current_ids, is_traced},
-    kernel::{current_task, read},
+    kernel::{current_task, file_id_of, read},
     maps::{PENDING_EXEC, config, count_lost},
 };
 
@@ -97,8 +97,9 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let filename_len = kernel_str(buf, fixed, filename);
 
     let k = config.kernel;
-    let (mut argv_len, mut flags) = (0, 0);
+    let (mut argv_len, mut flags, mut exe) = (0, 0, (0, 0));
     if let Some(mm) = read::<u64>(current_task(), k.task_mm) {
+        exe = file_id_of(&k, read(mm, k.mm_exe_file).unwrap_or(0));
         let start: u64 = read(mm, k.mm_arg_start).unwrap_or(0);
         let end: u64 = read(mm, k.mm_arg_end).unwrap_or(0);
         if end > start {
@@ -117,7 +118,8 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             filename_len: filename_len as u16,
             argv_len: argv_len as u16,
             flags,
-            _pad: 0,
+            dev: exe.1,
+            ino: exe.0,
         },
     );
     send(buf, fixed + filename_len + argv_len, EventKind::Exec);

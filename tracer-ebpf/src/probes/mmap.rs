@@ -9,7 +9,7 @@ use tracer_common::{EventKind, MmapEvent, lost};
 use crate::{
     emit::{header, put_fixed, scratch, send},
     filter::{current_ids, is_traced},
-    kernel::{file_of_fd, path_parts, read, walk_path},
+    kernel::{file_id, file_of_fd, path_parts, walk_path},
     maps::{PENDING_MMAP, PendingMmap, config, count_lost},
 };
 
@@ -64,17 +64,14 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     }
     let Some(buf) = scratch() else { return 0 };
     let fixed = core::mem::size_of::<MmapEvent>();
-    let (mut path_len, mut path_flags, mut ino, mut dev) = (0, 0, 0, 0);
+    let (mut path_len, mut path_flags) = (0, 0);
     let k = config().kernel;
-    if let Some(file) = file_of_fd(&k, pending.fd) {
-        if let Some((mnt, dentry)) = path_parts(&k, file + k.file_path as u64) {
-            (path_len, path_flags) = walk_path(fixed, mnt, dentry);
-        }
-        if let Some(inode) = read::<u64>(file, k.file_inode) {
-            ino = read(inode, k.inode_ino).unwrap_or(0);
-            dev = read::<u64>(inode, k.inode_sb).and_then(|sb| read(sb, k.sb_dev)).unwrap_or(0);
-        }
+    if let Some(file) = file_of_fd(&k, pending.fd)
+        && let Some((mnt, dentry)) = path_parts(&k, file + k.file_path as u64)
+    {
+        (path_len, path_flags) = walk_path(fixed, mnt, dentry);
     }
+    let (ino, dev) = file_id(&k, i64::from(pending.fd));
     put_fixed(
         buf,
         MmapEvent {

@@ -9,7 +9,7 @@ use tracer_common::{EventKind, OpenEvent, OpenSyscall, lost};
 use crate::{
     emit::{header, put_fixed, scratch, send, user_str},
     filter::{current_ids, is_traced},
-    kernel::{current_task, file_of_fd, path_parts, read, walk_path},
+    kernel::{current_task, file_id, file_of_fd, path_parts, read, walk_path},
     maps::{PENDING_OPEN, PendingOpen, config, count_lost},
 };
 use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_user};
@@ -92,10 +92,11 @@ fn report(ctx: &TracePointContext) -> u32 {
     let path_len = user_str(buf, fixed, pending.filename);
 
     let (mut dir_len, mut dir_flags) = (0, 0);
+    let k = config().kernel;
+    let (ino, dev) = file_id(&k, ret);
     // SAFETY: the first path byte was just written (or the buffer is stale,
     // in which case path_len is 0 and the byte is not looked at).
     if path_len > 0 && unsafe { *buf.add(fixed) } != b'/' {
-        let k = config().kernel;
         let dir = if pending.dfd == AT_FDCWD {
             read::<u64>(current_task(), k.task_fs).map(|fs| fs + k.fs_pwd as u64)
         } else {
@@ -119,6 +120,9 @@ fn report(ctx: &TracePointContext) -> u32 {
             path_len: path_len as u16,
             dir_len: dir_len as u16,
             dir_flags,
+            ino,
+            dev,
+            _pad: 0,
         },
     );
     send(buf, fixed + path_len + dir_len, EventKind::Open);

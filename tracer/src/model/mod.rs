@@ -5,6 +5,7 @@
 //! a binary asks of the dynamic loader, and which systemd unit did it.
 
 pub mod elf;
+pub mod io;
 pub mod nix;
 pub mod process;
 pub mod unit;

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::io::IoTotals;
 use crate::trace::{Event, LoaderPhase, event::Bytes};
 
 /// A process is a pid *and* a start time: pids are reused.
@@ -32,9 +33,26 @@ pub struct Process {
     /// When the last thread exited, and the wait status.
     pub end_ns: Option<u64>,
     pub exit_status: Option<i32>,
+    pub io: IoTotals,
 }
 
 impl Process {
+    /// A process first seen with `key`, knowing nothing else yet.
+    fn new(key: ProcessKey, ppid: u32, parent: Option<ProcessKey>, cgroup_id: u64) -> Process {
+        Process {
+            key,
+            ppid,
+            parent,
+            seeded: false,
+            initial_exe: None,
+            cgroup_id,
+            execs: Vec::new(),
+            end_ns: None,
+            exit_status: None,
+            io: IoTotals::default(),
+        }
+    }
+
     /// The program it ran last.
     pub fn exe(&self) -> Option<&[u8]> {
         self.execs.last().map(|e| e.filename.as_slice()).or(self.initial_exe.as_deref())
@@ -120,17 +138,7 @@ impl ProcessTable {
     fn live_process(&mut self, pid: u32, ts_ns: u64, cgroup_id: u64) -> &mut Process {
         let index = match self.live.get(&pid) {
             Some(index) => *index,
-            None => self.start(Process {
-                key: ProcessKey { pid, start_ns: ts_ns },
-                ppid: 0,
-                parent: None,
-                seeded: false,
-                initial_exe: None,
-                cgroup_id,
-                execs: Vec::new(),
-                end_ns: None,
-                exit_status: None,
-            }),
+            None => self.start(Process::new(ProcessKey { pid, start_ns: ts_ns }, 0, None, cgroup_id)),
         };
         &mut self.processes[index]
     }
@@ -149,15 +157,9 @@ impl ProcessTable {
             Event::Process { pid, ppid, start_ns, cgroup_id, exe, .. } => {
                 let parent = self.live.get(ppid).map(|i| self.processes[*i].key);
                 self.start(Process {
-                    key: ProcessKey { pid: *pid, start_ns: *start_ns },
-                    ppid: *ppid,
-                    parent,
                     seeded: true,
                     initial_exe: exe.clone(),
-                    cgroup_id: *cgroup_id,
-                    execs: Vec::new(),
-                    end_ns: None,
-                    exit_status: None,
+                    ..Process::new(ProcessKey { pid: *pid, start_ns: *start_ns }, *ppid, parent, *cgroup_id)
                 });
             }
             Event::Fork { common, child_pid, .. } if child_pid == &common.pid => {
@@ -166,16 +168,10 @@ impl ProcessTable {
             Event::Fork { common, child_pid, .. } => {
                 let parent = self.live.get(&common.pid).map(|i| &self.processes[*i]);
                 let initial_exe = parent.and_then(Process::exe).map(<[u8]>::to_vec);
+                let key = ProcessKey { pid: *child_pid, start_ns: common.ts_ns };
                 self.start(Process {
-                    key: ProcessKey { pid: *child_pid, start_ns: common.ts_ns },
-                    ppid: common.pid,
-                    parent: parent.map(|p| p.key),
-                    seeded: false,
                     initial_exe,
-                    cgroup_id: common.cgroup_id,
-                    execs: Vec::new(),
-                    end_ns: None,
-                    exit_status: None,
+                    ..Process::new(key, common.pid, parent.map(|p| p.key), common.cgroup_id)
                 });
             }
             Event::Exec { common, filename, argv, .. } => {
@@ -238,6 +234,9 @@ impl ProcessTable {
                     process.exit_status = Some(*status);
                 }
             }
+            Event::PageCache { common, .. } | Event::BlockIo { common, .. } => {
+                self.live_process(common.pid, common.ts_ns, common.cgroup_id).io.add(event);
+            }
             Event::ExecFailed { .. } | Event::Cgroup { .. } | Event::Stats(_) => {}
         }
         self.last_ts = self.last_ts.max(event.ts_ns());
@@ -271,6 +270,8 @@ mod tests {
             filename: filename.into(),
             argv: vec![filename.into()],
             argv_truncated: false,
+            dev: 0,
+            ino: 0,
         }
     }
 
@@ -290,6 +291,8 @@ mod tests {
             mode: 0,
             ret,
             duration_ns,
+            ino: 0,
+            dev: 0,
         }
     }
 

@@ -3,9 +3,9 @@
 use std::mem::size_of;
 
 use tracer_common::{
-    CgroupEvent, EXEC_ARGV_TRUNCATED, EXIT_GROUP_DEAD, EventHeader, EventKind, ExecEvent, ExecFailedEvent,
-    ExitEvent, ForkEvent, LOADER_DONE, LOADER_START, LoaderEvent, MmapEvent, OpenEvent, WALK_TRUNCATED,
-    join_reversed_components,
+    BLOCK_WRITE, BlockIoEvent, CgroupEvent, EXEC_ARGV_TRUNCATED, EXIT_GROUP_DEAD, EventHeader, EventKind,
+    ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, LOADER_DONE, LOADER_START, LoaderEvent, MmapEvent,
+    OpenEvent, PageCacheEvent, WALK_TRUNCATED, join_reversed_components,
 };
 
 use crate::trace::{Common, Event, LoaderPhase, OpenSyscall};
@@ -70,6 +70,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
                 filename: filename.to_vec(),
                 argv: split_argv(argv),
                 argv_truncated: e.flags & EXEC_ARGV_TRUNCATED != 0,
+                dev: e.dev,
+                ino: e.ino,
             }
         }
         EventKind::ExecFailed => {
@@ -101,6 +103,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
                 mode: e.mode,
                 ret: e.ret,
                 duration_ns: e.duration_ns,
+                ino: e.ino,
+                dev: e.dev,
             }
         }
         EventKind::Mmap => {
@@ -120,6 +124,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
                 dev: e.dev,
                 ino: e.ino,
                 duration_ns: e.duration_ns,
+            }
+        }
+        EventKind::PageCache => {
+            let e: PageCacheEvent = fixed(bytes)?;
+            Event::PageCache { common, dev: e.dev, ino: e.ino, index: e.index, pages: e.pages }
+        }
+        EventKind::BlockIo => {
+            let e: BlockIoEvent = fixed(bytes)?;
+            Event::BlockIo {
+                common,
+                dev: e.dev,
+                sector: e.sector,
+                bytes: e.bytes,
+                latency_ns: e.latency_ns,
+                write: e.flags & BLOCK_WRITE != 0,
+                error: e.error,
             }
         }
         EventKind::Loader => {
@@ -165,6 +185,9 @@ mod tests {
             path_len: 3,
             dir_len: 9,
             dir_flags: 0,
+            ino: 0,
+            dev: 0,
+            _pad: 0,
         };
         let mut bytes = bytes_of(&fixed);
         bytes.extend_from_slice(b"lib");
@@ -185,7 +208,8 @@ mod tests {
             filename_len: 9,
             argv_len: 11,
             flags: 0,
-            _pad: 0,
+            dev: 8,
+            ino: 12,
         };
         let mut bytes = bytes_of(&fixed);
         bytes.extend_from_slice(b"/bin/echo");

@@ -12,6 +12,7 @@ use aya::{
 use tracer_common::{Config, EventKind, lost};
 
 use super::offsets::{KernelTypes, resolve_tracepoints};
+use crate::trace::FileId;
 
 /// The kernel programs, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nixtrace-ebpf.o"));
@@ -58,6 +59,8 @@ const PROBES: &[(&str, &[Attachment])] = &[
     ),
     ("mmap", &[tp("sys_enter_mmap", "syscalls"), tp("sys_exit_mmap", "syscalls")]),
     ("cgroup_mkdir", &[tp("cgroup_mkdir", "cgroup")]),
+    ("page_cache", &[tp("mm_filemap_add_to_page_cache", "filemap")]),
+    ("block_io", &[tp("block_rq_issue", "block"), tp("block_rq_complete", "block")]),
 ];
 
 /// What the recorder asks of the kernel side.
@@ -78,6 +81,8 @@ pub struct Probes {
     ebpf: Ebpf,
     /// Probe names, in attach order, for the trace header.
     pub names: Vec<String>,
+    /// The loaders the loader probes are attached to.
+    pub loaders: Vec<FileId>,
     /// What could not be probed, and what the trace will lack because of it.
     pub warnings: Vec<String>,
     /// Time from starting to load until the last program was attached.
@@ -131,10 +136,10 @@ pub fn check_privileges() -> Result<()> {
     bail!("recording needs root or the capabilities {} (missing here); run it with sudo", missing.join(", "))
 }
 
-/// Attaches the loader uprobes to every glibc loader found; returns how
-/// many loaders are probed. Loaders that cannot be probed are skipped, with
-/// a warning.
-fn attach_loaders(ebpf: &mut Ebpf, warnings: &mut Vec<String>) -> Result<usize> {
+/// Attaches the loader uprobes to every glibc loader found; returns the
+/// loaders probed. Loaders that cannot be probed are skipped, with a
+/// warning.
+fn attach_loaders(ebpf: &mut Ebpf, warnings: &mut Vec<String>) -> Result<Vec<FileId>> {
     let (loaders, unprobeable) = super::loader::find();
     warnings.extend(unprobeable.iter().map(|e| format!("{e:#}: its processes have no loader timings")));
     for (program, point) in [("loader_start", true), ("loader_done", false)] {
@@ -149,7 +154,10 @@ fn attach_loaders(ebpf: &mut Ebpf, warnings: &mut Vec<String>) -> Result<usize> 
                 .with_context(|| format!("attaching a uprobe to {} at {offset:#x}", loader.path.display()))?;
         }
     }
-    Ok(loaders.len())
+    Ok(loaders
+        .into_iter()
+        .map(|l| FileId { path: l.path.to_string_lossy().into_owned(), dev: l.dev, ino: l.ino })
+        .collect())
 }
 
 /// A one-line error for a program the kernel refused; the verifier's whole
@@ -219,14 +227,21 @@ impl Probes {
             names.push((*probe).to_string());
         }
         let mut warnings = Vec::new();
-        match attach_loaders(&mut ebpf, &mut warnings) {
-            Ok(0) => {
-                warnings.push("no glibc dynamic loader found: the trace has no loader timings".to_string())
+        let loaders = match attach_loaders(&mut ebpf, &mut warnings) {
+            Ok(loaders) if loaders.is_empty() => {
+                warnings.push("no glibc dynamic loader found: the trace has no loader timings".to_string());
+                loaders
             }
-            Ok(_) => names.push("loader".to_string()),
-            Err(e) => warnings.push(format!("{e:#}; the trace has no loader timings")),
-        }
-        Ok(Probes { ebpf, names, warnings, attach_time: started.elapsed() })
+            Ok(loaders) => {
+                names.push("loader".to_string());
+                loaders
+            }
+            Err(e) => {
+                warnings.push(format!("{e:#}; the trace has no loader timings"));
+                Vec::new()
+            }
+        };
+        Ok(Probes { ebpf, names, loaders, warnings, attach_time: started.elapsed() })
     }
 
     /// The ring buffer the programs send events through (taken once).
@@ -311,7 +326,19 @@ mod tests {
                 cgroup_root,
                 cgroup_id,
                 cgroup_level,
-                cgroup_path
+                cgroup_path,
+                page_cache_ino,
+                page_cache_index,
+                page_cache_dev,
+                page_cache_order,
+                block_issue_dev,
+                block_issue_sector,
+                block_issue_bytes,
+                block_issue_rwbs,
+                block_complete_dev,
+                block_complete_sector,
+                block_complete_error,
+                _pad
             }),
             layout!(KernelOffsets {
                 task_mm,
@@ -320,6 +347,7 @@ mod tests {
                 task_exit_code,
                 mm_arg_start,
                 mm_arg_end,
+                mm_exe_file,
                 fs_pwd,
                 path_mnt,
                 path_dentry,

@@ -23,6 +23,9 @@ pub struct Loader {
     pub path: PathBuf,
     pub start_offset: u64,
     pub done_offset: u64,
+    /// Its device (as the kernel numbers it) and inode.
+    pub dev: u32,
+    pub ino: u64,
 }
 
 /// Every distinct loader found: the well-known paths, the interpreters of
@@ -49,18 +52,29 @@ pub fn find() -> (Vec<Loader>, Vec<anyhow::Error>) {
             continue;
         }
         match probe_points(&path) {
-            Ok(loader) => loaders.push(loader),
+            Ok((start_offset, done_offset)) => loaders.push(Loader {
+                path,
+                start_offset,
+                done_offset,
+                dev: kernel_dev(meta.dev()),
+                ino: meta.ino(),
+            }),
             Err(e) => errors.push(e),
         }
     }
     (loaders, errors)
 }
 
-fn probe_points(path: &Path) -> Result<Loader> {
+fn probe_points(path: &Path) -> Result<(u64, u64)> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (start_offset, done_offset) = loader_probe_offsets(&data)
-        .with_context(|| format!("{} is not a loader nixtrace can probe", path.display()))?;
-    Ok(Loader { path: path.to_path_buf(), start_offset, done_offset })
+    loader_probe_offsets(&data)
+        .with_context(|| format!("{} is not a loader nixtrace can probe", path.display()))
+}
+
+/// A userspace `st_dev` as the kernel's `dev_t` (`MKDEV`), which is how
+/// tracepoints and `super_block.s_dev` number devices.
+fn kernel_dev(st_dev: u64) -> u32 {
+    (libc::major(st_dev) << 20) | libc::minor(st_dev)
 }
 
 /// `/nix/store/*-glibc-*/lib/ld-linux-x86-64.so.2`.

@@ -69,6 +69,7 @@ fn header(args: &RecordArgs, probes: &Probes) -> Header {
         clock: ClockReference { boottime_ns, realtime_ns },
         probes: probes.names.clone(),
         attach_ns: probes.attach_time.as_nanos() as u64,
+        loaders: probes.loaders.clone(),
         argv_max: tracer_common::ARGV_MAX,
         command: (!args.command.is_empty())
             .then(|| args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect()),
@@ -224,6 +225,18 @@ fn seed(sink: &mut Sink, scope: &Scope, procs: &[procfs::ProcInfo], system_wide:
     Ok(())
 }
 
+/// `--cold`: writes dirty pages back, then empties the page cache. It always
+/// warns, even with `-q`: it affects every program on the machine.
+fn drop_page_cache() -> Result<()> {
+    eprintln!(
+        "nixtrace: warning: --cold: dropping the page cache; the whole machine starts cold for a while"
+    );
+    // SAFETY: no arguments.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n")
+        .context("--cold: cannot drop the page cache (/proc/sys/vm/drop_caches)")
+}
+
 /// Waits for the command, or forever when there is none.
 async fn wait_for(child: &mut Option<tokio::process::Child>) -> io::Result<std::process::ExitStatus> {
     match child {
@@ -265,6 +278,9 @@ async fn record(args: RecordArgs) -> Result<i32> {
     };
     seed(&mut sink, &scope, &procs, !has_command)?;
 
+    if args.cold {
+        drop_page_cache()?;
+    }
     if !has_command && !args.quiet {
         eprintln!(
             "nixtrace: recording into {}; Ctrl-C or SIGTERM to stop",

@@ -55,6 +55,9 @@ pub fn resolve_tracepoints(tracefs: &Path) -> Result<TracepointFields> {
     let newtask = tracepoint_fields(tracefs, "task/task_newtask")?;
     let exit = tracepoint_fields(tracefs, "sched/sched_process_exit")?;
     let cgroup = tracepoint_fields(tracefs, "cgroup/cgroup_mkdir")?;
+    let page_cache = tracepoint_fields(tracefs, "filemap/mm_filemap_add_to_page_cache")?;
+    let issue = tracepoint_fields(tracefs, "block/block_rq_issue")?;
+    let complete = tracepoint_fields(tracefs, "block/block_rq_complete")?;
     let clone_flags = find(&newtask, "task_newtask", "clone_flags")?;
 
     for (event, arg) in [
@@ -84,6 +87,18 @@ pub fn resolve_tracepoints(tracefs: &Path) -> Result<TracepointFields> {
         cgroup_id: find(&cgroup, "cgroup_mkdir", "id")?.offset,
         cgroup_level: find(&cgroup, "cgroup_mkdir", "level")?.offset,
         cgroup_path: find(&cgroup, "cgroup_mkdir", "path")?.offset,
+        page_cache_ino: find(&page_cache, "mm_filemap_add_to_page_cache", "i_ino")?.offset,
+        page_cache_index: find(&page_cache, "mm_filemap_add_to_page_cache", "index")?.offset,
+        page_cache_dev: find(&page_cache, "mm_filemap_add_to_page_cache", "s_dev")?.offset,
+        page_cache_order: page_cache.iter().find(|f| f.name == "order").map_or(FIELD_ABSENT, |f| f.offset),
+        block_issue_dev: find(&issue, "block_rq_issue", "dev")?.offset,
+        block_issue_sector: find(&issue, "block_rq_issue", "sector")?.offset,
+        block_issue_bytes: find(&issue, "block_rq_issue", "bytes")?.offset,
+        block_issue_rwbs: find(&issue, "block_rq_issue", "rwbs")?.offset,
+        block_complete_dev: find(&complete, "block_rq_complete", "dev")?.offset,
+        block_complete_sector: find(&complete, "block_rq_complete", "sector")?.offset,
+        block_complete_error: find(&complete, "block_rq_complete", "error")?.offset,
+        _pad: 0,
     })
 }
 
@@ -171,6 +186,7 @@ impl KernelTypes {
             task_exit_code: self.offset("task_struct", &["exit_code"])?,
             mm_arg_start: self.offset("mm_struct", &["arg_start"])?,
             mm_arg_end: self.offset("mm_struct", &["arg_end"])?,
+            mm_exe_file: self.offset("mm_struct", &["exe_file"])?,
             fs_pwd: self.offset("fs_struct", &["pwd"])?,
             path_mnt: self.offset("path", &["mnt"])?,
             path_dentry: self.offset("path", &["dentry"])?,

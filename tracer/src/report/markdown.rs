@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Report, completeness_warning, duration};
+use super::{Report, bytes, completeness_warning, duration};
 
 /// Escapes what Markdown (and the HTML it may contain) would interpret.
 fn escape(s: &str) -> String {
@@ -61,9 +61,10 @@ pub fn render(report: &Report, top: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {loader} | {search} | {failed} | {libs} | {} | {} |",
+            "| {} | {} | {loader} | {search} | {failed} | {libs} | {} | {} | {} |",
             p.pid,
             duration(p.wall_ns),
+            bytes(p.io.disk_read_bytes),
             escape(&p.unit),
             escape(p.exe.as_deref().unwrap_or("?"))
         );
@@ -71,20 +72,30 @@ pub fn render(report: &Report, top: usize) -> String {
     let _ = writeln!(out, "\n</details>\n");
 
     let _ = writeln!(out, "<details><summary>Units</summary>\n");
-    let _ = writeln!(out, "| unit | processes | execs | loader | failed lookups |");
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| unit | processes | execs | loader | failed lookups | disk read |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
     for u in report.units.iter().take(top) {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             escape(&u.name),
             u.processes,
             u.execs,
             duration(u.loader_ns),
-            u.failed_lookups
+            u.failed_lookups,
+            bytes(u.io.disk_read_bytes)
         );
     }
     let _ = writeln!(out, "\n</details>");
+    if !report.files.is_empty() {
+        let _ = writeln!(out, "\n<details><summary>Files read from disk</summary>\n");
+        let _ = writeln!(out, "| disk read | file |");
+        let _ = writeln!(out, "|---:|---|");
+        for f in report.files.iter().take(top) {
+            let _ = writeln!(out, "| {} | {} |", bytes(f.disk_read_bytes), escape(&f.display_name()));
+        }
+        let _ = writeln!(out, "\n</details>");
+    }
     out
 }
 

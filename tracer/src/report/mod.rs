@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::{
     model::{
+        io::{FileTable, IoTotals, PAGE_SIZE},
         nix::parse_store_path,
         process::{Exec, Process, ProcessTable},
         unit::CgroupNames,
@@ -63,6 +64,12 @@ pub struct LibraryRow {
     pub exec_bytes: u64,
 }
 
+#[derive(Debug, Serialize)]
+pub struct DirProbe {
+    pub dir: String,
+    pub failed_lookups: u64,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct LoaderRow {
     /// Loader entry to `_dl_start_user`, summed over the process's execs.
@@ -74,9 +81,68 @@ pub struct LoaderRow {
     pub rest_ns: u64,
     pub failed_lookups: u64,
     /// Directories probed in vain, most failures first.
-    pub dirs_probed: Vec<(String, u64)>,
+    pub dirs_probed: Vec<DirProbe>,
     /// Libraries of the last exec, in load order.
     pub libraries: Vec<LibraryRow>,
+}
+
+/// I/O charged to a process (or summed over a unit).
+#[derive(Debug, Default, Serialize)]
+pub struct IoRow {
+    /// Bytes read into the page cache: what really came from disk.
+    pub disk_read_bytes: u64,
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    pub block_requests: u64,
+    /// Issue to completion, summed over the requests.
+    pub block_latency_ns: u64,
+}
+
+impl From<&IoTotals> for IoRow {
+    fn from(io: &IoTotals) -> IoRow {
+        IoRow {
+            disk_read_bytes: io.disk_read_bytes(),
+            block_read_bytes: io.block_read_bytes,
+            block_write_bytes: io.block_write_bytes,
+            block_requests: io.block_requests,
+            block_latency_ns: io.block_latency_ns,
+        }
+    }
+}
+
+impl IoRow {
+    fn add(&mut self, other: &IoRow) {
+        self.disk_read_bytes += other.disk_read_bytes;
+        self.block_read_bytes += other.block_read_bytes;
+        self.block_write_bytes += other.block_write_bytes;
+        self.block_requests += other.block_requests;
+        self.block_latency_ns += other.block_latency_ns;
+    }
+}
+
+/// A file whose pages were read from disk.
+#[derive(Debug, Serialize)]
+pub struct FileRow {
+    /// Null when the trace never saw it opened or mapped.
+    pub path: Option<String>,
+    pub dev: u32,
+    pub ino: u64,
+    pub package: Option<Package>,
+    pub disk_read_bytes: u64,
+    /// The processes whose reads brought it in.
+    pub readers: Vec<u32>,
+}
+
+impl FileRow {
+    /// Its path, or its inode when the trace never named it.
+    pub fn display_name(&self) -> String {
+        self.path.clone().unwrap_or_else(|| format!("inode {} on device {}", self.ino, device(self.dev)))
+    }
+}
+
+/// "254:0" for a kernel `dev_t` (`major << 20 | minor`).
+fn device(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xfffff)
 }
 
 #[derive(Debug, Serialize)]
@@ -111,6 +177,7 @@ pub struct ProcessRow {
     pub execs: Vec<ExecRow>,
     /// None when no exec of this process went through a probed loader.
     pub loader: Option<LoaderRow>,
+    pub io: IoRow,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -120,6 +187,7 @@ pub struct UnitRow {
     pub execs: u64,
     pub loader_ns: u64,
     pub failed_lookups: u64,
+    pub io: IoRow,
 }
 
 #[derive(Debug, Serialize)]
@@ -135,6 +203,8 @@ pub struct Report {
     pub lost_by_probe: BTreeMap<String, u64>,
     pub processes: Vec<ProcessRow>,
     pub units: Vec<UnitRow>,
+    /// Files read from disk, most bytes first (of the selected processes).
+    pub files: Vec<FileRow>,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -167,8 +237,9 @@ fn loader_row(process: &Process) -> Option<LoaderRow> {
             *dirs.entry(text(dir)).or_default() += n;
         }
     }
-    row.dirs_probed = dirs.into_iter().collect();
-    row.dirs_probed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    row.dirs_probed =
+        dirs.into_iter().map(|(dir, failed_lookups)| DirProbe { dir, failed_lookups }).collect();
+    row.dirs_probed.sort_by(|a, b| b.failed_lookups.cmp(&a.failed_lookups).then_with(|| a.dir.cmp(&b.dir)));
     row.libraries = last
         .libraries
         .iter()
@@ -205,6 +276,7 @@ fn process_row(process: &Process, cgroups: &CgroupNames, trace_start: u64, trace
         signal,
         execs: process.execs.iter().map(exec_row).collect(),
         loader: loader_row(process),
+        io: IoRow::from(&process.io),
     }
 }
 
@@ -222,6 +294,10 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
     let mut reader = TraceReader::new(BufReader::new(file)).with_context(|| path.display().to_string())?;
     let mut table = ProcessTable::default();
     let mut cgroups = CgroupNames::default();
+    let mut files = FileTable::default();
+    for loader in &reader.header().loaders {
+        files.name(loader.dev, loader.ino, &loader.path);
+    }
     let mut last_stats: Option<Stats> = None;
     let mut events = 0;
     for event in reader.by_ref() {
@@ -231,6 +307,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
             _ => events += 1,
         }
         cgroups.add(&event);
+        files.add(&event);
         table.add(&event);
     }
     let header = reader.header().clone();
@@ -251,6 +328,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
             .or_insert_with(|| UnitRow { name: row.unit.clone(), ..UnitRow::default() });
         unit.processes += 1;
         unit.execs += row.execs.len() as u64;
+        unit.io.add(&row.io);
         if let Some(loader) = &row.loader {
             unit.loader_ns += loader.total_ns;
             unit.failed_lookups += loader.failed_lookups;
@@ -258,6 +336,34 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
     }
     let mut units: Vec<UnitRow> = units.into_values().collect();
     units.sort_by(|a, b| b.loader_ns.cmp(&a.loader_ns).then_with(|| a.name.cmp(&b.name)));
+
+    let selected_pids: std::collections::HashSet<u32> = processes.iter().map(|p| p.pid).collect();
+    let known_devices: std::collections::HashSet<u32> =
+        files.files.iter().filter(|(_, f)| f.path.is_some()).map(|((dev, _), _)| *dev).collect();
+    let files = files
+        .read_from_disk()
+        .into_iter()
+        .filter(|(_, f)| f.readers.iter().any(|pid| selected_pids.contains(pid)))
+        .map(|((dev, ino), f)| {
+            // A block device's own page cache holds file-system metadata;
+            // its inode number is the device number of the files on it.
+            let block_device =
+                f.path.is_none() && known_devices.contains(&(*ino as u32)) && *ino <= u64::from(u32::MAX);
+            let path = match &f.path {
+                Some(path) => Some(text(path)),
+                None if block_device => Some(format!("[metadata of block device {}]", device(*ino as u32))),
+                None => None,
+            };
+            FileRow {
+                package: path.as_deref().and_then(package_of),
+                path,
+                dev: *dev,
+                ino: *ino,
+                disk_read_bytes: f.disk_read_pages * PAGE_SIZE,
+                readers: f.readers.iter().copied().collect(),
+            }
+        })
+        .collect();
 
     let lost_by_probe = last_stats.as_ref().map(|s| s.lost.clone()).unwrap_or_default();
     Ok(Report {
@@ -271,6 +377,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
         header,
         processes,
         units,
+        files,
     })
 }
 
@@ -325,9 +432,26 @@ pub fn duration(ns: u64) -> String {
     }
 }
 
+/// "0 B", "12.0 KiB", "3.4 MiB".
+pub fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+        _ => format!("{:.2} GiB", n as f64 / 1_073_741_824.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(12 * 1024), "12.0 KiB");
+        assert_eq!(bytes(3_565_158), "3.4 MiB");
+    }
 
     #[test]
     fn durations_read_well() {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Report, completeness_warning, duration};
+use super::{Report, bytes, completeness_warning, duration};
 
 fn bold(s: &str, color: bool) -> String {
     if color { format!("\x1b[1m{s}\x1b[0m") } else { s.to_string() }
@@ -44,8 +44,8 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
     let _ = writeln!(out, "\n{}", bold(&format!("Processes (top {top} by wall time)"), color));
     let _ = writeln!(
         out,
-        "{:>8}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:<24}  EXE",
-        "PID", "WALL", "LOADER", "SEARCH", "FAILED", "LIBS", "UNIT"
+        "{:>8}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:>10}  {:<24}  EXE",
+        "PID", "WALL", "LOADER", "SEARCH", "FAILED", "LIBS", "DISK READ", "UNIT"
     );
     for p in report.processes.iter().take(top) {
         let (loader, search, failed, libs) = match &p.loader {
@@ -62,13 +62,14 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
         });
         let _ = writeln!(
             out,
-            "{:>8}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:<24}  {}{}",
+            "{:>8}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:>10}  {:<24}  {}{}",
             p.pid,
             duration(p.wall_ns),
             loader,
             search,
             failed,
             libs,
+            bytes(p.io.disk_read_bytes),
             p.unit,
             p.exe.as_deref().unwrap_or("?"),
             package
@@ -76,18 +77,29 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
     }
 
     let _ = writeln!(out, "\n{}", bold("Units (by loader time)", color));
-    let _ =
-        writeln!(out, "{:<40}  {:>6}  {:>6}  {:>10}  {:>6}", "UNIT", "PROCS", "EXECS", "LOADER", "FAILED");
+    let _ = writeln!(
+        out,
+        "{:<40}  {:>6}  {:>6}  {:>10}  {:>6}  {:>10}",
+        "UNIT", "PROCS", "EXECS", "LOADER", "FAILED", "DISK READ"
+    );
     for u in report.units.iter().take(top) {
         let _ = writeln!(
             out,
-            "{:<40}  {:>6}  {:>6}  {:>10}  {:>6}",
+            "{:<40}  {:>6}  {:>6}  {:>10}  {:>6}  {:>10}",
             u.name,
             u.processes,
             u.execs,
             duration(u.loader_ns),
-            u.failed_lookups
+            u.failed_lookups,
+            bytes(u.io.disk_read_bytes)
         );
+    }
+    if !report.files.is_empty() {
+        let _ = writeln!(out, "\n{}", bold("Files read from disk (by bytes)", color));
+        let _ = writeln!(out, "{:>10}  FILE", "DISK READ");
+        for f in report.files.iter().take(top) {
+            let _ = writeln!(out, "{:>10}  {}", bytes(f.disk_read_bytes), f.display_name());
+        }
     }
     out
 }

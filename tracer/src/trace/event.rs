@@ -67,6 +67,9 @@ pub enum Event {
         filename: Bytes,
         argv: Vec<Bytes>,
         argv_truncated: bool,
+        /// Device and inode of the executable (0 if unknown).
+        dev: u32,
+        ino: u64,
     },
     ExecFailed {
         common: Common,
@@ -94,6 +97,9 @@ pub enum Event {
         /// fd, or negative errno.
         ret: i64,
         duration_ns: u64,
+        /// Inode and device of the opened file (0 when the open failed).
+        ino: u64,
+        dev: u32,
     },
     Mmap {
         common: Common,
@@ -109,6 +115,24 @@ pub enum Event {
         dev: u32,
         ino: u64,
         duration_ns: u64,
+    },
+    /// Pages of a file entered the page cache: read from disk.
+    PageCache {
+        common: Common,
+        dev: u32,
+        ino: u64,
+        index: u64,
+        pages: u32,
+    },
+    /// A block request issued by this task completed.
+    BlockIo {
+        common: Common,
+        dev: u32,
+        sector: u64,
+        bytes: u32,
+        latency_ns: u64,
+        write: bool,
+        error: i32,
     },
     /// The dynamic loader of this process reached `phase`.
     Loader {
@@ -165,6 +189,8 @@ impl Event {
             Event::Open { .. } => "open",
             Event::Mmap { .. } => "mmap",
             Event::Loader { .. } => "loader",
+            Event::PageCache { .. } => "page_cache",
+            Event::BlockIo { .. } => "block_io",
             Event::Cgroup { .. } => "cgroup",
             Event::Process { .. } => "process",
             Event::Stats(_) => "stats",
@@ -180,6 +206,8 @@ impl Event {
             | Event::Open { common, .. }
             | Event::Mmap { common, .. }
             | Event::Loader { common, .. }
+            | Event::PageCache { common, .. }
+            | Event::BlockIo { common, .. }
             | Event::Cgroup { common, .. } => common.ts_ns,
             Event::Process { ts_ns, .. } => *ts_ns,
             Event::Stats(stats) => stats.ts_ns,

@@ -35,6 +35,8 @@ pub mod tag {
     pub const PROCESS: u8 = 0x17;
     pub const STATS: u8 = 0x18;
     pub const LOADER: u8 = 0x19;
+    pub const PAGE_CACHE: u8 = 0x1a;
+    pub const BLOCK_IO: u8 = 0x1b;
     /// Written once by a recorder that stopped cleanly.
     pub const END: u8 = 0x7f;
 }
@@ -46,6 +48,7 @@ pub mod flag {
     pub const DIR_TRUNCATED: u64 = 1;
     pub const PATH_TRUNCATED: u64 = 1;
     pub const SEEDED: u64 = 1;
+    pub const WRITE: u64 = 1;
 }
 
 /// The self-describing JSON header at the start of every trace.
@@ -62,6 +65,9 @@ pub struct Header {
     pub probes: Vec<String>,
     /// Nanoseconds from starting to load the probes to the last one attached.
     pub attach_ns: u64,
+    /// The dynamic loaders the loader probes are attached to. The kernel
+    /// maps them at exec without an mmap call, so this names their reads.
+    pub loaders: Vec<FileId>,
     /// Bytes of argv captured per exec.
     pub argv_max: usize,
     /// What was recorded: the command, or null for the whole system.
@@ -75,6 +81,15 @@ pub struct Header {
 pub struct ClockReference {
     pub boottime_ns: u64,
     pub realtime_ns: u64,
+}
+
+/// A file and its (device, inode), with the device as the kernel numbers it
+/// (`MKDEV(major, minor)` = `major << 20 | minor`), as events carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub path: String,
+    pub dev: u32,
+    pub ino: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

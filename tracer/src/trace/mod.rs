@@ -7,7 +7,7 @@ pub mod reader;
 pub mod writer;
 
 pub use event::{Common, Event, LoaderPhase, OpenSyscall, Stats};
-pub use format::{ClockReference, Filters, Header};
+pub use format::{ClockReference, FileId, Filters, Header};
 pub use reader::TraceReader;
 pub use writer::TraceWriter;
 
@@ -24,6 +24,7 @@ mod tests {
             clock: ClockReference { boottime_ns: 1, realtime_ns: 2 },
             probes: vec!["exec".into()],
             attach_ns: 12_000_000,
+            loaders: vec![FileId { path: "/lib64/ld-linux-x86-64.so.2".into(), dev: 0xfe00000, ino: 7 }],
             argv_max: 1024,
             command: Some(vec!["true".into()]),
             filters: Filters::default(),
@@ -44,6 +45,8 @@ mod tests {
                 filename: b"/bin/true".to_vec(),
                 argv: vec![b"true".to_vec(), b"".to_vec(), b"x y".to_vec()],
                 argv_truncated: true,
+                dev: 8,
+                ino: 1234,
             },
             Event::ExecFailed { common: common(1100, 11, 12), filename: b"/nope".to_vec(), ret: -2 },
             Event::Open {
@@ -57,6 +60,18 @@ mod tests {
                 mode: 0o644,
                 ret: -2,
                 duration_ns: 1234,
+                ino: 99,
+                dev: 8,
+            },
+            Event::PageCache { common: common(1310, 11, 11), dev: 8, ino: 99, index: 4, pages: 16 },
+            Event::BlockIo {
+                common: common(1320, 11, 11),
+                dev: 8,
+                sector: 123456,
+                bytes: 65536,
+                latency_ns: 80_000,
+                write: false,
+                error: 0,
             },
             Event::Mmap {
                 common: common(1400, 11, 11),

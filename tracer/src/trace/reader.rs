@@ -273,7 +273,8 @@ impl<R: Read> TraceReader<R> {
                     let argv = self.get_argv()?;
                     let old_tid = (common.tid as i64 + self.get_signed()?) as u32;
                     let argv_truncated = self.get()? & flag::ARGV_TRUNCATED != 0;
-                    Event::Exec { common, old_tid, filename, argv, argv_truncated }
+                    let (dev, ino) = (self.get_u32()?, self.get()?);
+                    Event::Exec { common, old_tid, filename, argv, argv_truncated, dev, ino }
                 }
                 tag::EXEC_FAILED => {
                     let common = self.get_common()?;
@@ -303,6 +304,8 @@ impl<R: Read> TraceReader<R> {
                         mode: self.get_u32()?,
                         ret: self.get_signed()?,
                         duration_ns: self.get()?,
+                        ino: self.get()?,
+                        dev: self.get_u32()?,
                     }
                 }
                 tag::MMAP => Event::Mmap {
@@ -318,6 +321,22 @@ impl<R: Read> TraceReader<R> {
                     dev: self.get_u32()?,
                     ino: self.get()?,
                     duration_ns: self.get()?,
+                },
+                tag::PAGE_CACHE => Event::PageCache {
+                    common: self.get_common()?,
+                    dev: self.get_u32()?,
+                    ino: self.get()?,
+                    index: self.get()?,
+                    pages: self.get_u32()?,
+                },
+                tag::BLOCK_IO => Event::BlockIo {
+                    common: self.get_common()?,
+                    dev: self.get_u32()?,
+                    sector: self.get()?,
+                    bytes: self.get_u32()?,
+                    latency_ns: self.get()?,
+                    write: self.get()? & flag::WRITE != 0,
+                    error: self.get_i32()?,
                 },
                 tag::LOADER => {
                     let common = self.get_common()?;

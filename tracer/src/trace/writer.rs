@@ -122,7 +122,7 @@ impl<W: Write> TraceWriter<W> {
                 self.put_signed(*child_tid as i64 - *child_pid as i64);
                 self.put(*clone_flags);
             }
-            Event::Exec { common, old_tid, filename, argv, argv_truncated } => {
+            Event::Exec { common, old_tid, filename, argv, argv_truncated, dev, ino } => {
                 let filename = self.string(filename);
                 let joined = argv.join(&0u8);
                 let argv_id = self.string(&joined);
@@ -132,6 +132,8 @@ impl<W: Write> TraceWriter<W> {
                 self.put(argv_id);
                 self.put_signed(*old_tid as i64 - common.tid as i64);
                 self.put(if *argv_truncated { flag::ARGV_TRUNCATED } else { 0 });
+                self.put(*dev as u64);
+                self.put(*ino);
             }
             Event::ExecFailed { common, filename, ret } => {
                 let filename = self.string(filename);
@@ -144,7 +146,20 @@ impl<W: Write> TraceWriter<W> {
                 self.put_signed(*status as i64);
                 self.put(if *group_dead { flag::GROUP_DEAD } else { 0 });
             }
-            Event::Open { common, syscall, dfd, path, dir, dir_truncated, flags, mode, ret, duration_ns } => {
+            Event::Open {
+                common,
+                syscall,
+                dfd,
+                path,
+                dir,
+                dir_truncated,
+                flags,
+                mode,
+                ret,
+                duration_ns,
+                ino,
+                dev,
+            } => {
                 let path = self.string(path);
                 let dir = dir.as_deref().map_or(0, |d| self.string(d) + 1);
                 self.put_common(tag::OPEN, common);
@@ -157,6 +172,24 @@ impl<W: Write> TraceWriter<W> {
                 self.put(*mode as u64);
                 self.put_signed(*ret);
                 self.put(*duration_ns);
+                self.put(*ino);
+                self.put(*dev as u64);
+            }
+            Event::PageCache { common, dev, ino, index, pages } => {
+                self.put_common(tag::PAGE_CACHE, common);
+                self.put(*dev as u64);
+                self.put(*ino);
+                self.put(*index);
+                self.put(*pages as u64);
+            }
+            Event::BlockIo { common, dev, sector, bytes, latency_ns, write, error } => {
+                self.put_common(tag::BLOCK_IO, common);
+                self.put(*dev as u64);
+                self.put(*sector);
+                self.put(*bytes as u64);
+                self.put(*latency_ns);
+                self.put(if *write { flag::WRITE } else { 0 });
+                self.put_signed(*error as i64);
             }
             Event::Mmap {
                 common,

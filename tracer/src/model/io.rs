@@ -1,0 +1,103 @@
+//! What was really read from disk: pages entering the page cache (by file)
+//! and completed block requests (by the task that issued them). Files are
+//! named through the opens and mmaps that carried the same device and
+//! inode.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::trace::{Event, event::Bytes};
+
+pub const PAGE_SIZE: u64 = 4096;
+
+/// I/O charged to one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoTotals {
+    /// Pages this process caused to be read into the page cache.
+    pub disk_read_pages: u64,
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    pub block_requests: u64,
+    /// Sum of issue-to-completion times of those requests.
+    pub block_latency_ns: u64,
+}
+
+impl IoTotals {
+    pub fn disk_read_bytes(&self) -> u64 {
+        self.disk_read_pages * PAGE_SIZE
+    }
+
+    /// Adds what `event` charges to its task; false if it charges nothing.
+    pub fn add(&mut self, event: &Event) -> bool {
+        match event {
+            Event::PageCache { pages, .. } => self.disk_read_pages += u64::from(*pages),
+            Event::BlockIo { bytes, latency_ns, write, .. } => {
+                let bytes = u64::from(*bytes);
+                if *write {
+                    self.block_write_bytes += bytes;
+                } else {
+                    self.block_read_bytes += bytes;
+                }
+                self.block_requests += 1;
+                self.block_latency_ns += latency_ns;
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// A file (device, inode) as the trace saw it.
+#[derive(Debug, Clone, Default)]
+pub struct FileIo {
+    /// The first name it was opened or mapped under.
+    pub path: Option<Bytes>,
+    pub disk_read_pages: u64,
+    /// Pids whose reads brought its pages in.
+    pub readers: BTreeSet<u32>,
+}
+
+/// Page-cache reads per file, in one pass over the events.
+#[derive(Debug, Default)]
+pub struct FileTable {
+    pub files: HashMap<(u32, u64), FileIo>,
+}
+
+impl FileTable {
+    /// Names a file the events may never open or map (a loader).
+    pub fn name(&mut self, dev: u32, ino: u64, path: &str) {
+        self.files.entry((dev, ino)).or_default().path.get_or_insert_with(|| path.as_bytes().to_vec());
+    }
+
+    pub fn add(&mut self, event: &Event) {
+        match event {
+            Event::Open { path, dir, ret, ino, dev, .. } if *ret >= 0 && *ino != 0 => {
+                let file = self.files.entry((*dev, *ino)).or_default();
+                if file.path.is_none() {
+                    file.path = Some(match dir {
+                        Some(dir) if !path.starts_with(b"/") => [dir.as_slice(), b"/", path].concat(),
+                        _ => path.clone(),
+                    });
+                }
+            }
+            Event::Exec { filename: path, ino, dev, .. } | Event::Mmap { path: Some(path), ino, dev, .. }
+                if *ino != 0 =>
+            {
+                let file = self.files.entry((*dev, *ino)).or_default();
+                file.path.get_or_insert_with(|| path.clone());
+            }
+            Event::PageCache { common, dev, ino, pages, .. } => {
+                let file = self.files.entry((*dev, *ino)).or_default();
+                file.disk_read_pages += u64::from(*pages);
+                file.readers.insert(common.pid);
+            }
+            _ => {}
+        }
+    }
+
+    /// Files that had pages read from disk, most first.
+    pub fn read_from_disk(&self) -> Vec<(&(u32, u64), &FileIo)> {
+        let mut files: Vec<_> = self.files.iter().filter(|(_, f)| f.disk_read_pages > 0).collect();
+        files.sort_by(|a, b| b.1.disk_read_pages.cmp(&a.1.disk_read_pages).then(a.0.cmp(b.0)));
+        files
+    }
+}
