@@ -206,6 +206,27 @@ fn every_format_reports_lost_events() {
             text.contains(&format!("incomplete: {lost} events lost (open: {lost})")),
             "{format}:\n{text}"
         );
+        if format == "markdown" {
+            assert_tables_are_rectangular(&text);
+        }
+    }
+}
+
+/// Every row of every Markdown table has as many cells as its header.
+fn assert_tables_are_rectangular(markdown: &str) {
+    let cells = |line: &str| line.replace("\\|", "").matches('|').count();
+    let mut header: Option<(usize, &str)> = None;
+    for line in markdown.lines() {
+        if !line.starts_with('|') {
+            header = None;
+            continue;
+        }
+        match header {
+            None => header = Some((cells(line), line)),
+            Some((count, head)) => {
+                assert_eq!(cells(line), count, "row {line:?} does not fit header {head:?}")
+            }
+        }
     }
 }
 
@@ -247,4 +268,34 @@ fn cold_reads_are_charged_to_files_and_processes() {
         "{io}"
     );
     assert_eq!(io["block_write_bytes"], 0, "{io}");
+    assert!(cat["time"]["blocked_ns"].as_u64().unwrap() > 0, "cat waited for the disk: {}", cat["time"]);
+}
+
+/// Proves the scheduler accounting: a process that burns 300 ms of CPU and
+/// then sleeps 400 ms shows its own getrusage CPU time as on-CPU time
+/// (within 1%), at least the 400 ms as sleep, and its wall time covered by
+/// the four states.
+#[test]
+fn time_is_split_by_scheduler_state() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+    let usage = sandbox.path("rusage");
+    let recording = record_command(&sandbox, &[text_of(&workload), "cpu", "300", "400", text_of(&usage)]);
+    recording.assert_exit_code(0);
+    recording.trace.assert_nothing_lost();
+    let rusage_ns: u64 = fs::read_to_string(&usage).unwrap().trim().parse().unwrap();
+
+    let report = report_json(&sandbox.trace_path(), &[]);
+    let row = process_running(&report, text_of(&workload));
+    let time = &row["time"];
+    let field = |name: &str| time[name].as_u64().unwrap_or_else(|| panic!("time.{name}: {time}"));
+    let on_cpu = field("on_cpu_ns");
+    let tolerance = rusage_ns / 100;
+    assert!(on_cpu.abs_diff(rusage_ns) <= tolerance, "on CPU {on_cpu} ns, getrusage {rusage_ns} ns");
+    assert!((400_000_000..450_000_000).contains(&field("sleeping_ns")), "{time}");
+    let accounted = on_cpu + field("runnable_ns") + field("blocked_ns") + field("sleeping_ns");
+    let wall = row["wall_ns"].as_u64().unwrap();
+    // The process's threads are accounted from fork to exit, its wall time
+    // from fork to exit too: within scheduling-tick noise of each other.
+    assert!(accounted.abs_diff(wall) <= wall / 100, "accounted {accounted} ns of a {wall} ns life: {time}");
 }

@@ -1,5 +1,5 @@
 /*
- * Test workload for nixtrace's integration tests (tests/record.rs).
+ * Test workload for nixtrace's integration tests (tests/record.rs, tests/report.rs).
  *
  * Performs a known sequence of syscalls selected by argv[1], so the tests can
  * assert exactly what a trace of it must contain:
@@ -9,6 +9,8 @@
  *   threads        two threads each open /dev/null; exit 0
  *   sleep SECS     sleep, exit 0
  *   opens N PATH   openat(PATH) N times, exit 0
+ *   cpu MS SLEEP OUT  burn MS of CPU, sleep SLEEP ms, write getrusage's
+ *                     user+system time in ns to OUT
  *
  * Any step that does not behave as the test expects exits with a distinct
  * code >= 80 (see `fail`), so a broken environment is told apart from a
@@ -21,10 +23,12 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -210,6 +214,34 @@ static int opens(int n, const char *path)
     return 0;
 }
 
+static long long cputime_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* Burns `cpu_ms` of CPU time, sleeps `sleep_ms`, then writes the process's
+ * own user + system time (getrusage, in ns) to `out`. */
+static int cpu(int cpu_ms, int sleep_ms, const char *out)
+{
+    long long start = cputime_ns();
+    while (cputime_ns() - start < cpu_ms * 1000000LL)
+        ;
+    struct timespec pause = {sleep_ms / 1000, (sleep_ms % 1000) * 1000000L};
+    nanosleep(&pause, NULL);
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    long long used = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000000LL +
+                     (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1000LL;
+    FILE *f = fopen(out, "w");
+    if (!f)
+        fail(FAIL_USAGE, "fopen");
+    fprintf(f, "%lld\n", used);
+    fclose(f);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -231,8 +263,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(mode, "opens") == 0 && argc == 4)
         return opens(atoi(argv[2]), argv[3]);
+    if (strcmp(mode, "cpu") == 0 && argc == 5)
+        return cpu(atoi(argv[2]), atoi(argv[3]), argv[4]);
 
     fprintf(stderr,
-            "usage: workload files DIR | chain N | threads | sleep SECS | opens N PATH\n");
+            "usage: workload files DIR | chain N | threads | sleep SECS | opens N PATH | cpu MS SLEEP_MS OUT\n");
     return FAIL_USAGE;
 }

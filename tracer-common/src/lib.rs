@@ -50,10 +50,11 @@ pub enum EventKind {
     Loader = 8,
     PageCache = 9,
     BlockIo = 10,
+    Sched = 11,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Fork,
         EventKind::Exec,
         EventKind::ExecFailed,
@@ -64,6 +65,7 @@ impl EventKind {
         EventKind::Loader,
         EventKind::PageCache,
         EventKind::BlockIo,
+        EventKind::Sched,
     ];
 
     pub fn from_u32(kind: u32) -> Option<EventKind> {
@@ -83,6 +85,7 @@ impl EventKind {
             EventKind::Loader => "loader",
             EventKind::PageCache => "page_cache",
             EventKind::BlockIo => "block_io",
+            EventKind::Sched => "sched",
         }
     }
 }
@@ -272,6 +275,56 @@ pub struct BlockIoEvent {
 
 pub const BLOCK_WRITE: u32 = 1;
 
+/// Where a thread's time went, from the scheduler's tracepoints; sent when
+/// the thread exits (and read from the `TASK_TIMES` map for threads still
+/// running when recording stops).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SchedEvent {
+    pub header: EventHeader,
+    pub times: TaskTimes,
+}
+
+/// A thread's time by state. Kept per thread in the `TASK_TIMES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskTimes {
+    /// Running on a CPU.
+    pub on_cpu_ns: u64,
+    /// Runnable, waiting for a CPU (preempted, or woken and not yet run).
+    pub runnable_ns: u64,
+    /// In uninterruptible sleep (D): mostly waiting for disk I/O.
+    pub blocked_ns: u64,
+    /// In interruptible sleep (S) or stopped: waiting for events or timers.
+    pub sleeping_ns: u64,
+    /// When the current state began.
+    pub since_ns: u64,
+    /// The thread's process.
+    pub pid: u32,
+    /// One of the `TASK_*` states below.
+    pub state: u32,
+}
+
+impl TaskTimes {
+    /// Charges the time since the last change of state to that state.
+    #[inline(always)]
+    pub fn close_interval(&mut self, now: u64) {
+        let elapsed = now.saturating_sub(self.since_ns);
+        match self.state {
+            TASK_ON_CPU => self.on_cpu_ns += elapsed,
+            TASK_RUNNABLE => self.runnable_ns += elapsed,
+            TASK_BLOCKED => self.blocked_ns += elapsed,
+            _ => self.sleeping_ns += elapsed,
+        }
+        self.since_ns = now;
+    }
+}
+
+pub const TASK_ON_CPU: u32 = 0;
+pub const TASK_RUNNABLE: u32 = 1;
+pub const TASK_BLOCKED: u32 = 2;
+pub const TASK_SLEEPING: u32 = 3;
+
 /// The glibc dynamic loader of the current process reached a point of its
 /// startup (uprobes on `ld.so`; see `record/loader.rs`).
 #[repr(C)]
@@ -335,6 +388,10 @@ pub struct TracepointFields {
     pub block_complete_dev: u32,
     pub block_complete_sector: u32,
     pub block_complete_error: u32,
+    pub switch_prev_pid: u32,
+    pub switch_prev_state: u32,
+    pub switch_next_pid: u32,
+    pub wakeup_pid: u32,
     pub _pad: u32,
 }
 
@@ -387,7 +444,6 @@ pub struct Config {
     /// Non-zero: only tasks inside this cgroup (or below it) are traced.
     pub cgroup_filter_id: u64,
     pub tracepoints: TracepointFields,
-    pub _pad: u32,
     pub kernel: KernelOffsets,
 }
 
@@ -414,6 +470,8 @@ mod pod {
     use super::*;
     // SAFETY: plain #[repr(C)] integers with explicit padding fields.
     unsafe impl aya::Pod for Config {}
+    // SAFETY: as above; userspace reads the map of these at the end.
+    unsafe impl aya::Pod for TaskTimes {}
 }
 
 /// Fails the build, on whichever target disagrees, if a record's size or
@@ -445,6 +503,10 @@ layout!(MmapEvent, 96, {
     ino: 72, dev: 80, _pad: 84, duration_ns: 88,
 });
 layout!(LoaderEvent, 40, { header: 0, phase: 32, _pad: 36 });
+layout!(TaskTimes, 48, {
+    on_cpu_ns: 0, runnable_ns: 8, blocked_ns: 16, sleeping_ns: 24, since_ns: 32, pid: 40, state: 44,
+});
+layout!(SchedEvent, 80, { header: 0, times: 32 });
 layout!(CgroupEvent, 48, { header: 0, id: 32, level: 40, path_len: 44, _pad: 46 });
 
 #[cfg(all(test, feature = "user"))]

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{Config, RING_BUFFER_BYTES, SCRATCH_SIZE, lost};
+use tracer_common::{Config, RING_BUFFER_BYTES, SCRATCH_SIZE, TaskTimes, lost};
 
 #[unsafe(no_mangle)]
 pub static CONFIG: Global<Config> = Global::new(unsafe { core::mem::zeroed() });
@@ -102,3 +102,7 @@ pub struct PendingBlock {
 
 #[map]
 pub static PENDING_BLOCK: HashMap<BlockKey, PendingBlock> = HashMap::with_max_entries(16384, 0);
+
+/// Time by scheduler state, per traced thread (tid), until it exits.
+#[map]
+pub static TASK_TIMES: HashMap<u32, TaskTimes> = HashMap::with_max_entries(65536, 0);

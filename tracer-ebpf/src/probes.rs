@@ -8,3 +8,4 @@ mod loader;
 mod mmap;
 mod open;
 mod page_cache;
+mod sched;

@@ -121,6 +121,9 @@ pub fn event_json(event: &Event) -> Value {
             }),
         ),
         Event::Loader { common, phase } => with_common(common, kind, json!({"phase": phase.name()})),
+        Event::Sched { common, times } => {
+            with_common(common, kind, serde_json::to_value(times).expect("serializes"))
+        }
         Event::PageCache { common, dev, ino, index, pages } => {
             with_common(common, kind, json!({"dev": dev, "ino": ino, "index": index, "pages": pages}))
         }

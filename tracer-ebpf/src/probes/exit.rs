@@ -8,7 +8,7 @@ use crate::{
     emit::{header, put_fixed, scratch, send},
     filter::{current_ids, is_traced},
     kernel::{current_task, read},
-    maps::{FOLLOWED, PENDING_EXEC, PENDING_MMAP, PENDING_OPEN, config},
+    maps::{FOLLOWED, PENDING_EXEC, PENDING_MMAP, PENDING_OPEN, TASK_TIMES, config},
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -20,8 +20,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let _ = PENDING_MMAP.remove(&tid);
     let _ = PENDING_EXEC.remove(&tid);
     if !is_traced(pid) {
+        let _ = TASK_TIMES.remove(&tid);
         return 0;
     }
+    super::sched::report_exit(tid);
     let group_dead = if config.tracepoints.exit_group_dead == FIELD_ABSENT {
         // Older kernels (6.1 among them) lack the field: the leader's exit stands in.
         pid == tid

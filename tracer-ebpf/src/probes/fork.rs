@@ -2,13 +2,13 @@
 //! and the clone flags, which say whether the child is a thread (no
 //! `task_struct` layout needed). Also where followed process trees grow.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::{EventKind, ForkEvent, lost};
+use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, macros::tracepoint, programs::TracePointContext};
+use tracer_common::{EventKind, ForkEvent, TASK_RUNNABLE, TaskTimes, lost};
 
 use crate::{
     emit::{header, put_fixed, scratch, send},
     filter::{current_ids, is_traced},
-    maps::{FOLLOWED, config, count_lost},
+    maps::{FOLLOWED, TASK_TIMES, config, count_lost},
 };
 
 const CLONE_THREAD: u64 = 0x10000;
@@ -36,6 +36,18 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     }
     if config.follow_only != 0 && !is_thread && FOLLOWED.insert(&child_pid, &1, 0).is_err() {
         count_lost(lost::FOLLOW_FULL);
+    }
+
+    // The child's time is accounted from its birth: runnable until it runs.
+    let times = TaskTimes {
+        // SAFETY: helper without arguments.
+        since_ns: unsafe { bpf_ktime_get_boot_ns() },
+        pid: child_pid,
+        state: TASK_RUNNABLE,
+        ..TaskTimes::default()
+    };
+    if TASK_TIMES.insert(&child_tid, &times, 0).is_err() {
+        count_lost(EventKind::Sched as u32);
     }
 
     let Some(buf) = scratch() else { return 0 };

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::io::IoTotals;
-use crate::trace::{Event, LoaderPhase, event::Bytes};
+use crate::trace::{Event, LoaderPhase, ThreadTimes, event::Bytes};
 
 /// A process is a pid *and* a start time: pids are reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,6 +34,8 @@ pub struct Process {
     pub end_ns: Option<u64>,
     pub exit_status: Option<i32>,
     pub io: IoTotals,
+    /// Summed over its threads (those whose times the trace has).
+    pub times: ThreadTimes,
 }
 
 impl Process {
@@ -50,6 +52,7 @@ impl Process {
             end_ns: None,
             exit_status: None,
             io: IoTotals::default(),
+            times: ThreadTimes::default(),
         }
     }
 
@@ -233,6 +236,9 @@ impl ProcessTable {
                     process.end_ns = Some(common.ts_ns);
                     process.exit_status = Some(*status);
                 }
+            }
+            Event::Sched { common, times } => {
+                self.live_process(common.pid, common.ts_ns, common.cgroup_id).times.add(times);
             }
             Event::PageCache { common, .. } | Event::BlockIo { common, .. } => {
                 self.live_process(common.pid, common.ts_ns, common.cgroup_id).io.add(event);

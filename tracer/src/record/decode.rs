@@ -5,10 +5,10 @@ use std::mem::size_of;
 use tracer_common::{
     BLOCK_WRITE, BlockIoEvent, CgroupEvent, EXEC_ARGV_TRUNCATED, EXIT_GROUP_DEAD, EventHeader, EventKind,
     ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, LOADER_DONE, LOADER_START, LoaderEvent, MmapEvent,
-    OpenEvent, PageCacheEvent, WALK_TRUNCATED, join_reversed_components,
+    OpenEvent, PageCacheEvent, SchedEvent, TaskTimes, WALK_TRUNCATED, join_reversed_components,
 };
 
-use crate::trace::{Common, Event, LoaderPhase, OpenSyscall};
+use crate::trace::{Common, Event, LoaderPhase, OpenSyscall, ThreadTimes};
 
 /// A record that does not match the ABI: a bug, never expected.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,6 +48,15 @@ fn split_argv(bytes: &[u8]) -> Vec<Vec<u8>> {
         return Vec::new();
     }
     bytes.split(|b| *b == 0).map(<[u8]>::to_vec).collect()
+}
+
+pub fn thread_times(t: &TaskTimes) -> ThreadTimes {
+    ThreadTimes {
+        on_cpu_ns: t.on_cpu_ns,
+        runnable_ns: t.runnable_ns,
+        blocked_ns: t.blocked_ns,
+        sleeping_ns: t.sleeping_ns,
+    }
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
@@ -141,6 +150,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
                 write: e.flags & BLOCK_WRITE != 0,
                 error: e.error,
             }
+        }
+        EventKind::Sched => {
+            let e: SchedEvent = fixed(bytes)?;
+            Event::Sched { common, times: thread_times(&e.times) }
         }
         EventKind::Loader => {
             let e: LoaderEvent = fixed(bytes)?;

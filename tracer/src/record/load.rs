@@ -9,7 +9,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
-use tracer_common::{Config, EventKind, lost};
+use tracer_common::{Config, EventKind, TaskTimes, lost};
 
 use super::offsets::{KernelTypes, resolve_tracepoints};
 use crate::trace::FileId;
@@ -61,6 +61,7 @@ const PROBES: &[(&str, &[Attachment])] = &[
     ("cgroup_mkdir", &[tp("cgroup_mkdir", "cgroup")]),
     ("page_cache", &[tp("mm_filemap_add_to_page_cache", "filemap")]),
     ("block_io", &[tp("block_rq_issue", "block"), tp("block_rq_complete", "block")]),
+    ("sched", &[tp("sched_switch", "sched"), tp("sched_wakeup", "sched")]),
 ];
 
 /// What the recorder asks of the kernel side.
@@ -199,7 +200,6 @@ impl Probes {
             cgroup_filter_level,
             cgroup_filter_id,
             tracepoints,
-            _pad: 0,
             kernel,
         };
         // Kernels >= 5.11 account BPF memory to the cgroup; older ones need
@@ -260,17 +260,23 @@ impl Probes {
         Ok(())
     }
 
+    /// Traced threads that have not exited: tid and their times so far.
+    pub fn running_threads(&self) -> Result<Vec<(u32, TaskTimes)>> {
+        let map = self.ebpf.map("TASK_TIMES").context("the eBPF object has no TASK_TIMES map")?;
+        let times: HashMap<_, u32, TaskTimes> = HashMap::try_from(map)?;
+        Ok(times.iter().collect::<Result<_, _>>()?)
+    }
+
     /// Events lost so far, by probe name, summed over CPUs.
     pub fn lost(&self) -> Result<std::collections::BTreeMap<String, u64>> {
         let map = self.ebpf.map("LOST").context("the eBPF object has no LOST map")?;
         let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let slots = EventKind::ALL
+            .iter()
+            .map(|kind| (*kind as u32, kind.probe_name()))
+            .chain([(lost::PENDING_FULL, "pending_full"), (lost::FOLLOW_FULL, "follow_full")]);
         let mut lost = std::collections::BTreeMap::new();
-        for slot in 0..lost::SLOTS {
-            let name = match slot {
-                lost::PENDING_FULL => "pending_full",
-                lost::FOLLOW_FULL => "follow_full",
-                kind => EventKind::from_u32(kind).map_or("unknown", EventKind::probe_name),
-            };
+        for (slot, name) in slots {
             let values = counters.get(&slot, 0)?;
             lost.insert(name.to_string(), values.iter().sum());
         }
@@ -313,7 +319,6 @@ mod tests {
                 cgroup_filter_level,
                 cgroup_filter_id,
                 tracepoints,
-                _pad,
                 kernel
             }),
             layout!(TracepointFields {
@@ -338,6 +343,10 @@ mod tests {
                 block_complete_dev,
                 block_complete_sector,
                 block_complete_error,
+                switch_prev_pid,
+                switch_prev_state,
+                switch_next_pid,
+                wakeup_pid,
                 _pad
             }),
             layout!(KernelOffsets {

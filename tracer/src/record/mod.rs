@@ -125,6 +125,18 @@ impl Sink {
         Ok(())
     }
 
+    /// Where the time of threads still running went, up to now: they will
+    /// not exit inside the trace, so the kernel never sends it.
+    fn write_running_threads(&mut self, probes: &Probes) -> Result<()> {
+        let now = boottime_ns();
+        for (tid, mut times) in probes.running_threads()? {
+            times.close_interval(now);
+            let common = Common { ts_ns: now, pid: times.pid, tid, cgroup_id: 0 };
+            self.write(&Event::Sched { common, times: decode::thread_times(&times) })?;
+        }
+        Ok(())
+    }
+
     fn stats(&self, probes: &Probes) -> Result<Stats> {
         let mut lost = probes.lost()?;
         if self.counts.malformed > 0 {
@@ -341,6 +353,7 @@ async fn record(args: RecordArgs) -> Result<i32> {
         }
     }
     sink.drain(ring.get_mut())?;
+    sink.write_running_threads(&probes)?;
     status.clear();
     let stats = sink.stats(&probes)?;
     let Sink { writer, counts } = sink;

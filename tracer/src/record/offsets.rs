@@ -58,6 +58,8 @@ pub fn resolve_tracepoints(tracefs: &Path) -> Result<TracepointFields> {
     let page_cache = tracepoint_fields(tracefs, "filemap/mm_filemap_add_to_page_cache")?;
     let issue = tracepoint_fields(tracefs, "block/block_rq_issue")?;
     let complete = tracepoint_fields(tracefs, "block/block_rq_complete")?;
+    let switch = tracepoint_fields(tracefs, "sched/sched_switch")?;
+    let wakeup = tracepoint_fields(tracefs, "sched/sched_wakeup")?;
     let clone_flags = find(&newtask, "task_newtask", "clone_flags")?;
 
     for (event, arg) in [
@@ -98,6 +100,10 @@ pub fn resolve_tracepoints(tracefs: &Path) -> Result<TracepointFields> {
         block_complete_dev: find(&complete, "block_rq_complete", "dev")?.offset,
         block_complete_sector: find(&complete, "block_rq_complete", "sector")?.offset,
         block_complete_error: find(&complete, "block_rq_complete", "error")?.offset,
+        switch_prev_pid: find(&switch, "sched_switch", "prev_pid")?.offset,
+        switch_prev_state: find(&switch, "sched_switch", "prev_state")?.offset,
+        switch_next_pid: find(&switch, "sched_switch", "next_pid")?.offset,
+        wakeup_pid: find(&wakeup, "sched_wakeup", "pid")?.offset,
         _pad: 0,
     })
 }

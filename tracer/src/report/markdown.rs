@@ -46,9 +46,11 @@ pub fn render(report: &Report, top: usize) -> String {
     );
 
     let _ = writeln!(out, "<details><summary>Processes (top {top} by wall time)</summary>\n");
-    let _ =
-        writeln!(out, "| pid | wall | loader | search | failed lookups | libraries | unit | executable |");
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---|---|");
+    let _ = writeln!(
+        out,
+        "| pid | wall | on CPU | blocked | loader | search | failed lookups | libraries | disk read | unit | executable |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for p in report.processes.iter().take(top) {
         let (loader, search, failed, libs) = match &p.loader {
             Some(l) => (
@@ -61,9 +63,11 @@ pub fn render(report: &Report, top: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {loader} | {search} | {failed} | {libs} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {loader} | {search} | {failed} | {libs} | {} | {} | {} |",
             p.pid,
             duration(p.wall_ns),
+            duration(p.time.on_cpu_ns),
+            duration(p.time.blocked_ns),
             bytes(p.io.disk_read_bytes),
             escape(&p.unit),
             escape(p.exe.as_deref().unwrap_or("?"))

@@ -18,7 +18,7 @@ use crate::{
         process::{Exec, Process, ProcessTable},
         unit::CgroupNames,
     },
-    trace::{Event, Header, Stats, TraceReader},
+    trace::{Event, Header, Stats, ThreadTimes, TraceReader},
 };
 
 /// Version of the JSON schema (`docs/report-schema.md`).
@@ -178,6 +178,8 @@ pub struct ProcessRow {
     /// None when no exec of this process went through a probed loader.
     pub loader: Option<LoaderRow>,
     pub io: IoRow,
+    /// Where its threads' time went (summed over threads).
+    pub time: ThreadTimes,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -188,6 +190,7 @@ pub struct UnitRow {
     pub loader_ns: u64,
     pub failed_lookups: u64,
     pub io: IoRow,
+    pub time: ThreadTimes,
 }
 
 #[derive(Debug, Serialize)]
@@ -277,6 +280,7 @@ fn process_row(process: &Process, cgroups: &CgroupNames, trace_start: u64, trace
         execs: process.execs.iter().map(exec_row).collect(),
         loader: loader_row(process),
         io: IoRow::from(&process.io),
+        time: process.times,
     }
 }
 
@@ -329,6 +333,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
         unit.processes += 1;
         unit.execs += row.execs.len() as u64;
         unit.io.add(&row.io);
+        unit.time.add(&row.time);
         if let Some(loader) = &row.loader {
             unit.loader_ns += loader.total_ns;
             unit.failed_lookups += loader.failed_lookups;

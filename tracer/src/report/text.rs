@@ -44,8 +44,8 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
     let _ = writeln!(out, "\n{}", bold(&format!("Processes (top {top} by wall time)"), color));
     let _ = writeln!(
         out,
-        "{:>8}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:>10}  {:<24}  EXE",
-        "PID", "WALL", "LOADER", "SEARCH", "FAILED", "LIBS", "DISK READ", "UNIT"
+        "{:>8}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:>10}  {:<24}  EXE",
+        "PID", "WALL", "ON CPU", "BLOCKED", "LOADER", "SEARCH", "FAILED", "LIBS", "DISK READ", "UNIT"
     );
     for p in report.processes.iter().take(top) {
         let (loader, search, failed, libs) = match &p.loader {
@@ -62,9 +62,11 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
         });
         let _ = writeln!(
             out,
-            "{:>8}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:>10}  {:<24}  {}{}",
+            "{:>8}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:>10}  {:<24}  {}{}",
             p.pid,
             duration(p.wall_ns),
+            duration(p.time.on_cpu_ns),
+            duration(p.time.blocked_ns),
             loader,
             search,
             failed,

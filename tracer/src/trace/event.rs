@@ -134,6 +134,12 @@ pub enum Event {
         write: bool,
         error: i32,
     },
+    /// Where a thread's time went, sent when it exits (or when recording
+    /// stops, for threads still running).
+    Sched {
+        common: Common,
+        times: ThreadTimes,
+    },
     /// The dynamic loader of this process reached `phase`.
     Loader {
         common: Common,
@@ -160,6 +166,27 @@ pub enum Event {
     },
     /// Counters so far: written periodically and once at the end.
     Stats(Stats),
+}
+
+/// A thread's (or a process's) time by scheduler state, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ThreadTimes {
+    pub on_cpu_ns: u64,
+    /// Runnable, waiting for a CPU.
+    pub runnable_ns: u64,
+    /// Uninterruptible sleep: mostly waiting for disk I/O.
+    pub blocked_ns: u64,
+    /// Interruptible sleep: waiting for events, timers, children.
+    pub sleeping_ns: u64,
+}
+
+impl ThreadTimes {
+    pub fn add(&mut self, other: &ThreadTimes) {
+        self.on_cpu_ns += other.on_cpu_ns;
+        self.runnable_ns += other.runnable_ns;
+        self.blocked_ns += other.blocked_ns;
+        self.sleeping_ns += other.sleeping_ns;
+    }
 }
 
 /// Event and loss counters, by probe name.
@@ -191,6 +218,7 @@ impl Event {
             Event::Loader { .. } => "loader",
             Event::PageCache { .. } => "page_cache",
             Event::BlockIo { .. } => "block_io",
+            Event::Sched { .. } => "sched",
             Event::Cgroup { .. } => "cgroup",
             Event::Process { .. } => "process",
             Event::Stats(_) => "stats",
@@ -208,6 +236,7 @@ impl Event {
             | Event::Loader { common, .. }
             | Event::PageCache { common, .. }
             | Event::BlockIo { common, .. }
+            | Event::Sched { common, .. }
             | Event::Cgroup { common, .. } => common.ts_ns,
             Event::Process { ts_ns, .. } => *ts_ns,
             Event::Stats(stats) => stats.ts_ns,

@@ -37,6 +37,7 @@ pub mod tag {
     pub const LOADER: u8 = 0x19;
     pub const PAGE_CACHE: u8 = 0x1a;
     pub const BLOCK_IO: u8 = 0x1b;
+    pub const SCHED: u8 = 0x1c;
     /// Written once by a recorder that stopped cleanly.
     pub const END: u8 = 0x7f;
 }

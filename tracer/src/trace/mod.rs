@@ -6,7 +6,7 @@ pub mod format;
 pub mod reader;
 pub mod writer;
 
-pub use event::{Common, Event, LoaderPhase, OpenSyscall, Stats};
+pub use event::{Common, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes};
 pub use format::{ClockReference, FileId, Filters, Header};
 pub use reader::TraceReader;
 pub use writer::TraceWriter;
@@ -88,6 +88,10 @@ mod tests {
                 duration_ns: 900,
             },
             Event::Loader { common: common(1450, 11, 11), phase: LoaderPhase::Done },
+            Event::Sched {
+                common: common(1590, 11, 11),
+                times: ThreadTimes { on_cpu_ns: 1, runnable_ns: 2, blocked_ns: 3, sleeping_ns: 4 },
+            },
             Event::Cgroup {
                 common: common(1500, 1, 1),
                 id: 77,

@@ -4,7 +4,7 @@
 use std::{fmt, io::Read};
 
 use super::{
-    event::{Common, Event, LoaderPhase, OpenSyscall, Stats},
+    event::{Common, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes},
     format::{BLOCK_MAX, HEADER_MAX, Header, MAGIC, VERSION, flag, tag, unzigzag},
 };
 
@@ -337,6 +337,15 @@ impl<R: Read> TraceReader<R> {
                     latency_ns: self.get()?,
                     write: self.get()? & flag::WRITE != 0,
                     error: self.get_i32()?,
+                },
+                tag::SCHED => Event::Sched {
+                    common: self.get_common()?,
+                    times: ThreadTimes {
+                        on_cpu_ns: self.get()?,
+                        runnable_ns: self.get()?,
+                        blocked_ns: self.get()?,
+                        sleeping_ns: self.get()?,
+                    },
                 },
                 tag::LOADER => {
                     let common = self.get_common()?;

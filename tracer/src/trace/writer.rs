@@ -219,6 +219,13 @@ impl<W: Write> TraceWriter<W> {
                 self.put(*ino);
                 self.put(*duration_ns);
             }
+            Event::Sched { common, times } => {
+                self.put_common(tag::SCHED, common);
+                self.put(times.on_cpu_ns);
+                self.put(times.runnable_ns);
+                self.put(times.blocked_ns);
+                self.put(times.sleeping_ns);
+            }
             Event::Loader { common, phase } => {
                 self.put_common(tag::LOADER, common);
                 self.put(*phase as u64);
