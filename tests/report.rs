@@ -105,6 +105,26 @@ fn loader_libraries_and_lookups_match_ld_debug() {
         if !env.is_empty() {
             assert!(expected_failures >= 2, "the missing directories were probed: {log}");
         }
+
+        // Static facts of the program and of every library it loaded.
+        let binaries = report["binaries"].as_array().expect("binaries[]");
+        let binary = |path: &str| {
+            binaries
+                .iter()
+                .find(|b| b["path"] == path)
+                .unwrap_or_else(|| panic!("no binaries[] row for {path}"))
+        };
+        let main = binary(program);
+        assert_eq!(main["interpreter"], "/lib64/ld-linux-x86-64.so.2", "{main}");
+        let build_id = main["build_id"].as_str().unwrap_or_default();
+        assert!(build_id.len() == 40 && build_id.bytes().all(|b| b.is_ascii_hexdigit()), "{main}");
+        let needed: Vec<&str> =
+            main["needed"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        assert!(needed.contains(&"libc.so.6"), "{program} needs libc: {main}");
+        for library in &libraries {
+            let row = binary(library);
+            assert!(row["soname"].is_string() && row["relocations"].as_u64() > Some(0), "{row}");
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use object::{
 };
 
 /// What an ELF file asks of the dynamic loader.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ElfFacts {
     /// Hex of the `NT_GNU_BUILD_ID` note: identifies the build across renames and copies.
     pub build_id: Option<String>,

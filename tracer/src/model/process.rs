@@ -36,6 +36,11 @@ pub struct Process {
     pub io: IoTotals,
     /// Summed over its threads (those whose times the trace has).
     pub times: ThreadTimes,
+    /// Its children in the trace (indexes into the table).
+    children: Vec<usize>,
+    /// When its parent exited while it still ran: from then on the kernel
+    /// has reparented it (to init or a subreaper).
+    pub orphaned_ns: Option<u64>,
 }
 
 impl Process {
@@ -53,6 +58,8 @@ impl Process {
             exit_status: None,
             io: IoTotals::default(),
             times: ThreadTimes::default(),
+            children: Vec::new(),
+            orphaned_ns: None,
         }
     }
 
@@ -148,6 +155,9 @@ impl ProcessTable {
 
     fn start(&mut self, process: Process) -> usize {
         let index = self.processes.len();
+        if let Some(parent) = process.parent.and_then(|key| self.live.get(&key.pid).copied()) {
+            self.processes[parent].children.push(index);
+        }
         // A pid seen again without an exit in between: the old process's
         // exit was lost. The new one replaces it.
         self.live.insert(process.key.pid, index);
@@ -235,6 +245,12 @@ impl ProcessTable {
                     let process = &mut self.processes[index];
                     process.end_ns = Some(common.ts_ns);
                     process.exit_status = Some(*status);
+                    for child in std::mem::take(&mut process.children) {
+                        let child = &mut self.processes[child];
+                        if child.end_ns.is_none() {
+                            child.orphaned_ns = Some(common.ts_ns);
+                        }
+                    }
                 }
             }
             Event::Sched { common, times } => {
@@ -364,6 +380,20 @@ mod tests {
             (child.parent, child.ppid, child.exe()),
             (Some(first.key), 9, Some(&b"/usr/bin/python3"[..]))
         );
+    }
+
+    #[test]
+    fn children_outliving_their_parent_are_orphaned() {
+        let t = table(&[
+            fork(10, 1, 2),
+            fork(20, 2, 3),
+            fork(21, 2, 4),
+            exit(30, 4, 0),
+            exit(40, 2, 0),
+            exit(50, 3, 0),
+        ]);
+        let orphaned: Vec<_> = t.processes.iter().map(|p| (p.key.pid, p.orphaned_ns)).collect();
+        assert_eq!(orphaned, [(2, None), (3, Some(40)), (4, None)]);
     }
 
     #[test]

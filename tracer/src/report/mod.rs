@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::{
     model::{
+        elf::{ElfFacts, read_elf_facts},
         io::{FileTable, IoTotals, PAGE_SIZE},
         nix::parse_store_path,
         process::{Exec, Process, ProcessTable},
@@ -145,6 +146,47 @@ fn device(dev: u32) -> String {
     format!("{}:{}", dev >> 20, dev & 0xfffff)
 }
 
+/// Static facts about an executable or library the processes ran, read
+/// from the file when the report is made (so they describe the file as it
+/// is now, on this machine).
+#[derive(Debug, Serialize)]
+pub struct BinaryRow {
+    pub path: String,
+    pub package: Option<Package>,
+    /// Null when the file could not be read here; `error` says why.
+    pub build_id: Option<String>,
+    pub interpreter: Option<String>,
+    pub soname: Option<String>,
+    pub needed: Vec<String>,
+    pub runpath: Vec<String>,
+    pub rpath: Vec<String>,
+    pub bind_now: bool,
+    pub relocations: u64,
+    pub dynamic_symbols: u64,
+    pub error: Option<String>,
+}
+
+fn binary_row(path: &str) -> BinaryRow {
+    let (facts, error) = match read_elf_facts(std::path::Path::new(path)) {
+        Ok(facts) => (facts, None),
+        Err(e) => (ElfFacts::default(), Some(format!("{e:#}"))),
+    };
+    BinaryRow {
+        path: path.to_string(),
+        package: package_of(path),
+        build_id: facts.build_id,
+        interpreter: facts.interpreter,
+        soname: facts.soname,
+        needed: facts.needed,
+        runpath: facts.runpath,
+        rpath: facts.rpath,
+        bind_now: facts.bind_now,
+        relocations: facts.relocations,
+        dynamic_symbols: facts.dynamic_symbols,
+        error,
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct ExecRow {
     pub ts_ns: u64,
@@ -172,6 +214,8 @@ pub struct ProcessRow {
     pub seeded: bool,
     /// Still running when the trace ended.
     pub running: bool,
+    /// When its parent exited while it still ran (it was reparented).
+    pub orphaned_ns: Option<u64>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub execs: Vec<ExecRow>,
@@ -208,6 +252,9 @@ pub struct Report {
     pub units: Vec<UnitRow>,
     /// Files read from disk, most bytes first (of the selected processes).
     pub files: Vec<FileRow>,
+    /// Every executable and library the selected processes ran, by path,
+    /// with their static ELF facts.
+    pub binaries: Vec<BinaryRow>,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -275,6 +322,7 @@ fn process_row(process: &Process, cgroups: &CgroupNames, trace_start: u64, trace
         wall_ns: process.end_ns.unwrap_or(trace_end).saturating_sub(start),
         seeded: process.seeded,
         running: process.end_ns.is_none(),
+        orphaned_ns: process.orphaned_ns,
         exit_code,
         signal,
         execs: process.execs.iter().map(exec_row).collect(),
@@ -370,6 +418,16 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
         })
         .collect();
 
+    let mut binary_paths = std::collections::BTreeSet::new();
+    for row in &processes {
+        binary_paths.extend(row.execs.iter().map(|e| e.filename.clone()));
+        if let Some(loader) = &row.loader {
+            binary_paths.extend(loader.libraries.iter().map(|l| l.path.clone()));
+        }
+    }
+    // Each file is parsed once, however many processes ran it.
+    let binaries = binary_paths.into_iter().map(|path| binary_row(&path)).collect();
+
     let lost_by_probe = last_stats.as_ref().map(|s| s.lost.clone()).unwrap_or_default();
     Ok(Report {
         schema_version: SCHEMA_VERSION,
@@ -383,6 +441,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
         processes,
         units,
         files,
+        binaries,
     })
 }
 
