@@ -476,21 +476,30 @@ fn lost_events_are_counted_exactly() {
     let (_, baseline) = record_opens(&sandbox, &workload, 0, &[]);
     baseline.assert_nothing_lost();
     let loader_opens = baseline.of_type("open").len() as u64;
+    let loader_mmaps = baseline.of_type("mmap").len() as u64;
 
     let storm = 200_000;
     let (output, trace) = record_opens(&sandbox, &workload, storm, &["--buffer-size", "4096"]);
     let stats = trace.stats();
     let lost = &stats["lost"];
     let lost_opens = uint(lost, "open");
-    let recorded_opens = trace.of_type("open").len() as u64;
     assert!(lost_opens > 0, "a 4 KiB ring buffer should overflow: {stats}");
-    assert_eq!(recorded_opens + lost_opens, u64::from(storm) + loader_opens, "{stats}");
-    assert_eq!(uint(stats, "lost_total"), lost_opens, "only opens are lost: {stats}");
+    // Every open and mmap the program made is either in the trace or
+    // counted as lost, for each probe.
+    let recorded = |kind: &str| trace.of_type(kind).len() as u64;
+    assert_eq!(recorded("open") + lost_opens, u64::from(storm) + loader_opens, "{stats}");
+    assert_eq!(recorded("mmap") + uint(lost, "mmap"), loader_mmaps, "{stats}");
+    let by_probe: Vec<String> = lost
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, n)| n.as_u64() > Some(0))
+        .map(|(probe, n)| format!("{probe}: {n}"))
+        .collect();
+    let total = uint(stats, "lost_total");
     let stderr = stderr_of(&output);
-    assert!(
-        stderr.contains(&format!("incomplete trace: {lost_opens} events lost (open: {lost_opens})")),
-        "the user is not told: {stderr}"
-    );
+    let warning = format!("incomplete trace: {total} events lost ({})", by_probe.join(", "));
+    assert!(stderr.contains(&warning), "the user is not told {warning:?}: {stderr}");
 }
 
 /// A cgroup v2 directory made for one test, removed afterwards.

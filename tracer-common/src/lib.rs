@@ -99,6 +99,9 @@ pub mod lost {
     /// A newly forked process could not be added to the followed set (the
     /// map was full): its events are missing from a filtered trace.
     pub const FOLLOW_FULL: u32 = 15;
+    /// A process's reads of a file could not be counted (the `READ_BYTES`
+    /// map was full).
+    pub const READ_FULL: u32 = 14;
     /// Number of slots.
     pub const SLOTS: u32 = 16;
 }
@@ -320,6 +323,15 @@ impl TaskTimes {
     }
 }
 
+/// Key of the `READ_BYTES` map: bytes read by a process from one file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReadKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub pid: u32,
+}
+
 pub const TASK_ON_CPU: u32 = 0;
 pub const TASK_RUNNABLE: u32 = 1;
 pub const TASK_BLOCKED: u32 = 2;
@@ -470,8 +482,9 @@ mod pod {
     use super::*;
     // SAFETY: plain #[repr(C)] integers with explicit padding fields.
     unsafe impl aya::Pod for Config {}
-    // SAFETY: as above; userspace reads the map of these at the end.
+    // SAFETY: as above; userspace reads the maps of these at the end.
     unsafe impl aya::Pod for TaskTimes {}
+    unsafe impl aya::Pod for ReadKey {}
 }
 
 /// Fails the build, on whichever target disagrees, if a record's size or
@@ -507,6 +520,7 @@ layout!(TaskTimes, 48, {
     on_cpu_ns: 0, runnable_ns: 8, blocked_ns: 16, sleeping_ns: 24, since_ns: 32, pid: 40, state: 44,
 });
 layout!(SchedEvent, 80, { header: 0, times: 32 });
+layout!(ReadKey, 16, { ino: 0, dev: 8, pid: 12 });
 layout!(CgroupEvent, 48, { header: 0, id: 32, level: 40, path_len: 44, _pad: 46 });
 
 #[cfg(all(test, feature = "user"))]

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{Config, RING_BUFFER_BYTES, SCRATCH_SIZE, TaskTimes, lost};
+use tracer_common::{Config, RING_BUFFER_BYTES, ReadKey, SCRATCH_SIZE, TaskTimes, lost};
 
 #[unsafe(no_mangle)]
 pub static CONFIG: Global<Config> = Global::new(unsafe { core::mem::zeroed() });
@@ -106,3 +106,13 @@ pub static PENDING_BLOCK: HashMap<BlockKey, PendingBlock> = HashMap::with_max_en
 /// Time by scheduler state, per traced thread (tid), until it exits.
 #[map]
 pub static TASK_TIMES: HashMap<u32, TaskTimes> = HashMap::with_max_entries(65536, 0);
+
+/// Bytes read with read/pread64, per process and file, summed in the
+/// kernel (reads are too frequent for one event each); userspace reads the
+/// map when recording stops.
+#[map]
+pub static READ_BYTES: HashMap<ReadKey, u64> = HashMap::with_max_entries(65536, 0);
+
+/// The fd of a read in progress, by thread.
+#[map]
+pub static PENDING_READ: HashMap<u32, i64> = HashMap::with_max_entries(16384, 0);

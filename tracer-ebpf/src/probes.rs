@@ -8,4 +8,5 @@ mod loader;
 mod mmap;
 mod open;
 mod page_cache;
+mod read;
 mod sched;

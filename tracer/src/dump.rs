@@ -121,6 +121,9 @@ pub fn event_json(event: &Event) -> Value {
             }),
         ),
         Event::Loader { common, phase } => with_common(common, kind, json!({"phase": phase.name()})),
+        Event::FileRead { common, dev, ino, bytes } => {
+            with_common(common, kind, json!({"dev": dev, "ino": ino, "bytes": bytes}))
+        }
         Event::Sched { common, times } => {
             with_common(common, kind, serde_json::to_value(times).expect("serializes"))
         }

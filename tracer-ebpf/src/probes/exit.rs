@@ -8,7 +8,7 @@ use crate::{
     emit::{header, put_fixed, scratch, send},
     filter::{current_ids, is_traced},
     kernel::{current_task, read},
-    maps::{FOLLOWED, PENDING_EXEC, PENDING_MMAP, PENDING_OPEN, TASK_TIMES, config},
+    maps::{FOLLOWED, PENDING_EXEC, PENDING_MMAP, PENDING_OPEN, PENDING_READ, TASK_TIMES, config},
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -19,6 +19,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let _ = PENDING_OPEN.remove(&tid);
     let _ = PENDING_MMAP.remove(&tid);
     let _ = PENDING_EXEC.remove(&tid);
+    let _ = PENDING_READ.remove(&tid);
     if !is_traced(pid) {
         let _ = TASK_TIMES.remove(&tid);
         return 0;

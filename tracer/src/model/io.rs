@@ -19,6 +19,8 @@ pub struct IoTotals {
     pub block_requests: u64,
     /// Sum of issue-to-completion times of those requests.
     pub block_latency_ns: u64,
+    /// Bytes returned by read/pread64, from cache or disk.
+    pub read_bytes: u64,
 }
 
 impl IoTotals {
@@ -30,6 +32,7 @@ impl IoTotals {
     pub fn add(&mut self, event: &Event) -> bool {
         match event {
             Event::PageCache { pages, .. } => self.disk_read_pages += u64::from(*pages),
+            Event::FileRead { bytes, .. } => self.read_bytes += bytes,
             Event::BlockIo { bytes, latency_ns, write, .. } => {
                 let bytes = u64::from(*bytes);
                 if *write {
@@ -52,8 +55,10 @@ pub struct FileIo {
     /// The first name it was opened or mapped under.
     pub path: Option<Bytes>,
     pub disk_read_pages: u64,
-    /// Pids whose reads brought its pages in.
+    /// Pids that read it, or whose reads brought its pages in.
     pub readers: BTreeSet<u32>,
+    /// Bytes read from it with read/pread64, by all processes.
+    pub read_bytes: u64,
 }
 
 /// Page-cache reads per file, in one pass over the events.
@@ -85,6 +90,11 @@ impl FileTable {
                 let file = self.files.entry((*dev, *ino)).or_default();
                 file.path.get_or_insert_with(|| path.clone());
             }
+            Event::FileRead { common, dev, ino, bytes } => {
+                let file = self.files.entry((*dev, *ino)).or_default();
+                file.read_bytes += bytes;
+                file.readers.insert(common.pid);
+            }
             Event::PageCache { common, dev, ino, pages, .. } => {
                 let file = self.files.entry((*dev, *ino)).or_default();
                 file.disk_read_pages += u64::from(*pages);
@@ -94,10 +104,16 @@ impl FileTable {
         }
     }
 
-    /// Files that had pages read from disk, most first.
-    pub fn read_from_disk(&self) -> Vec<(&(u32, u64), &FileIo)> {
-        let mut files: Vec<_> = self.files.iter().filter(|(_, f)| f.disk_read_pages > 0).collect();
-        files.sort_by(|a, b| b.1.disk_read_pages.cmp(&a.1.disk_read_pages).then(a.0.cmp(b.0)));
+    /// Files that were read (from disk or cache), most read from disk
+    /// first, then most read.
+    pub fn read(&self) -> Vec<(&(u32, u64), &FileIo)> {
+        let mut files: Vec<_> =
+            self.files.iter().filter(|(_, f)| f.disk_read_pages > 0 || f.read_bytes > 0).collect();
+        files.sort_by(|a, b| {
+            (b.1.disk_read_pages, b.1.read_bytes)
+                .cmp(&(a.1.disk_read_pages, a.1.read_bytes))
+                .then(a.0.cmp(b.0))
+        });
         files
     }
 }

@@ -138,6 +138,8 @@ pub struct ProcessTable {
     pub processes: Vec<Process>,
     /// pid -> index of the live process with that pid.
     live: HashMap<u32, usize>,
+    /// pid -> index of the latest process with that pid, live or not.
+    latest: HashMap<u32, usize>,
     /// Timestamp of the last event seen.
     pub last_ts: u64,
 }
@@ -161,6 +163,7 @@ impl ProcessTable {
         // A pid seen again without an exit in between: the old process's
         // exit was lost. The new one replaces it.
         self.live.insert(process.key.pid, index);
+        self.latest.insert(process.key.pid, index);
         self.processes.push(process);
         index
     }
@@ -255,6 +258,20 @@ impl ProcessTable {
             }
             Event::Sched { common, times } => {
                 self.live_process(common.pid, common.ts_ns, common.cgroup_id).times.add(times);
+            }
+            Event::FileRead { common, .. } => {
+                // Written when recording stops, summed over the whole
+                // recording: the process may have exited long before.
+                let index = match self.latest.get(&common.pid) {
+                    Some(index) => *index,
+                    None => self.start(Process::new(
+                        ProcessKey { pid: common.pid, start_ns: common.ts_ns },
+                        0,
+                        None,
+                        0,
+                    )),
+                };
+                self.processes[index].io.add(event);
             }
             Event::PageCache { common, .. } | Event::BlockIo { common, .. } => {
                 self.live_process(common.pid, common.ts_ns, common.cgroup_id).io.add(event);

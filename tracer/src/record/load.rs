@@ -9,7 +9,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
-use tracer_common::{Config, EventKind, TaskTimes, lost};
+use tracer_common::{Config, EventKind, ReadKey, TaskTimes, lost};
 
 use super::offsets::{KernelTypes, resolve_tracepoints};
 use crate::trace::FileId;
@@ -62,6 +62,15 @@ const PROBES: &[(&str, &[Attachment])] = &[
     ("page_cache", &[tp("mm_filemap_add_to_page_cache", "filemap")]),
     ("block_io", &[tp("block_rq_issue", "block"), tp("block_rq_complete", "block")]),
     ("sched", &[tp("sched_switch", "sched"), tp("sched_wakeup", "sched")]),
+    (
+        "read",
+        &[
+            tp("sys_enter_read", "syscalls"),
+            tp("sys_exit_read", "syscalls"),
+            tp("sys_enter_pread64", "syscalls"),
+            tp("sys_exit_pread64", "syscalls"),
+        ],
+    ),
 ];
 
 /// What the recorder asks of the kernel side.
@@ -267,14 +276,22 @@ impl Probes {
         Ok(times.iter().collect::<Result<_, _>>()?)
     }
 
+    /// Bytes read so far, per process and file.
+    pub fn read_totals(&self) -> Result<Vec<(ReadKey, u64)>> {
+        let map = self.ebpf.map("READ_BYTES").context("the eBPF object has no READ_BYTES map")?;
+        let totals: HashMap<_, ReadKey, u64> = HashMap::try_from(map)?;
+        Ok(totals.iter().collect::<Result<_, _>>()?)
+    }
+
     /// Events lost so far, by probe name, summed over CPUs.
     pub fn lost(&self) -> Result<std::collections::BTreeMap<String, u64>> {
         let map = self.ebpf.map("LOST").context("the eBPF object has no LOST map")?;
         let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-        let slots = EventKind::ALL
-            .iter()
-            .map(|kind| (*kind as u32, kind.probe_name()))
-            .chain([(lost::PENDING_FULL, "pending_full"), (lost::FOLLOW_FULL, "follow_full")]);
+        let slots = EventKind::ALL.iter().map(|kind| (*kind as u32, kind.probe_name())).chain([
+            (lost::PENDING_FULL, "pending_full"),
+            (lost::FOLLOW_FULL, "follow_full"),
+            (lost::READ_FULL, "read_full"),
+        ]);
         let mut lost = std::collections::BTreeMap::new();
         for (slot, name) in slots {
             let values = counters.get(&slot, 0)?;

@@ -137,6 +137,16 @@ impl Sink {
         Ok(())
     }
 
+    /// What each process read from each file, summed in the kernel.
+    fn write_read_totals(&mut self, probes: &Probes) -> Result<()> {
+        let now = boottime_ns();
+        for (key, bytes) in probes.read_totals()? {
+            let common = Common { ts_ns: now, pid: key.pid, tid: key.pid, cgroup_id: 0 };
+            self.write(&Event::FileRead { common, dev: key.dev, ino: key.ino, bytes })?;
+        }
+        Ok(())
+    }
+
     fn stats(&self, probes: &Probes) -> Result<Stats> {
         let mut lost = probes.lost()?;
         if self.counts.malformed > 0 {
@@ -354,6 +364,7 @@ async fn record(args: RecordArgs) -> Result<i32> {
     }
     sink.drain(ring.get_mut())?;
     sink.write_running_threads(&probes)?;
+    sink.write_read_totals(&probes)?;
     status.clear();
     let stats = sink.stats(&probes)?;
     let Sink { writer, counts } = sink;

@@ -97,6 +97,8 @@ pub struct IoRow {
     pub block_requests: u64,
     /// Issue to completion, summed over the requests.
     pub block_latency_ns: u64,
+    /// Bytes returned by read/pread64 (from the cache or the disk).
+    pub read_bytes: u64,
 }
 
 impl From<&IoTotals> for IoRow {
@@ -107,6 +109,7 @@ impl From<&IoTotals> for IoRow {
             block_write_bytes: io.block_write_bytes,
             block_requests: io.block_requests,
             block_latency_ns: io.block_latency_ns,
+            read_bytes: io.read_bytes,
         }
     }
 }
@@ -118,10 +121,11 @@ impl IoRow {
         self.block_write_bytes += other.block_write_bytes;
         self.block_requests += other.block_requests;
         self.block_latency_ns += other.block_latency_ns;
+        self.read_bytes += other.read_bytes;
     }
 }
 
-/// A file whose pages were read from disk.
+/// A file that was read, from the disk or the page cache.
 #[derive(Debug, Serialize)]
 pub struct FileRow {
     /// Null when the trace never saw it opened or mapped.
@@ -130,7 +134,9 @@ pub struct FileRow {
     pub ino: u64,
     pub package: Option<Package>,
     pub disk_read_bytes: u64,
-    /// The processes whose reads brought it in.
+    /// Bytes read from it with read/pread64, from the cache or the disk.
+    pub read_bytes: u64,
+    /// The processes that read it or whose reads brought it in.
     pub readers: Vec<u32>,
 }
 
@@ -250,7 +256,8 @@ pub struct Report {
     pub lost_by_probe: BTreeMap<String, u64>,
     pub processes: Vec<ProcessRow>,
     pub units: Vec<UnitRow>,
-    /// Files read from disk, most bytes first (of the selected processes).
+    /// Files read by the selected processes: most read from disk first,
+    /// then most bytes read.
     pub files: Vec<FileRow>,
     /// Every executable and library the selected processes ran, by path,
     /// with their static ELF facts.
@@ -394,7 +401,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
     let known_devices: std::collections::HashSet<u32> =
         files.files.iter().filter(|(_, f)| f.path.is_some()).map(|((dev, _), _)| *dev).collect();
     let files = files
-        .read_from_disk()
+        .read()
         .into_iter()
         .filter(|(_, f)| f.readers.iter().any(|pid| selected_pids.contains(pid)))
         .map(|((dev, ino), f)| {
@@ -413,6 +420,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
                 dev: *dev,
                 ino: *ino,
                 disk_read_bytes: f.disk_read_pages * PAGE_SIZE,
+                read_bytes: f.read_bytes,
                 readers: f.readers.iter().copied().collect(),
             }
         })

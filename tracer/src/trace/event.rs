@@ -140,6 +140,14 @@ pub enum Event {
         common: Common,
         times: ThreadTimes,
     },
+    /// Bytes a process read from a file with read/pread64 over the whole
+    /// recording (written once, when recording stops).
+    FileRead {
+        common: Common,
+        dev: u32,
+        ino: u64,
+        bytes: u64,
+    },
     /// The dynamic loader of this process reached `phase`.
     Loader {
         common: Common,
@@ -219,6 +227,7 @@ impl Event {
             Event::PageCache { .. } => "page_cache",
             Event::BlockIo { .. } => "block_io",
             Event::Sched { .. } => "sched",
+            Event::FileRead { .. } => "read",
             Event::Cgroup { .. } => "cgroup",
             Event::Process { .. } => "process",
             Event::Stats(_) => "stats",
@@ -237,6 +246,7 @@ impl Event {
             | Event::PageCache { common, .. }
             | Event::BlockIo { common, .. }
             | Event::Sched { common, .. }
+            | Event::FileRead { common, .. }
             | Event::Cgroup { common, .. } => common.ts_ns,
             Event::Process { ts_ns, .. } => *ts_ns,
             Event::Stats(stats) => stats.ts_ns,

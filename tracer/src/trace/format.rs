@@ -38,6 +38,7 @@ pub mod tag {
     pub const PAGE_CACHE: u8 = 0x1a;
     pub const BLOCK_IO: u8 = 0x1b;
     pub const SCHED: u8 = 0x1c;
+    pub const FILE_READ: u8 = 0x1d;
     /// Written once by a recorder that stopped cleanly.
     pub const END: u8 = 0x7f;
 }

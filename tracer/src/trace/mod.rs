@@ -88,6 +88,7 @@ mod tests {
                 duration_ns: 900,
             },
             Event::Loader { common: common(1450, 11, 11), phase: LoaderPhase::Done },
+            Event::FileRead { common: common(1595, 11, 11), dev: 8, ino: 99, bytes: 12345 },
             Event::Sched {
                 common: common(1590, 11, 11),
                 times: ThreadTimes { on_cpu_ns: 1, runnable_ns: 2, blocked_ns: 3, sleeping_ns: 4 },

@@ -347,6 +347,12 @@ impl<R: Read> TraceReader<R> {
                         sleeping_ns: self.get()?,
                     },
                 },
+                tag::FILE_READ => Event::FileRead {
+                    common: self.get_common()?,
+                    dev: self.get_u32()?,
+                    ino: self.get()?,
+                    bytes: self.get()?,
+                },
                 tag::LOADER => {
                     let common = self.get_common()?;
                     let phase = match self.get()? {

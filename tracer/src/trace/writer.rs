@@ -226,6 +226,12 @@ impl<W: Write> TraceWriter<W> {
                 self.put(times.blocked_ns);
                 self.put(times.sleeping_ns);
             }
+            Event::FileRead { common, dev, ino, bytes } => {
+                self.put_common(tag::FILE_READ, common);
+                self.put(*dev as u64);
+                self.put(*ino);
+                self.put(*bytes);
+            }
             Event::Loader { common, phase } => {
                 self.put_common(tag::LOADER, common);
                 self.put(*phase as u64);
