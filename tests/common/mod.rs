@@ -402,6 +402,19 @@ fn field<'a>(record: &'a Value, key: &str) -> &'a Value {
     record.get(key).unwrap_or_else(|| panic!("record has no {key:?}: {record}"))
 }
 
+/// How nixtrace words lost events, from a stats record's `lost` object or a
+/// report's `lost_by_probe`: "N events lost (open: 3, mmap: 1)".
+pub fn lost_description(lost: &Value) -> String {
+    let by_probe = lost.as_object().expect("an object of loss counts");
+    let total: u64 = by_probe.values().map(|n| n.as_u64().unwrap()).sum();
+    let nonzero: Vec<String> = by_probe
+        .iter()
+        .filter(|(_, n)| n.as_u64() > Some(0))
+        .map(|(probe, n)| format!("{probe}: {n}"))
+        .collect();
+    format!("{total} events lost ({})", nonzero.join(", "))
+}
+
 pub fn int(record: &Value, key: &str) -> i64 {
     field(record, key).as_i64().unwrap_or_else(|| panic!("{key:?} is not an integer: {record}"))
 }

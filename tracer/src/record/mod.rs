@@ -28,7 +28,7 @@ use tokio::{
 
 use crate::{
     cli::RecordArgs,
-    trace::{ClockReference, Common, Event, Filters, Header, Stats, TraceWriter},
+    trace::{ClockReference, Common, Event, Filters, Header, Stats, TraceWriter, event::describe_lost},
 };
 use load::{Filter, Probes};
 use status::StatusLine;
@@ -398,14 +398,8 @@ fn summarize(output: &Path, counts: &Counts, stats: &Stats, bytes: u64, elapsed:
         String::from_utf8_lossy(output.as_os_str().as_bytes()),
         bytes.div_ceil(1024)
     );
-    if stats.lost_total() > 0 {
-        let lost: Vec<String> =
-            stats.lost.iter().filter(|(_, n)| **n > 0).map(|(probe, n)| format!("{probe}: {n}")).collect();
-        eprintln!(
-            "nixtrace: warning: incomplete trace: {} events lost ({})",
-            stats.lost_total(),
-            lost.join(", ")
-        );
+    if let Some(lost) = describe_lost(&stats.lost) {
+        eprintln!("nixtrace: warning: incomplete trace: {lost}");
     }
 }
 

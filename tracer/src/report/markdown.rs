@@ -52,15 +52,7 @@ pub fn render(report: &Report, top: usize) -> String {
     );
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for p in report.processes.iter().take(top) {
-        let (loader, search, failed, libs) = match &p.loader {
-            Some(l) => (
-                duration(l.total_ns),
-                duration(l.search_ns),
-                l.failed_lookups.to_string(),
-                l.libraries.len().to_string(),
-            ),
-            None => ("".into(), "".into(), "".into(), "".into()),
-        };
+        let [loader, search, failed, libs] = p.loader_cells().unwrap_or_else(|| [""; 4].map(String::from));
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {loader} | {search} | {failed} | {libs} | {} | {} | {} |",

@@ -19,7 +19,7 @@ use crate::{
         process::{Exec, Process, ProcessTable},
         unit::CgroupNames,
     },
-    trace::{Event, Header, Stats, ThreadTimes, TraceReader},
+    trace::{Event, Header, Stats, ThreadTimes, TraceReader, event::describe_lost},
 };
 
 /// Version of the JSON schema (`docs/report-schema.md`).
@@ -456,11 +456,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
 /// The "incomplete" line every output carries when the trace is.
 pub fn completeness_warning(report: &Report) -> Option<String> {
     let mut parts = Vec::new();
-    if report.lost_events > 0 {
-        let by_probe: Vec<String> =
-            report.lost_by_probe.iter().filter(|(_, n)| **n > 0).map(|(p, n)| format!("{p}: {n}")).collect();
-        parts.push(format!("{} events lost ({})", report.lost_events, by_probe.join(", ")));
-    }
+    parts.extend(describe_lost(&report.lost_by_probe));
     if let Some(reason) = &report.cut_short {
         parts.push(format!("the trace was cut short: {reason}"));
     }
@@ -492,6 +488,21 @@ pub fn render(report: &Report, format: Format, selection: &Selection, color: boo
         Format::Text => text::render(report, selection.top, color),
         Format::Markdown => markdown::render(report, selection.top),
         Format::Json => json::render(report),
+    }
+}
+
+impl ProcessRow {
+    /// Loader time, search time, failed lookups and libraries, formatted
+    /// for a table; None without a probed loader run.
+    pub fn loader_cells(&self) -> Option<[String; 4]> {
+        self.loader.as_ref().map(|l| {
+            [
+                duration(l.total_ns),
+                duration(l.search_ns),
+                l.failed_lookups.to_string(),
+                l.libraries.len().to_string(),
+            ]
+        })
     }
 }
 

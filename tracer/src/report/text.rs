@@ -48,15 +48,7 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
         "PID", "WALL", "ON CPU", "BLOCKED", "LOADER", "SEARCH", "FAILED", "LIBS", "DISK READ", "UNIT"
     );
     for p in report.processes.iter().take(top) {
-        let (loader, search, failed, libs) = match &p.loader {
-            Some(l) => (
-                duration(l.total_ns),
-                duration(l.search_ns),
-                l.failed_lookups.to_string(),
-                l.libraries.len().to_string(),
-            ),
-            None => ("-".into(), "-".into(), "-".into(), "-".into()),
-        };
+        let [loader, search, failed, libs] = p.loader_cells().unwrap_or_else(|| ["-"; 4].map(String::from));
         let package = p.package.as_ref().map_or(String::new(), |pkg| {
             format!(" ({}{})", pkg.name, pkg.version.as_ref().map_or(String::new(), |v| format!("-{v}")))
         });

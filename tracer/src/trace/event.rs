@@ -213,6 +213,15 @@ impl Stats {
     }
 }
 
+/// "N events lost (open: 3, mmap: 1)": how every output says a trace is
+/// incomplete. None when nothing was lost.
+pub fn describe_lost(lost: &BTreeMap<String, u64>) -> Option<String> {
+    let total: u64 = lost.values().sum();
+    let by_probe: Vec<String> =
+        lost.iter().filter(|(_, n)| **n > 0).map(|(p, n)| format!("{p}: {n}")).collect();
+    (total > 0).then(|| format!("{total} events lost ({})", by_probe.join(", ")))
+}
+
 impl Event {
     /// The `type` of the event in `dump` output and the docs.
     pub fn type_name(&self) -> &'static str {
