@@ -407,6 +407,14 @@ fn loader_time_matches_ld_debug_statistics() {
             row["execs"].as_array().unwrap().last().unwrap()["loader_ns"].as_u64().expect("loader time");
         let allowed = (glibc_ns * 0.25).max(200_000.0);
         comparisons.push(format!("{program}: nixtrace {ours} ns, glibc {glibc_ns:.0} ns"));
+        let exec = row["execs"].as_array().unwrap().last().unwrap();
+        let to_entry = exec["to_entry_ns"].as_u64().expect("the program was entered");
+        assert!(to_entry > ours, "{program}: exec to entry {to_entry} ns includes the loader's {ours} ns");
+        assert!(
+            row["loader"]["init_ns"].as_u64() > Some(0),
+            "{program}: initialisers ran: {}",
+            row["loader"]
+        );
         assert!(
             (ours as f64 - glibc_ns).abs() <= allowed,
             "loader time off by more than {allowed:.0} ns ({ticks_per_ns:.3} ticks/ns):\n{}",

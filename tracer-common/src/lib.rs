@@ -343,7 +343,7 @@ pub const TASK_SLEEPING: u32 = 3;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoaderEvent {
     pub header: EventHeader,
-    /// [`LOADER_START`] or [`LOADER_DONE`].
+    /// [`LOADER_START`], [`LOADER_DONE`] or [`LOADER_ENTRY`].
     pub phase: u32,
     pub _pad: u32,
 }
@@ -353,6 +353,8 @@ pub const LOADER_START: u32 = 1;
 /// `_dl_start_user`: libraries are mapped and relocated; initialisers and
 /// the program's entry point come next.
 pub const LOADER_DONE: u32 = 2;
+/// The jump to the program's entry point: initialisers have run.
+pub const LOADER_ENTRY: u32 = 3;
 
 /// A cgroup directory was created. Trailing: `path_len` bytes of its path
 /// relative to the cgroup v2 root (starting with `/`).

@@ -1,11 +1,12 @@
 //! The glibc dynamic loader's own timeline: uprobes on `ld.so`'s entry
-//! point (the loader starts) and on `_dl_start_user` (every library is
-//! mapped and relocated). Userspace finds both addresses in each loader
-//! binary and attaches these programs there; the interval is what glibc's
-//! `LD_DEBUG=statistics` reports as "total startup time in dynamic loader".
+//! point (the loader starts), on `_dl_start_user` (every library is mapped
+//! and relocated) and on its jump to the program (initialisers done).
+//! Userspace finds the addresses in each loader binary and attaches these
+//! programs there; the first interval is what glibc's `LD_DEBUG=statistics`
+//! reports as "total startup time in dynamic loader".
 
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
-use tracer_common::{EventKind, LOADER_DONE, LOADER_START, LoaderEvent};
+use tracer_common::{EventKind, LOADER_DONE, LOADER_ENTRY, LOADER_START, LoaderEvent};
 
 use crate::{
     emit::{header, put_fixed, scratch, send},
@@ -31,4 +32,9 @@ pub fn loader_start(_ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn loader_done(_ctx: ProbeContext) -> u32 {
     report(LOADER_DONE)
+}
+
+#[uprobe]
+pub fn loader_entry(_ctx: ProbeContext) -> u32 {
+    report(LOADER_ENTRY)
 }

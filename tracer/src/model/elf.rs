@@ -78,13 +78,25 @@ pub fn elf_facts_from_bytes(data: &[u8]) -> Result<ElfFacts> {
 /// calls "total startup time in dynamic loader".
 ///
 /// Why the call and not `_start` itself: the kernel emulates a probed
-/// `call`, but single-steps a probed `mov` after the probe has fired, and a
-/// single step can cost hundreds of microseconds in a virtual machine. The
-/// probe at `_dl_start_user` fires before its own single step, so neither
-/// cost lands inside the measured interval.
-/// Returns `(call_offset, dl_start_user_offset)`.
-pub fn loader_probe_offsets(data: &[u8]) -> Result<(u64, u64)> {
+/// `call`, but single-steps a probed `mov` after the probe has fired; the
+/// probes at `_dl_start_user` and at the final jump fire before their own
+/// single step, so no step's cost lands inside a measured interval.
+pub fn loader_probe_offsets(data: &[u8]) -> Result<LoaderProbes> {
     with_elf!(data, file => probe_offsets(file))
+}
+
+/// File offsets of the loader's probe points (see [`loader_probe_offsets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderProbes {
+    /// `call _dl_start`: the loader begins.
+    pub start: u64,
+    /// `_dl_start_user`: libraries mapped and relocated.
+    pub done: u64,
+    /// `jmp *%r12` at the end of `_dl_start_user`: initialisers have run and
+    /// the program's entry point is next. None when the code there is not
+    /// the known sequence (the probe is then left out rather than placed
+    /// inside an instruction).
+    pub entry: Option<u64>,
 }
 
 fn facts<H: FileHeader<Endian = Endianness>>(file: &ElfFile<'_, H>) -> Result<ElfFacts> {
@@ -255,7 +267,7 @@ const RTLD_START: [u8; 4] = [0x48, 0x89, 0xe7, 0xe8];
 /// Bytes of `mov %rsp,%rdi; call rel32`: `_dl_start_user` is the instruction after the call.
 const RTLD_START_LEN: u64 = 8;
 
-fn probe_offsets<H: FileHeader<Endian = Endianness>>(file: &ElfFile<'_, H>) -> Result<(u64, u64)> {
+fn probe_offsets<H: FileHeader<Endian = Endianness>>(file: &ElfFile<'_, H>) -> Result<LoaderProbes> {
     let machine = file.elf_header().e_machine(file.endian());
     ensure!(machine == elf::EM_X86_64, "loader probes are only known for x86_64, not ELF machine {machine}");
     let entry = file.entry();
@@ -266,8 +278,20 @@ fn probe_offsets<H: FileHeader<Endian = Endianness>>(file: &ElfFile<'_, H>) -> R
          (mov %rsp,%rdi; call _dl_start = 48 89 e7 e8 ...): found {code:02x?}"
     );
     // `mov %rsp,%rdi` is 3 bytes; the 5-byte call follows.
-    Ok((offset + 3, offset + RTLD_START_LEN))
+    let done = offset + RTLD_START_LEN;
+    let user = bytes_at(file, entry + RTLD_START_LEN, DL_START_USER_SCAN).unwrap_or_default();
+    let jump = user.windows(TO_ENTRY.len()).position(|w| w == TO_ENTRY);
+    // `mov %r13,%rsp` is 3 bytes; the probe goes on the jump after it.
+    let entry = jump.map(|at| done + at as u64 + 3);
+    Ok(LoaderProbes { start: offset + 3, done, entry })
 }
+
+/// How far into `_dl_start_user` to look for its final jump.
+const DL_START_USER_SCAN: u64 = 96;
+/// `mov %r13,%rsp; jmp *%r12`: how glibc's x86_64 `_dl_start_user` ends,
+/// after `_dl_init` has run the initialisers. Matching both instructions,
+/// not just the jump, keeps the probe on an instruction boundary.
+const TO_ENTRY: [u8; 6] = [0x4c, 0x89, 0xec, 0x41, 0xff, 0xe4];
 
 /// The `size` bytes at virtual address `vaddr`.
 fn bytes_at<'a, H: FileHeader<Endian = Endianness>>(
@@ -398,11 +422,14 @@ mod tests {
     #[test]
     fn loader_probe_offsets_point_at_start_and_dl_start_user() {
         let data = read(LOADER);
-        let (call, dl_start_user) = loader_probe_offsets(&data).expect("glibc's x86_64 loader");
-        let call = usize::try_from(call).unwrap();
+        let probes = loader_probe_offsets(&data).expect("glibc's x86_64 loader");
+        let call = usize::try_from(probes.start).unwrap();
         assert_eq!(data[call - 3..call], [0x48, 0x89, 0xe7]);
         assert_eq!(data[call], 0xe8);
-        assert_eq!(dl_start_user, call as u64 + 5);
+        assert_eq!(probes.done, call as u64 + 5);
+        let jump =
+            usize::try_from(probes.entry.expect("Debian's loader ends _dl_start_user as expected")).unwrap();
+        assert_eq!(data[jump - 3..jump + 3], [0x4c, 0x89, 0xec, 0x41, 0xff, 0xe4]);
         assert_eq!(facts_of(Path::new(LOADER)).soname.as_deref(), Some("ld-linux-x86-64.so.2"));
     }
 

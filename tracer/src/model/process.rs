@@ -85,6 +85,9 @@ pub struct LoaderRun {
     pub start_ns: u64,
     /// None when the trace ends (or the process dies) inside the loader.
     pub done_ns: Option<u64>,
+    /// When the initialisers had run and the program's entry point was
+    /// next (None without that probe, or if it never got there).
+    pub entry_ns: Option<u64>,
     /// Opens that failed: the library search probing directories.
     pub failed_lookups: u64,
     /// Time spent in those failed opens.
@@ -103,6 +106,12 @@ pub struct LoaderRun {
 impl LoaderRun {
     pub fn total_ns(&self) -> Option<u64> {
         self.done_ns.map(|done| done.saturating_sub(self.start_ns))
+    }
+
+    /// The libraries' initialisers (constructors), between relocation and
+    /// the program's entry point.
+    pub fn init_ns(&self) -> Option<u64> {
+        Some(self.entry_ns?.saturating_sub(self.done_ns?))
     }
 
     /// Time that is neither searching nor opening and mapping: relocation,
@@ -211,6 +220,11 @@ impl ProcessTable {
                         if let Some(run) = exec.loader.as_mut().filter(|r| r.done_ns.is_none()) {
                             run.done_ns = Some(common.ts_ns);
                             run.open_fds.clear();
+                        }
+                    }
+                    LoaderPhase::Entry => {
+                        if let Some(run) = exec.loader.as_mut().filter(|r| r.done_ns.is_some()) {
+                            run.entry_ns.get_or_insert(common.ts_ns);
                         }
                     }
                 }
@@ -442,6 +456,7 @@ mod tests {
             mmap(1_400, 20, "/opt/lib/libz.so.1.3", 3, 1, 8192),
             mmap(1_500, 20, "/opt/lib/libz.so.1.3", 3, 5, 4096),
             Event::Loader { common: common(2_100, 20), phase: LoaderPhase::Done },
+            Event::Loader { common: common(2_150, 20), phase: LoaderPhase::Entry },
             // After the loader: not the loader's.
             open(2_200, 20, "/etc/app.conf", -2, 50),
         ]);
@@ -449,6 +464,7 @@ mod tests {
         assert_eq!(run.total_ns(), Some(1_000));
         assert_eq!((run.failed_lookups, run.search_ns, run.open_ns, run.map_ns), (1, 300, 500, 200));
         assert_eq!(run.rest_ns(), Some(0));
+        assert_eq!(run.init_ns(), Some(50));
         assert_eq!(run.dirs_probed.get(b"/opt/lib/glibc-hwcaps/x86-64-v3".as_slice()), Some(&1));
         assert_eq!(
             run.libraries,

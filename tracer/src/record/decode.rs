@@ -4,8 +4,8 @@ use std::mem::size_of;
 
 use tracer_common::{
     BLOCK_WRITE, BlockIoEvent, CgroupEvent, EXEC_ARGV_TRUNCATED, EXIT_GROUP_DEAD, EventHeader, EventKind,
-    ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, LOADER_DONE, LOADER_START, LoaderEvent, MmapEvent,
-    OpenEvent, PageCacheEvent, SchedEvent, TaskTimes, WALK_TRUNCATED, join_reversed_components,
+    ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, LOADER_DONE, LOADER_ENTRY, LOADER_START, LoaderEvent,
+    MmapEvent, OpenEvent, PageCacheEvent, SchedEvent, TaskTimes, WALK_TRUNCATED, join_reversed_components,
 };
 
 use crate::trace::{Common, Event, LoaderPhase, OpenSyscall, ThreadTimes};
@@ -160,6 +160,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
             let phase = match e.phase {
                 LOADER_START => LoaderPhase::Start,
                 LOADER_DONE => LoaderPhase::Done,
+                LOADER_ENTRY => LoaderPhase::Entry,
                 _ => return Err(Malformed("unknown loader phase")),
             };
             Event::Loader { common, phase }

@@ -12,7 +12,7 @@ use aya::{
 use tracer_common::{Config, EventKind, ReadKey, TaskTimes, lost};
 
 use super::offsets::{KernelTypes, resolve_tracepoints};
-use crate::trace::FileId;
+use crate::{model::elf::LoaderProbes, trace::FileId};
 
 /// The kernel programs, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nixtrace-ebpf.o"));
@@ -152,14 +152,28 @@ pub fn check_privileges() -> Result<()> {
 fn attach_loaders(ebpf: &mut Ebpf, warnings: &mut Vec<String>) -> Result<Vec<FileId>> {
     let (loaders, unprobeable) = super::loader::find();
     warnings.extend(unprobeable.iter().map(|e| format!("{e:#}: its processes have no loader timings")));
-    for (program, point) in [("loader_start", true), ("loader_done", false)] {
+    const PROGRAMS: [&str; 3] = ["loader_start", "loader_done", "loader_entry"];
+    for program in PROGRAMS {
         let prog: &mut UProbe = ebpf
             .program_mut(program)
             .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
             .try_into()?;
         prog.load().map_err(|e| refused(program, e))?;
-        for loader in &loaders {
-            let offset = if point { loader.start_offset } else { loader.done_offset };
+    }
+    for loader in &loaders {
+        let LoaderProbes { start, done, entry } = loader.probes;
+        if entry.is_none() {
+            warnings.push(format!(
+                "{}: unknown code at the end of _dl_start_user; its processes have no initialiser times",
+                loader.path.display()
+            ));
+        }
+        for (program, offset) in PROGRAMS.into_iter().zip([Some(start), Some(done), entry]) {
+            let Some(offset) = offset else { continue };
+            let prog: &mut UProbe = ebpf
+                .program_mut(program)
+                .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
+                .try_into()?;
             prog.attach(offset, &loader.path, UProbeScope::AllProcesses)
                 .with_context(|| format!("attaching a uprobe to {} at {offset:#x}", loader.path.display()))?;
         }

@@ -10,19 +10,18 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::model::elf::{loader_probe_offsets, read_elf_facts};
+use crate::model::elf::{LoaderProbes, loader_probe_offsets, read_elf_facts};
 
 /// Loader paths that exist on common systems, checked first.
 const WELL_KNOWN: &[&str] = &["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2"];
 /// Programs whose interpreter is the system's loader, wherever it lives.
 const PROGRAMS: &[&str] = &["/bin/sh", "/usr/bin/env", "/run/current-system/sw/bin/sh"];
 
-/// A loader binary and the file offsets of its two probe points.
+/// A loader binary and the file offsets of its probe points.
 #[derive(Debug)]
 pub struct Loader {
     pub path: PathBuf,
-    pub start_offset: u64,
-    pub done_offset: u64,
+    pub probes: LoaderProbes,
     /// Its device (as the kernel numbers it) and inode.
     pub dev: u32,
     pub ino: u64,
@@ -52,20 +51,14 @@ pub fn find() -> (Vec<Loader>, Vec<anyhow::Error>) {
             continue;
         }
         match probe_points(&path) {
-            Ok((start_offset, done_offset)) => loaders.push(Loader {
-                path,
-                start_offset,
-                done_offset,
-                dev: kernel_dev(meta.dev()),
-                ino: meta.ino(),
-            }),
+            Ok(probes) => loaders.push(Loader { path, probes, dev: kernel_dev(meta.dev()), ino: meta.ino() }),
             Err(e) => errors.push(e),
         }
     }
     (loaders, errors)
 }
 
-fn probe_points(path: &Path) -> Result<(u64, u64)> {
+fn probe_points(path: &Path) -> Result<LoaderProbes> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     loader_probe_offsets(&data)
         .with_context(|| format!("{} is not a loader nixtrace can probe", path.display()))

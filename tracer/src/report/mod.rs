@@ -80,6 +80,8 @@ pub struct LoaderRow {
     pub map_ns: u64,
     /// Relocation, symbol lookup and the loader's own work.
     pub rest_ns: u64,
+    /// The libraries' initialisers, after relocation, before the program.
+    pub init_ns: u64,
     pub failed_lookups: u64,
     /// Directories probed in vain, most failures first.
     pub dirs_probed: Vec<DirProbe>,
@@ -199,6 +201,8 @@ pub struct ExecRow {
     pub filename: String,
     pub argv: Vec<String>,
     pub loader_ns: Option<u64>,
+    /// From the exec to the program's entry point (loader, initialisers).
+    pub to_entry_ns: Option<u64>,
     pub failed_lookups: Option<u64>,
 }
 
@@ -274,6 +278,11 @@ fn exec_row(exec: &Exec) -> ExecRow {
         filename: text(&exec.filename),
         argv: exec.argv.iter().map(|a| text(a)).collect(),
         loader_ns: exec.loader.as_ref().and_then(|l| l.total_ns()),
+        to_entry_ns: exec
+            .loader
+            .as_ref()
+            .and_then(|l| l.entry_ns)
+            .map(|entry| entry.saturating_sub(exec.ts_ns)),
         failed_lookups: exec.loader.as_ref().map(|l| l.failed_lookups),
     }
 }
@@ -289,6 +298,7 @@ fn loader_row(process: &Process) -> Option<LoaderRow> {
         row.open_ns += run.open_ns;
         row.map_ns += run.map_ns;
         row.rest_ns += run.rest_ns().unwrap_or(0);
+        row.init_ns += run.init_ns().unwrap_or(0);
         row.failed_lookups += run.failed_lookups;
         for (dir, n) in &run.dirs_probed {
             *dirs.entry(text(dir)).or_default() += n;

@@ -39,6 +39,8 @@ pub enum LoaderPhase {
     Start = 1,
     /// `_dl_start_user`: libraries mapped and relocated.
     Done = 2,
+    /// The jump to the program's entry point, after the initialisers.
+    Entry = 3,
 }
 
 impl LoaderPhase {
@@ -46,6 +48,7 @@ impl LoaderPhase {
         match self {
             LoaderPhase::Start => "start",
             LoaderPhase::Done => "done",
+            LoaderPhase::Entry => "entry",
         }
     }
 }

@@ -358,6 +358,7 @@ impl<R: Read> TraceReader<R> {
                     let phase = match self.get()? {
                         1 => LoaderPhase::Start,
                         2 => LoaderPhase::Done,
+                        3 => LoaderPhase::Entry,
                         other => return Err(self.corrupt(format!("unknown loader phase {other}"))),
                     };
                     Event::Loader { common, phase }
