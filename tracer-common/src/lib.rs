@@ -402,11 +402,9 @@ pub struct TracepointFields {
     pub block_complete_dev: u32,
     pub block_complete_sector: u32,
     pub block_complete_error: u32,
-    pub switch_prev_pid: u32,
     pub switch_prev_state: u32,
     pub switch_next_pid: u32,
     pub wakeup_pid: u32,
-    pub _pad: u32,
 }
 
 /// Offsets into kernel structs, resolved from the running kernel's BTF at

@@ -374,11 +374,9 @@ mod tests {
                 block_complete_dev,
                 block_complete_sector,
                 block_complete_error,
-                switch_prev_pid,
                 switch_prev_state,
                 switch_next_pid,
-                wakeup_pid,
-                _pad
+                wakeup_pid
             }),
             layout!(KernelOffsets {
                 task_mm,

@@ -48,6 +48,11 @@ fn find<'a>(fields: &'a [Field], event: &str, name: &str) -> Result<&'a Field> {
         .ok_or_else(|| anyhow!("tracepoint {event} has no field `{name}` on this kernel"))
 }
 
+/// The offset of a field some kernels lack, or [`FIELD_ABSENT`].
+fn optional(fields: &[Field], name: &str) -> u32 {
+    fields.iter().find(|f| f.name == name).map_or(FIELD_ABSENT, |f| f.offset)
+}
+
 /// Reads the offsets of every classic-tracepoint field the programs use,
 /// and checks that syscall tracepoints have the layout the programs assume.
 pub fn resolve_tracepoints(tracefs: &Path) -> Result<TracepointFields> {
@@ -84,7 +89,7 @@ pub fn resolve_tracepoints(tracefs: &Path) -> Result<TracepointFields> {
         newtask_pid: find(&newtask, "task_newtask", "pid")?.offset,
         newtask_clone_flags: clone_flags.offset,
         newtask_clone_flags_size: clone_flags.size,
-        exit_group_dead: exit.iter().find(|f| f.name == "group_dead").map_or(FIELD_ABSENT, |f| f.offset),
+        exit_group_dead: optional(&exit, "group_dead"),
         cgroup_root: find(&cgroup, "cgroup_mkdir", "root")?.offset,
         cgroup_id: find(&cgroup, "cgroup_mkdir", "id")?.offset,
         cgroup_level: find(&cgroup, "cgroup_mkdir", "level")?.offset,
@@ -92,7 +97,7 @@ pub fn resolve_tracepoints(tracefs: &Path) -> Result<TracepointFields> {
         page_cache_ino: find(&page_cache, "mm_filemap_add_to_page_cache", "i_ino")?.offset,
         page_cache_index: find(&page_cache, "mm_filemap_add_to_page_cache", "index")?.offset,
         page_cache_dev: find(&page_cache, "mm_filemap_add_to_page_cache", "s_dev")?.offset,
-        page_cache_order: page_cache.iter().find(|f| f.name == "order").map_or(FIELD_ABSENT, |f| f.offset),
+        page_cache_order: optional(&page_cache, "order"),
         block_issue_dev: find(&issue, "block_rq_issue", "dev")?.offset,
         block_issue_sector: find(&issue, "block_rq_issue", "sector")?.offset,
         block_issue_bytes: find(&issue, "block_rq_issue", "bytes")?.offset,
@@ -100,11 +105,9 @@ pub fn resolve_tracepoints(tracefs: &Path) -> Result<TracepointFields> {
         block_complete_dev: find(&complete, "block_rq_complete", "dev")?.offset,
         block_complete_sector: find(&complete, "block_rq_complete", "sector")?.offset,
         block_complete_error: find(&complete, "block_rq_complete", "error")?.offset,
-        switch_prev_pid: find(&switch, "sched_switch", "prev_pid")?.offset,
         switch_prev_state: find(&switch, "sched_switch", "prev_state")?.offset,
         switch_next_pid: find(&switch, "sched_switch", "next_pid")?.offset,
         wakeup_pid: find(&wakeup, "sched_wakeup", "pid")?.offset,
-        _pad: 0,
     })
 }
 
