@@ -217,17 +217,15 @@ impl<R: Read> TraceReader<R> {
             .ok_or_else(|| self.corrupt(format!("string id {} is not defined", id - 1)))
     }
 
+    /// A count, then that many strings (an argv).
     fn get_argv(&mut self) -> Result<Vec<Vec<u8>>, TraceError> {
-        let count = self.get()? as usize;
-        let joined = self.get_string()?;
-        if count == 0 {
-            return Ok(Vec::new());
+        let count = self.get()?;
+        // Each id takes at least a byte: a larger count is corruption, and
+        // must not make us allocate for it.
+        if count > (self.block.len() - self.pos) as u64 {
+            return Err(self.corrupt(format!("argv of {count} strings runs past its block")));
         }
-        let argv: Vec<Vec<u8>> = joined.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
-        if argv.len() != count {
-            return Err(self.corrupt(format!("argv has {} parts, expected {count}", argv.len())));
-        }
-        Ok(argv)
+        (0..count).map(|_| self.get_string()).collect()
     }
 
     fn get_ts(&mut self) -> Result<u64, TraceError> {

@@ -100,6 +100,19 @@ impl<W: Write> TraceWriter<W> {
         id
     }
 
+    /// The ids of a list of strings (an argv), defining the new ones.
+    fn strings_of(&mut self, list: &[Vec<u8>]) -> Vec<u64> {
+        list.iter().map(|s| self.string(s)).collect()
+    }
+
+    /// A count, then that many string ids.
+    fn put_ids(&mut self, ids: &[u64]) {
+        self.put(ids.len() as u64);
+        for id in ids {
+            self.put(*id);
+        }
+    }
+
     fn put_ts(&mut self, ts: u64) {
         self.put_signed(ts.wrapping_sub(self.last_ts) as i64);
         self.last_ts = ts;
@@ -124,12 +137,10 @@ impl<W: Write> TraceWriter<W> {
             }
             Event::Exec { common, old_tid, filename, argv, argv_truncated, dev, ino } => {
                 let filename = self.string(filename);
-                let joined = argv.join(&0u8);
-                let argv_id = self.string(&joined);
+                let argv = self.strings_of(argv);
                 self.put_common(tag::EXEC, common);
                 self.put(filename);
-                self.put(argv.len() as u64);
-                self.put(argv_id);
+                self.put_ids(&argv);
                 self.put_signed(*old_tid as i64 - common.tid as i64);
                 self.put(if *argv_truncated { flag::ARGV_TRUNCATED } else { 0 });
                 self.put(*dev as u64);
@@ -246,8 +257,7 @@ impl<W: Write> TraceWriter<W> {
             }
             Event::Process { ts_ns, pid, ppid, start_ns, cgroup_id, exe, argv } => {
                 let exe = exe.as_deref().map_or(0, |e| self.string(e) + 1);
-                let joined = argv.join(&0u8);
-                let argv_id = self.string(&joined);
+                let argv = self.strings_of(argv);
                 self.block.push(tag::PROCESS);
                 self.put_ts(*ts_ns);
                 self.put(*pid as u64);
@@ -255,8 +265,7 @@ impl<W: Write> TraceWriter<W> {
                 self.put(*start_ns);
                 self.put(*cgroup_id);
                 self.put(exe);
-                self.put(argv.len() as u64);
-                self.put(argv_id);
+                self.put_ids(&argv);
             }
             Event::Stats(stats) => {
                 let names: Vec<u64> = stats.lost.keys().map(|k| self.string(k.as_bytes())).collect();
