@@ -598,3 +598,71 @@ fn command_runs_as_the_sudo_user() {
     assert_eq!(as_user(&["--run-as-root"]), "0\n0\n");
     assert_eq!(fs::metadata(&trace_path).unwrap().mode() & 0o777, 0o600, "trace file mode");
 }
+
+/// Proves that without the privileges it needs, record says which ones are
+/// missing in one line, exits non-zero and leaves no file behind.
+#[test]
+fn unprivileged_record_names_what_is_missing() {
+    let sandbox = Sandbox::new();
+    fs::set_permissions(sandbox.path(""), fs::Permissions::from_mode(0o777)).unwrap();
+    let trace_path = sandbox.trace_path();
+    let output = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", NIXTRACE, "record", "-o"])
+        .arg(&trace_path)
+        .args(["--", "true"]));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    let message = stderr_of(&output);
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message:?}");
+    for needed in ["root", "CAP_BPF", "CAP_PERFMON", "sudo"] {
+        assert!(message.contains(needed), "does not mention {needed}: {message}");
+    }
+    assert!(!trace_path.exists(), "a failed start left {}", trace_path.display());
+}
+
+/// A small tmpfs mounted for one test, unmounted afterwards.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn new(dir: PathBuf, size: &str) -> SmallDisk {
+        fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(mounted.success(), "mount a tmpfs on {}", dir.display());
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Proves a full disk stops the recording with a one-line error naming the
+/// problem and a non-zero exit, and that what was written before reads back
+/// (as a trace cut short).
+#[test]
+fn a_full_disk_stops_recording_without_corrupting_the_trace() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+    let disk = SmallDisk::new(sandbox.path("small"), "512k");
+    let trace_path = disk.0.join("trace.ntr");
+    let output = run(record_cmd(&trace_path).arg("--").arg(&workload).args([
+        "opens",
+        "300000",
+        "/nix/store/nixtrace-test-missing",
+    ]));
+    let message = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("No space left on device"), "{message}");
+    assert_eq!(message.lines().filter(|l| l.starts_with("nixtrace: error")).count(), 1, "{message}");
+
+    let dump = dump(&trace_path);
+    assert!(dump.status.success(), "the partial trace reads back: {}", dump.stderr);
+    assert!(dump.stderr.contains("cut short"), "{}", dump.stderr);
+    let trace = Trace::from_records(dump.records());
+    assert!(trace.of_type("open").len() > 1000, "what was written before the disk filled is there");
+}
