@@ -666,3 +666,35 @@ fn a_full_disk_stops_recording_without_corrupting_the_trace() {
     let trace = Trace::from_records(dump.records());
     assert!(trace.of_type("open").len() > 1000, "what was written before the disk filled is there");
 }
+
+/// Proves --redact masks what it matches in every recorded command line,
+/// and that the secret appears nowhere in the trace file's bytes; and that
+/// a bad pattern is refused before anything runs.
+#[test]
+fn redact_keeps_secrets_out_of_the_trace() {
+    let sandbox = Sandbox::new();
+    let trace_path = sandbox.trace_path();
+    let output = run(record_cmd(&trace_path).args([
+        "--redact",
+        "hunter[0-9]+",
+        "--",
+        "sh",
+        "-c",
+        "true",
+        "argv0",
+        "--password=hunter22",
+    ]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let raw = fs::read(&trace_path).unwrap();
+    assert!(!raw.windows(8).any(|w| w == b"hunter22"), "the secret is in the trace file");
+    let trace = Trace::load(&trace_path);
+    let shells: Vec<&Value> =
+        trace.of_type("exec").into_iter().filter(|e| argv_of(e).first() == Some(&"sh")).collect();
+    assert_eq!(shells.len(), 1);
+    assert_eq!(argv_of(shells[0]), ["sh", "-c", "true", "argv0", "--password=<redacted>"]);
+
+    let refused = run(record_cmd(&sandbox.path("other.ntr")).args(["--redact", "(", "--", "true"]));
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
+    assert!(stderr_of(&refused).contains("--redact"), "{}", stderr_of(&refused));
+    assert!(!sandbox.path("other.ntr").exists());
+}

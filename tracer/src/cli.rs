@@ -81,6 +81,12 @@ pub struct RecordArgs {
     #[arg(long)]
     pub cold: bool,
 
+    /// Mask what matches this regular expression in every recorded command
+    /// line (repeatable), e.g. --redact 'password=\S+'. Matches become
+    /// `<redacted>` before anything is written.
+    #[arg(long, value_name = "REGEX", value_parser = parse_redaction)]
+    pub redact: Vec<regex::bytes::Regex>,
+
     /// Under sudo, run the command as root instead of the invoking user.
     #[arg(long)]
     pub run_as_root: bool,
@@ -92,6 +98,10 @@ pub struct RecordArgs {
     /// The command to run and trace.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+fn parse_redaction(pattern: &str) -> Result<regex::bytes::Regex, String> {
+    regex::bytes::Regex::new(pattern).map_err(|e| e.to_string().replace('\n', " "))
 }
 
 #[derive(Debug, Args)]

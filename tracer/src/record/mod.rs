@@ -71,8 +71,11 @@ fn header(args: &RecordArgs, probes: &Probes) -> Header {
         attach_ns: probes.attach_time.as_nanos() as u64,
         loaders: probes.loaders.clone(),
         argv_max: tracer_common::ARGV_MAX,
-        command: (!args.command.is_empty())
-            .then(|| args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect()),
+        command: (!args.command.is_empty()).then(|| {
+            let mut argv: Vec<Vec<u8>> = args.command.iter().map(|a| a.as_bytes().to_vec()).collect();
+            redact(&mut argv, &args.redact);
+            argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+        }),
         filters: Filters {
             pids: args.pids.clone(),
             cgroup: args.cgroup.as_ref().map(|c| c.display().to_string()),
@@ -103,12 +106,18 @@ impl Counts {
 struct Sink {
     writer: TraceWriter<File>,
     counts: Counts,
+    /// `--redact` patterns, applied to every argv before it is written.
+    redactions: Vec<regex::bytes::Regex>,
 }
 
 impl Sink {
-    fn write(&mut self, event: &Event) -> Result<()> {
-        self.counts.add(event);
-        self.writer.write(event).context("writing the trace")
+    /// Writes `event`, with `--redact` applied to its command line.
+    fn write(&mut self, mut event: Event) -> Result<()> {
+        if let Event::Exec { argv, .. } | Event::Process { argv, .. } = &mut event {
+            redact(argv, &self.redactions);
+        }
+        self.counts.add(&event);
+        self.writer.write(&event).context("writing the trace")
     }
 
     /// Moves every record waiting in the ring buffer into the trace.
@@ -117,7 +126,7 @@ impl Sink {
             match decode::decode(&record) {
                 Ok(event) => {
                     drop(record);
-                    self.write(&event)?;
+                    self.write(event)?;
                 }
                 Err(_) => self.counts.malformed += 1,
             }
@@ -132,7 +141,7 @@ impl Sink {
         for (tid, mut times) in probes.running_threads()? {
             times.close_interval(now);
             let common = Common { ts_ns: now, pid: times.pid, tid, cgroup_id: 0 };
-            self.write(&Event::Sched { common, times: decode::thread_times(&times) })?;
+            self.write(Event::Sched { common, times: decode::thread_times(&times) })?;
         }
         Ok(())
     }
@@ -142,7 +151,7 @@ impl Sink {
         let now = boottime_ns();
         for (key, bytes) in probes.read_totals()? {
             let common = Common { ts_ns: now, pid: key.pid, tid: key.pid, cgroup_id: 0 };
-            self.write(&Event::FileRead { common, dev: key.dev, ino: key.ino, bytes })?;
+            self.write(Event::FileRead { common, dev: key.dev, ino: key.ino, bytes })?;
         }
         Ok(())
     }
@@ -153,6 +162,17 @@ impl Sink {
             lost.insert("malformed".into(), self.counts.malformed);
         }
         Ok(Stats { ts_ns: boottime_ns(), events: self.writer.events(), lost })
+    }
+}
+
+/// Replaces what any of `patterns` matches in each argument.
+fn redact(argv: &mut [Vec<u8>], patterns: &[regex::bytes::Regex]) {
+    for arg in argv.iter_mut() {
+        for pattern in patterns {
+            if pattern.is_match(arg) {
+                *arg = pattern.replace_all(arg, &b"<redacted>"[..]).into_owned();
+            }
+        }
     }
 }
 
@@ -221,7 +241,7 @@ fn seed(sink: &mut Sink, scope: &Scope, procs: &[procfs::ProcInfo], system_wide:
     for dir in procfs::cgroups(&root) {
         ids.insert(dir.path.clone(), dir.id);
         let common = Common { ts_ns: now, ..Common::default() };
-        sink.write(&Event::Cgroup { common, id: dir.id, level: dir.level, path: dir.path, seeded: true })?;
+        sink.write(Event::Cgroup { common, id: dir.id, level: dir.level, path: dir.path, seeded: true })?;
     }
     let own_pid = std::process::id();
     for p in procs.iter().filter(|p| p.pid != own_pid) {
@@ -233,7 +253,7 @@ fn seed(sink: &mut Sink, scope: &Scope, procs: &[procfs::ProcInfo], system_wide:
             system_wide
         };
         if wanted {
-            sink.write(&Event::Process {
+            sink.write(Event::Process {
                 ts_ns: now,
                 pid: p.pid,
                 ppid: p.ppid,
@@ -297,6 +317,7 @@ async fn record(args: RecordArgs) -> Result<i32> {
     let mut sink = Sink {
         writer: TraceWriter::new(output, &header(&args, &probes)).context("writing the trace header")?,
         counts: Counts::default(),
+        redactions: args.redact.clone(),
     };
     seed(&mut sink, &scope, &procs, !has_command)?;
 
@@ -335,7 +356,7 @@ async fn record(args: RecordArgs) -> Result<i32> {
                 let stats = sink.stats(&probes)?;
                 status.update(stats.events, stats.lost_total());
                 if last_flush.elapsed() >= FLUSH_EVERY {
-                    sink.write(&Event::Stats(stats))?;
+                    sink.write(Event::Stats(stats))?;
                     sink.writer.flush_block().context("writing the trace")?;
                     last_flush = Instant::now();
                 }
@@ -367,7 +388,7 @@ async fn record(args: RecordArgs) -> Result<i32> {
     sink.write_read_totals(&probes)?;
     status.clear();
     let stats = sink.stats(&probes)?;
-    let Sink { writer, counts } = sink;
+    let Sink { writer, counts, .. } = sink;
     writer.finish(&stats).context("writing the trace")?;
     let bytes = std::fs::metadata(&args.output).map_or(0, |m| m.len());
     if !args.quiet {
@@ -405,7 +426,16 @@ fn summarize(output: &Path, counts: &Counts, stats: &Stats, bytes: u64, elapsed:
 
 #[cfg(test)]
 mod tests {
-    use super::cgroup_within;
+    use super::{cgroup_within, redact};
+
+    #[test]
+    fn redaction_masks_matches_only() {
+        let patterns =
+            [regex::bytes::Regex::new(r"password=\S+").unwrap(), regex::bytes::Regex::new("tok").unwrap()];
+        let mut argv = vec![b"login".to_vec(), b"--password=hunter2".to_vec(), b"token".to_vec()];
+        redact(&mut argv, &patterns);
+        assert_eq!(argv, [&b"login"[..], b"--<redacted>", b"<redacted>en"]);
+    }
 
     #[test]
     fn cgroup_prefixes_match_whole_components() {
