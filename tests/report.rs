@@ -124,6 +124,7 @@ fn loader_libraries_and_lookups_match_ld_debug() {
         for library in &libraries {
             let row = binary(library);
             assert!(row["soname"].is_string() && row["relocations"].as_u64() > Some(0), "{row}");
+            assert_eq!(row["size_bytes"].as_u64(), Some(fs::metadata(library).unwrap().len()), "{row}");
         }
     }
 }

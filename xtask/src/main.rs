@@ -12,8 +12,8 @@
 //!   into the kernel, so this must run as root (`sudo -E cargo xtask test`).
 //!   `--quick` skips fmt and clippy.
 //! - `cargo xtask demo` runs `setup`, builds the release binary, records the
-//!   startup of `python3 -c "import json"` into `target/demo.ntr` and prints
-//!   the start of its dump and a short summary.
+//!   cold startup of `python3 -c "import json"` into `target/demo.ntr` and
+//!   prints `nixtrace report` of it.
 //!
 //! `setup.rs`, `test.rs` and `demo.rs` hold one command each; this file holds
 //! the command line and the few helpers they share (running a command,
@@ -62,9 +62,9 @@ enum Cmd {
     Test(test::Args),
     /// Run setup, build, and trace the startup of `python3 -c "import json"` (as root).
     ///
-    /// Records into target/demo.ntr, prints the first lines of `nixtrace dump`
-    /// and a summary: events by type, failed opens, the libraries mapped
-    /// executable and the lost-event counts.
+    /// Drops the page cache (`record --cold`), records into target/demo.ntr
+    /// and prints `nixtrace report` of it: processes, loader cost, disk
+    /// reads, time.
     Demo,
 }
 

@@ -161,6 +161,8 @@ fn device(dev: u32) -> String {
 pub struct BinaryRow {
     pub path: String,
     pub package: Option<Package>,
+    /// File size in bytes (null when it could not be read).
+    pub size_bytes: Option<u64>,
     /// Null when the file could not be read here; `error` says why.
     pub build_id: Option<String>,
     pub interpreter: Option<String>,
@@ -182,6 +184,7 @@ fn binary_row(path: &str) -> BinaryRow {
     BinaryRow {
         path: path.to_string(),
         package: package_of(path),
+        size_bytes: std::fs::metadata(path).ok().map(|m| m.len()),
         build_id: facts.build_id,
         interpreter: facts.interpreter,
         soname: facts.soname,
