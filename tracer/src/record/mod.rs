@@ -411,9 +411,9 @@ fn summarize(output: &Path, counts: &Counts, stats: &Stats, bytes: u64, elapsed:
         })
         .collect();
     eprintln!(
-        "nixtrace: {} events in {:.2} s ({}); {} lost; wrote {} ({} KiB)",
+        "nixtrace: {} events in {} ({}); {} lost; wrote {} ({} KiB)",
         stats.events,
-        elapsed.as_secs_f64(),
+        crate::report::duration(elapsed.as_nanos() as u64),
         parts.join(", "),
         stats.lost_total(),
         String::from_utf8_lossy(output.as_os_str().as_bytes()),
