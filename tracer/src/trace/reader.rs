@@ -197,24 +197,25 @@ impl<R: Read> TraceReader<R> {
         i32::try_from(v).map_err(|_| self.corrupt(format!("value {v} does not fit 32 bits")))
     }
 
-    fn get_string(&mut self) -> Result<Vec<u8>, TraceError> {
-        let id = self.get()?;
+    /// The string defined with `id`.
+    fn string(&self, id: u64) -> Result<Vec<u8>, TraceError> {
         self.strings
             .get(id as usize)
             .cloned()
             .ok_or_else(|| self.corrupt(format!("string id {id} is not defined")))
     }
 
-    fn get_optional_string(&mut self) -> Result<Option<Vec<u8>>, TraceError> {
+    fn get_string(&mut self) -> Result<Vec<u8>, TraceError> {
         let id = self.get()?;
-        if id == 0 {
-            return Ok(None);
+        self.string(id)
+    }
+
+    /// 0 for none, else a string id + 1.
+    fn get_optional_string(&mut self) -> Result<Option<Vec<u8>>, TraceError> {
+        match self.get()? {
+            0 => Ok(None),
+            id => self.string(id - 1).map(Some),
         }
-        self.strings
-            .get(id as usize - 1)
-            .cloned()
-            .map(Some)
-            .ok_or_else(|| self.corrupt(format!("string id {} is not defined", id - 1)))
     }
 
     /// A count, then that many strings (an argv).
