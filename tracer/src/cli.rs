@@ -39,6 +39,49 @@ pub enum Command {
         nixtrace report boot.ntr --format markdown --top 20 > comment.md\n  \
         nixtrace report boot.ntr --format json --unit systemd-udevd.service")]
     Report(ReportArgs),
+    /// Draw a trace as a flamegraph (SVG): where startup time, disk reads
+    /// or the dynamic loader's work went.
+    ///
+    /// Kinds: startup (wall time: unit; process chain; binary; phase), io
+    /// (bytes read from disk: unit; binary; package; file), linker (loader
+    /// time: binary; library; search, open and map), lookups (failed library
+    /// lookups: binary; library; directory) and exec (execs by process
+    /// tree). The SVG's subtitle names the host, kernel and date, and warns
+    /// when the trace is incomplete. Open it in a browser: click to zoom,
+    /// Ctrl-F to search.
+    #[command(after_help = "Examples:\n  \
+        nixtrace flamegraph boot.ntr -o boot.svg\n  \
+        nixtrace flamegraph boot.ntr --kind startup --chart -o boot-chart.svg\n  \
+        nixtrace flamegraph python.ntr --kind linker -o linker.svg\n  \
+        nixtrace flamegraph boot.ntr --kind io --folded | grep libLLVM")]
+    Flamegraph(FlamegraphArgs),
+    /// Compare two traces (before and after a change): per unit and per
+    /// binary, with a differential flamegraph.
+    ///
+    /// Compares process time (wall time summed over processes), dynamic
+    /// loader time, failed library lookups and bytes read from disk, with
+    /// Nix store hashes elided so a rebuilt package compares with its old
+    /// self. Markdown is what a pull-request comment holds. With -o DIR it
+    /// writes DIR/diff.md (or diff.json) and DIR/diff-KIND.svg.
+    ///
+    /// Exit status: 0; 3 when --fail-on-regression is given and something
+    /// grew by more than that percentage (and more than its noise floor:
+    /// 0.5 ms, 1 lookup, 64 KiB); 1 on errors.
+    #[command(after_help = "Examples:\n  \
+        nixtrace diff before.ntr after.ntr\n  \
+        nixtrace diff before.ntr after.ntr -o diff/ --fail-on-regression 10\n  \
+        nixtrace diff before.ntr after.ntr --format json | jq '.regressions'")]
+    Diff(DiffArgs),
+    /// Export a trace as a timeline for the Perfetto UI or chrome://tracing.
+    ///
+    /// Processes and threads become tracks; each process's life, its execs,
+    /// the dynamic loader and the library initialisers, opens and mmaps
+    /// become slices (nested strictly, as the viewers require). Open the file
+    /// at https://ui.perfetto.dev (it stays in the browser) or chrome://tracing.
+    #[command(after_help = "Examples:\n  \
+        nixtrace export boot.ntr -o boot.json\n  \
+        nixtrace export python.ntr --format chrome-json -o python.json")]
+    Export(ExportArgs),
     /// Print a trace's events as JSON Lines, one object per event.
     ///
     /// The first line is the trace header; every event has `type`, `ts_ns`,
@@ -104,6 +147,13 @@ fn parse_redaction(pattern: &str) -> Result<regex::bytes::Regex, String> {
     regex::bytes::Regex::new(pattern).map_err(|e| e.to_string().replace('\n', " "))
 }
 
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(pct) if pct.is_finite() && pct >= 0.0 => Ok(pct),
+        _ => Err(format!("expected a percentage such as 10 or 2.5, not {text:?}")),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The trace file.
@@ -126,6 +176,83 @@ pub struct ReportArgs {
     pub binary: Option<String>,
 
     /// Write the report here instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlamegraphArgs {
+    /// The trace file.
+    pub file: PathBuf,
+
+    /// What to draw.
+    #[arg(short, long, value_enum, default_value = "startup")]
+    pub kind: crate::flamegraph::Kind,
+
+    /// Write the collapsed stacks (`a;b;c COUNT` lines) instead of an SVG,
+    /// for inferno, flamegraph.pl, speedscope or grep.
+    #[arg(long)]
+    pub folded: bool,
+
+    /// A flame chart: processes left to right in the order they started,
+    /// not merged by name (best for a boot with --kind startup).
+    #[arg(long)]
+    pub chart: bool,
+
+    /// Only processes in this systemd unit.
+    #[arg(long, value_name = "UNIT")]
+    pub unit: Option<String>,
+
+    /// Only processes whose executable path contains this.
+    #[arg(long, value_name = "TEXT")]
+    pub binary: Option<String>,
+
+    /// Write the SVG (or stacks) here instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The trace before the change.
+    pub before: PathBuf,
+
+    /// The trace after the change.
+    pub after: PathBuf,
+
+    /// Output format.
+    #[arg(short = 'F', long, value_enum, default_value = "markdown")]
+    pub format: crate::diff::Format,
+
+    /// Write diff.md (or diff.json) and the differential flamegraph into
+    /// this directory (created if needed) instead of printing.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// The kind of the differential flamegraph.
+    #[arg(short, long, value_enum, default_value = "startup")]
+    pub kind: crate::flamegraph::Kind,
+
+    /// Rows per table.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// Exit with status 3 when a total, a unit or a binary grew by more
+    /// than this percentage.
+    #[arg(long, value_name = "PCT", value_parser = parse_percent)]
+    pub fail_on_regression: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The trace file.
+    pub file: PathBuf,
+
+    /// Output format.
+    #[arg(short = 'F', long, value_enum, default_value = "chrome-json")]
+    pub format: crate::export::Format,
+
+    /// Write the timeline here instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }

@@ -2,10 +2,13 @@
 //!
 //! Data flows one way: kernel probes (`tracer-ebpf`) → `record` → the trace
 //! file (`trace`) → the model of processes and units (`model`) → outputs
-//! (`report`, `dump`). See docs/architecture.md.
+//! (`report`, `flamegraph`, `dump`). See docs/architecture.md.
 
 mod cli;
+mod diff;
 mod dump;
+mod export;
+mod flamegraph;
 mod model;
 mod output;
 mod record;
@@ -20,6 +23,9 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Record(args) => record::run(args),
+        cli::Command::Flamegraph(args) => flamegraph::run(&args).map(|()| 0),
+        cli::Command::Diff(args) => diff::run(&args),
+        cli::Command::Export(args) => export::run(&args).map(|()| 0),
         cli::Command::Dump(args) => dump::run(&args.file).map(|()| 0),
         cli::Command::Report(args) => report::run(&args).map(|()| 0),
     };

@@ -35,6 +35,18 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes).map_err(|e| anyhow!("writing {}: {e}", path.display()))
 }
 
+/// Writes `bytes` to `path` (mode 0600), or to standard output without one.
+pub fn write_or_print(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
+    match path {
+        Some(path) => write_private(path, bytes),
+        None => {
+            let mut stdout = io::stdout().lock();
+            stdout.write_all(bytes).or_else(ignore_broken_pipe)?;
+            Ok(())
+        }
+    }
+}
+
 /// `nixtrace dump x | head` is normal use: a closed pipe is not an error.
 pub fn ignore_broken_pipe(error: io::Error) -> io::Result<()> {
     if error.kind() == io::ErrorKind::BrokenPipe { Ok(()) } else { Err(error) }

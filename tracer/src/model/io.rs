@@ -3,7 +3,7 @@
 //! named through the opens and mmaps that carried the same device and
 //! inode.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::trace::{Event, event::Bytes};
 
@@ -55,8 +55,9 @@ pub struct FileIo {
     /// The first name it was opened or mapped under.
     pub path: Option<Bytes>,
     pub disk_read_pages: u64,
-    /// Pids that read it, or whose reads brought its pages in.
-    pub readers: BTreeSet<u32>,
+    /// Pids that read it, or whose reads brought its pages in, with the
+    /// pages each brought in.
+    pub readers: BTreeMap<u32, u64>,
     /// Bytes read from it with read/pread64, by all processes.
     pub read_bytes: u64,
 }
@@ -93,12 +94,12 @@ impl FileTable {
             Event::FileRead { common, dev, ino, bytes } => {
                 let file = self.files.entry((*dev, *ino)).or_default();
                 file.read_bytes += bytes;
-                file.readers.insert(common.pid);
+                file.readers.entry(common.pid).or_default();
             }
             Event::PageCache { common, dev, ino, pages, .. } => {
                 let file = self.files.entry((*dev, *ino)).or_default();
                 file.disk_read_pages += u64::from(*pages);
-                file.readers.insert(common.pid);
+                *file.readers.entry(common.pid).or_default() += u64::from(*pages);
             }
             _ => {}
         }

@@ -60,6 +60,16 @@ pub fn parse_store_path(path: &str) -> Option<StorePath<'_>> {
     Some(StorePath { store_path, hash, name, version, output })
 }
 
+/// `path` with the store hash elided (`/nix/store/…-hello-2.12.1/bin/hello`):
+/// the same program before and after a rebuild compares equal, and the
+/// name stays readable.
+pub fn without_hash(path: &str) -> std::borrow::Cow<'_, str> {
+    match parse_store_path(path) {
+        Some(_) => format!("{STORE_DIR}…{}", &path[STORE_DIR.len() + HASH_LEN..]).into(),
+        None => path.into(),
+    }
+}
+
 fn is_hash(hash: &str) -> bool {
     hash.len() == HASH_LEN && hash.bytes().all(|b| NIX_BASE32.contains(&b))
 }
@@ -108,6 +118,14 @@ mod tests {
     fn parts(rest: &str) -> (&'static str, Option<&'static str>, Option<&'static str>) {
         let p = parse(rest);
         (p.name, p.version, p.output)
+    }
+
+    #[test]
+    fn hashes_are_elided_only_from_store_paths() {
+        let path = format!("/nix/store/{HASH}-hello-2.12.1/bin/hello");
+        assert_eq!(without_hash(&path), "/nix/store/…-hello-2.12.1/bin/hello");
+        assert_eq!(without_hash("/usr/bin/hello"), "/usr/bin/hello");
+        assert_eq!(without_hash("/nix/store/short-hello"), "/nix/store/short-hello");
     }
 
     #[test]

@@ -78,6 +78,26 @@ pub struct Exec {
     pub loader: Option<LoaderRun>,
 }
 
+impl Exec {
+    /// The loader of this exec reached `phase` at `ts_ns`.
+    fn loader_reached(&mut self, phase: LoaderPhase, ts_ns: u64) {
+        match phase {
+            LoaderPhase::Start => self.loader = Some(LoaderRun { start_ns: ts_ns, ..LoaderRun::default() }),
+            LoaderPhase::Done => {
+                if let Some(run) = self.loader.as_mut().filter(|r| r.done_ns.is_none()) {
+                    run.done_ns = Some(ts_ns);
+                    run.open_fds.clear();
+                }
+            }
+            LoaderPhase::Entry => {
+                if let Some(run) = self.loader.as_mut().filter(|r| r.done_ns.is_some()) {
+                    run.entry_ns.get_or_insert(ts_ns);
+                }
+            }
+        }
+    }
+}
+
 /// What glibc's dynamic loader did for one exec, between its entry point
 /// and `_dl_start_user` (libraries mapped and relocated).
 #[derive(Debug, Clone, Default)]
@@ -92,18 +112,59 @@ pub struct LoaderRun {
     pub failed_lookups: u64,
     /// Time spent in those failed opens.
     pub search_ns: u64,
-    /// Failed lookups per directory probed.
-    pub dirs_probed: BTreeMap<Bytes, u64>,
+    /// Failed lookups by (directory probed, file name sought).
+    pub lookups: BTreeMap<(Bytes, Bytes), FailedLookups>,
     /// Time in successful opens and in mmaps.
     pub open_ns: u64,
     pub map_ns: u64,
     /// Libraries mapped executable, in load order.
     pub libraries: Vec<Library>,
-    /// Successful opens not yet mapped: fd -> path as opened.
-    open_fds: HashMap<i64, Bytes>,
+    /// Files the loader opened, by fd, until it is done.
+    open_fds: HashMap<i64, OpenedFile>,
+}
+
+/// Failed opens of one candidate path: the library search probing a
+/// directory that does not hold the library.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailedLookups {
+    pub count: u64,
+    pub ns: u64,
+}
+
+/// A file the loader opened: what it cost so far, and the library it
+/// became once mapped executable.
+#[derive(Debug, Clone)]
+struct OpenedFile {
+    path: Bytes,
+    ns: u64,
+    library: Option<usize>,
 }
 
 impl LoaderRun {
+    /// An mmap of `fd` by the loader: a library once it maps executable.
+    fn add_map(&mut self, fd: i32, mapped: Option<&Bytes>, prot: u32, len: u64, duration_ns: u64) {
+        let Some(opened) = self.open_fds.get_mut(&i64::from(fd)) else { return };
+        opened.ns += duration_ns;
+        let exec_bytes = if prot & PROT_EXEC != 0 { len } else { 0 };
+        match (opened.library, mapped) {
+            (Some(index), _) => {
+                let library = &mut self.libraries[index];
+                library.exec_bytes += exec_bytes;
+                library.load_ns += duration_ns;
+            }
+            (None, Some(mapped)) if exec_bytes > 0 => {
+                opened.library = Some(self.libraries.len());
+                self.libraries.push(Library {
+                    path: opened.path.clone(),
+                    mapped_path: mapped.clone(),
+                    exec_bytes,
+                    load_ns: opened.ns,
+                });
+            }
+            _ => {}
+        }
+    }
+
     pub fn total_ns(&self) -> Option<u64> {
         self.done_ns.map(|done| done.saturating_sub(self.start_ns))
     }
@@ -129,15 +190,18 @@ pub struct Library {
     pub mapped_path: Bytes,
     /// Bytes mapped executable.
     pub exec_bytes: u64,
+    /// Time in its open and in the mmaps of that fd.
+    pub load_ns: u64,
 }
 
 const PROT_EXEC: u32 = 4;
 
-fn parent_dir(path: &[u8]) -> Bytes {
+/// ("/a/b", "c") for "/a/b/c".
+fn split_path(path: &[u8]) -> (Bytes, Bytes) {
     match path.iter().rposition(|b| *b == b'/') {
-        Some(0) => b"/".to_vec(),
-        Some(i) => path[..i].to_vec(),
-        None => b".".to_vec(),
+        Some(0) => (b"/".to_vec(), path[1..].to_vec()),
+        Some(i) => (path[..i].to_vec(), path[i + 1..].to_vec()),
+        None => (b".".to_vec(), path.to_vec()),
     }
 }
 
@@ -211,22 +275,8 @@ impl ProcessTable {
             }
             Event::Loader { common, phase } => {
                 let process = self.live_process(common.pid, common.ts_ns, common.cgroup_id);
-                let Some(exec) = process.execs.last_mut() else { return };
-                match phase {
-                    LoaderPhase::Start => {
-                        exec.loader = Some(LoaderRun { start_ns: common.ts_ns, ..LoaderRun::default() })
-                    }
-                    LoaderPhase::Done => {
-                        if let Some(run) = exec.loader.as_mut().filter(|r| r.done_ns.is_none()) {
-                            run.done_ns = Some(common.ts_ns);
-                            run.open_fds.clear();
-                        }
-                    }
-                    LoaderPhase::Entry => {
-                        if let Some(run) = exec.loader.as_mut().filter(|r| r.done_ns.is_some()) {
-                            run.entry_ns.get_or_insert(common.ts_ns);
-                        }
-                    }
+                if let Some(exec) = process.execs.last_mut() {
+                    exec.loader_reached(*phase, common.ts_ns);
                 }
             }
             Event::Open { common, path, ret, duration_ns, .. } => {
@@ -234,27 +284,20 @@ impl ProcessTable {
                     if *ret < 0 {
                         run.failed_lookups += 1;
                         run.search_ns += duration_ns;
-                        *run.dirs_probed.entry(parent_dir(path)).or_default() += 1;
+                        let lookups = run.lookups.entry(split_path(path)).or_default();
+                        lookups.count += 1;
+                        lookups.ns += duration_ns;
                     } else {
                         run.open_ns += duration_ns;
-                        run.open_fds.insert(*ret, path.clone());
+                        let opened = OpenedFile { path: path.clone(), ns: *duration_ns, library: None };
+                        run.open_fds.insert(*ret, opened);
                     }
                 }
             }
             Event::Mmap { common, path, fd, prot, len, duration_ns, .. } => {
                 if let Some(run) = self.running_loader(common.pid) {
                     run.map_ns += duration_ns;
-                    let opened = run.open_fds.get(&i64::from(*fd));
-                    if let (true, Some(opened), Some(mapped)) = (prot & PROT_EXEC != 0, opened, path) {
-                        match run.libraries.iter_mut().find(|l| &l.mapped_path == mapped) {
-                            Some(library) => library.exec_bytes += len,
-                            None => run.libraries.push(Library {
-                                path: opened.clone(),
-                                mapped_path: mapped.clone(),
-                                exec_bytes: *len,
-                            }),
-                        }
-                    }
+                    run.add_map(*fd, path.as_ref(), *prot, *len, *duration_ns);
                 }
             }
             Event::Exit { common, status, group_dead } => {
@@ -465,13 +508,16 @@ mod tests {
         assert_eq!((run.failed_lookups, run.search_ns, run.open_ns, run.map_ns), (1, 300, 500, 200));
         assert_eq!(run.rest_ns(), Some(0));
         assert_eq!(run.init_ns(), Some(50));
-        assert_eq!(run.dirs_probed.get(b"/opt/lib/glibc-hwcaps/x86-64-v3".as_slice()), Some(&1));
+        let key = (b"/opt/lib/glibc-hwcaps/x86-64-v3".to_vec(), b"libz.so.1".to_vec());
+        assert_eq!(run.lookups.get(&key), Some(&FailedLookups { count: 1, ns: 300 }));
         assert_eq!(
             run.libraries,
             [Library {
                 path: b"/opt/lib/libz.so.1".to_vec(),
                 mapped_path: b"/opt/lib/libz.so.1.3".to_vec(),
-                exec_bytes: 4096
+                exec_bytes: 4096,
+                // The open and both maps of its fd.
+                load_ns: 700,
             }]
         );
     }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::{Report, bytes, completeness_warning, duration};
 
 /// Escapes what Markdown (and the HTML it may contain) would interpret.
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -3,7 +3,7 @@
 //! rows (processes, units) that the text, Markdown and JSON renderers print.
 
 mod json;
-mod markdown;
+pub mod markdown;
 mod text;
 
 use std::{collections::BTreeMap, fs::File, io::BufReader, path::Path};
@@ -63,12 +63,24 @@ pub struct LibraryRow {
     pub path: String,
     pub package: Option<Package>,
     pub exec_bytes: u64,
+    /// Its open and the mmaps of its file descriptor.
+    pub load_ns: u64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct DirProbe {
     pub dir: String,
     pub failed_lookups: u64,
+}
+
+/// Failed opens of one candidate path while the loader searched for a
+/// library: `dir` holds no `library`.
+#[derive(Debug, Serialize)]
+pub struct FailedLookupRow {
+    pub library: String,
+    pub dir: String,
+    pub count: u64,
+    pub ns: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -85,6 +97,8 @@ pub struct LoaderRow {
     pub failed_lookups: u64,
     /// Directories probed in vain, most failures first.
     pub dirs_probed: Vec<DirProbe>,
+    /// Every failed lookup, by library sought and directory probed.
+    pub failed: Vec<FailedLookupRow>,
     /// Libraries of the last exec, in load order.
     pub libraries: Vec<LibraryRow>,
 }
@@ -140,6 +154,14 @@ pub struct FileRow {
     pub read_bytes: u64,
     /// The processes that read it or whose reads brought it in.
     pub readers: Vec<u32>,
+    /// What each of those brought in from disk (`disk_read_bytes` split).
+    pub disk_read_by_reader: Vec<ReaderRead>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReaderRead {
+    pub pid: u32,
+    pub disk_read_bytes: u64,
 }
 
 impl FileRow {
@@ -294,7 +316,7 @@ fn loader_row(process: &Process) -> Option<LoaderRow> {
     let runs: Vec<_> = process.execs.iter().filter_map(|e| e.loader.as_ref()).collect();
     let last = runs.last()?;
     let mut row = LoaderRow::default();
-    let mut dirs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lookups: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for run in &runs {
         row.total_ns += run.total_ns().unwrap_or(0);
         row.search_ns += run.search_ns;
@@ -303,20 +325,32 @@ fn loader_row(process: &Process) -> Option<LoaderRow> {
         row.rest_ns += run.rest_ns().unwrap_or(0);
         row.init_ns += run.init_ns().unwrap_or(0);
         row.failed_lookups += run.failed_lookups;
-        for (dir, n) in &run.dirs_probed {
-            *dirs.entry(text(dir)).or_default() += n;
+        for ((dir, library), failed) in &run.lookups {
+            let sum = lookups.entry((text(library), text(dir))).or_default();
+            sum.0 += failed.count;
+            sum.1 += failed.ns;
         }
     }
-    row.dirs_probed =
-        dirs.into_iter().map(|(dir, failed_lookups)| DirProbe { dir, failed_lookups }).collect();
+    let mut dirs: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((_, dir), (count, _)) in &lookups {
+        *dirs.entry(dir).or_default() += count;
+    }
+    row.dirs_probed = dirs
+        .into_iter()
+        .map(|(dir, failed_lookups)| DirProbe { dir: dir.to_string(), failed_lookups })
+        .collect();
     row.dirs_probed.sort_by(|a, b| b.failed_lookups.cmp(&a.failed_lookups).then_with(|| a.dir.cmp(&b.dir)));
+    row.failed = lookups
+        .into_iter()
+        .map(|((library, dir), (count, ns))| FailedLookupRow { library, dir, count, ns })
+        .collect();
     row.libraries = last
         .libraries
         .iter()
         .map(|l| {
             let path = text(&l.path);
             let package = package_of(&text(&l.mapped_path)).or_else(|| package_of(&path));
-            LibraryRow { path, package, exec_bytes: l.exec_bytes }
+            LibraryRow { path, package, exec_bytes: l.exec_bytes, load_ns: l.load_ns }
         })
         .collect();
     Some(row)
@@ -416,7 +450,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
     let files = files
         .read()
         .into_iter()
-        .filter(|(_, f)| f.readers.iter().any(|pid| selected_pids.contains(pid)))
+        .filter(|(_, f)| f.readers.keys().any(|pid| selected_pids.contains(pid)))
         .map(|((dev, ino), f)| {
             // A block device's own page cache holds file-system metadata;
             // its inode number is the device number of the files on it.
@@ -434,7 +468,13 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
                 ino: *ino,
                 disk_read_bytes: f.disk_read_pages * PAGE_SIZE,
                 read_bytes: f.read_bytes,
-                readers: f.readers.iter().copied().collect(),
+                readers: f.readers.keys().copied().collect(),
+                disk_read_by_reader: f
+                    .readers
+                    .iter()
+                    .filter(|(_, pages)| **pages > 0)
+                    .map(|(pid, pages)| ReaderRead { pid: *pid, disk_read_bytes: pages * PAGE_SIZE })
+                    .collect(),
             }
         })
         .collect();
@@ -478,22 +518,12 @@ pub fn completeness_warning(report: &Report) -> Option<String> {
 
 /// `nixtrace report`.
 pub fn run(args: &crate::cli::ReportArgs) -> Result<()> {
-    use std::io::{IsTerminal, Write};
+    use std::io::IsTerminal;
     let selection = Selection { top: args.top, unit: args.unit.clone(), binary: args.binary.clone() };
     let report = build(&args.file, &selection)?;
-    match &args.output {
-        Some(path) => {
-            let text = render(&report, args.format, &selection, false);
-            crate::output::write_private(path, text.as_bytes())?;
-        }
-        None => {
-            let color = args.format == Format::Text && std::io::stdout().is_terminal();
-            let text = render(&report, args.format, &selection, color);
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(text.as_bytes()).or_else(crate::output::ignore_broken_pipe)?;
-        }
-    }
-    Ok(())
+    let color = args.output.is_none() && args.format == Format::Text && std::io::stdout().is_terminal();
+    let text = render(&report, args.format, &selection, color);
+    crate::output::write_or_print(args.output.as_deref(), text.as_bytes())
 }
 
 pub fn render(report: &Report, format: Format, selection: &Selection, color: bool) -> String {

@@ -1,0 +1,288 @@
+//! `nixtrace diff`: two traces of the same thing (before and after a
+//! change) compared per unit and per binary, as a Markdown table for a
+//! pull request or JSON, with a differential flamegraph beside them and an
+//! exit status a CI job can act on.
+
+mod markdown;
+
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::{
+    flamegraph,
+    model::nix::without_hash,
+    report::{self, Report, Selection, completeness_warning},
+};
+
+/// Version of the JSON output (`docs/diff-schema.md`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Exit status when `--fail-on-regression` finds a regression (1 is an
+/// error, 2 a usage error).
+pub const REGRESSION_EXIT: i32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Markdown,
+    Json,
+}
+
+/// What is compared. Each has a noise floor: a change smaller than it is
+/// never a regression or an improvement, whatever its percentage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Wall time summed over the processes (ns).
+    ProcessTime,
+    /// Dynamic loader, entry to the program's initialisers (ns).
+    LoaderTime,
+    FailedLookups,
+    /// Bytes read into the page cache, i.e. from disk.
+    DiskReadBytes,
+}
+
+impl Metric {
+    const ALL: [Metric; 4] =
+        [Metric::ProcessTime, Metric::LoaderTime, Metric::FailedLookups, Metric::DiskReadBytes];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::ProcessTime => "process time",
+            Metric::LoaderTime => "loader time",
+            Metric::FailedLookups => "failed lookups",
+            Metric::DiskReadBytes => "disk read",
+        }
+    }
+
+    fn noise_floor(self) -> u64 {
+        match self {
+            Metric::ProcessTime | Metric::LoaderTime => 500_000,
+            Metric::FailedLookups => 1,
+            Metric::DiskReadBytes => 64 * 1024,
+        }
+    }
+
+    pub fn format(self, value: u64) -> String {
+        match self {
+            Metric::ProcessTime | Metric::LoaderTime => report::duration(value),
+            Metric::FailedLookups => value.to_string(),
+            Metric::DiskReadBytes => report::bytes(value),
+        }
+    }
+}
+
+/// The metrics of one group of processes (a unit, a binary, or all).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub processes: u64,
+    pub process_time_ns: u64,
+    pub loader_time_ns: u64,
+    pub failed_lookups: u64,
+    pub disk_read_bytes: u64,
+}
+
+impl Totals {
+    fn get(&self, metric: Metric) -> u64 {
+        match metric {
+            Metric::ProcessTime => self.process_time_ns,
+            Metric::LoaderTime => self.loader_time_ns,
+            Metric::FailedLookups => self.failed_lookups,
+            Metric::DiskReadBytes => self.disk_read_bytes,
+        }
+    }
+}
+
+/// A trace's totals, per unit and per binary (store hashes elided, so a
+/// rebuilt package compares with its old self).
+struct Groups {
+    all: Totals,
+    units: BTreeMap<String, Totals>,
+    binaries: BTreeMap<String, Totals>,
+}
+
+fn groups(report: &Report) -> Groups {
+    let mut groups = Groups { all: Totals::default(), units: BTreeMap::new(), binaries: BTreeMap::new() };
+    for row in &report.processes {
+        let loader = row.loader.as_ref();
+        let add = |t: &mut Totals| {
+            t.processes += 1;
+            t.process_time_ns += row.wall_ns;
+            t.loader_time_ns += loader.map_or(0, |l| l.total_ns + l.init_ns);
+            t.failed_lookups += loader.map_or(0, |l| l.failed_lookups);
+            t.disk_read_bytes += row.io.disk_read_bytes;
+        };
+        add(&mut groups.all);
+        add(groups.units.entry(row.unit.clone()).or_default());
+        let binary = row.exe.as_deref().map_or_else(|| "(unknown)".into(), without_hash);
+        add(groups.binaries.entry(binary.into_owned()).or_default());
+    }
+    groups
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Total,
+    Unit,
+    Binary,
+}
+
+/// One metric of one group, before and after.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub scope: Scope,
+    /// "total", or the unit's or the binary's name.
+    pub group: String,
+    pub metric: Metric,
+    pub before: u64,
+    pub after: u64,
+    /// Percent change; null when `before` is 0.
+    pub percent: Option<f64>,
+}
+
+impl Change {
+    fn new(scope: Scope, group: &str, metric: Metric, before: u64, after: u64) -> Change {
+        let percent = (before > 0).then(|| (after as f64 - before as f64) * 100.0 / before as f64);
+        Change { scope, group: group.to_string(), metric, before, after, percent }
+    }
+
+    /// Larger than the metric's noise floor.
+    fn significant(&self) -> bool {
+        self.before.abs_diff(self.after) >= self.metric.noise_floor()
+    }
+
+    /// Grew by more than `percent` (and more than the noise floor).
+    fn regressed_beyond(&self, percent: f64) -> bool {
+        self.after > self.before && self.significant() && self.percent.is_some_and(|p| p > percent)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TraceSummary {
+    pub trace: String,
+    pub host: String,
+    pub kernel_release: String,
+    pub events: u64,
+    /// Why the trace is incomplete; null when it is complete.
+    pub incomplete: Option<String>,
+}
+
+impl From<&Report> for TraceSummary {
+    fn from(report: &Report) -> TraceSummary {
+        TraceSummary {
+            trace: report.trace.clone(),
+            host: report.header.host.clone(),
+            kernel_release: report.header.kernel_release.clone(),
+            events: report.events,
+            incomplete: completeness_warning(report),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Diff {
+    pub schema_version: u32,
+    pub before: TraceSummary,
+    pub after: TraceSummary,
+    /// Every metric over all processes.
+    pub totals: Vec<Change>,
+    /// Significant changes of units and of binaries seen in both traces,
+    /// largest relative change first.
+    pub units: Vec<Change>,
+    pub binaries: Vec<Change>,
+    /// Units and binaries seen in only one of the traces.
+    pub only_before: Vec<String>,
+    pub only_after: Vec<String>,
+    /// The `--fail-on-regression` threshold, and what exceeded it.
+    pub threshold_percent: Option<f64>,
+    pub regressions: Vec<Change>,
+}
+
+fn changes(scope: Scope, before: &BTreeMap<String, Totals>, after: &BTreeMap<String, Totals>) -> Vec<Change> {
+    let mut changes: Vec<Change> = before
+        .iter()
+        .filter_map(|(name, b)| after.get(name).map(|a| (name, b, a)))
+        .flat_map(|(name, b, a)| Metric::ALL.map(|m| Change::new(scope, name, m, b.get(m), a.get(m))))
+        .filter(Change::significant)
+        .collect();
+    changes.sort_by(|x, y| {
+        let size = |c: &Change| c.percent.map_or(f64::INFINITY, f64::abs);
+        size(y).total_cmp(&size(x)).then_with(|| x.group.cmp(&y.group)).then(x.metric.cmp(&y.metric))
+    });
+    changes
+}
+
+fn only_in<'a>(a: &'a BTreeMap<String, Totals>, b: &BTreeMap<String, Totals>) -> Vec<&'a String> {
+    a.keys().filter(|k| !b.contains_key(*k)).collect()
+}
+
+/// Compares the reports of two traces.
+pub fn compare(before: &Report, after: &Report, threshold_percent: Option<f64>) -> Diff {
+    let (b, a) = (groups(before), groups(after));
+    let totals: Vec<Change> = Metric::ALL
+        .iter()
+        .map(|m| Change::new(Scope::Total, "total", *m, b.all.get(*m), a.all.get(*m)))
+        .collect();
+    let units = changes(Scope::Unit, &b.units, &a.units);
+    let binaries = changes(Scope::Binary, &b.binaries, &a.binaries);
+    let regressions = threshold_percent.map_or_else(Vec::new, |pct| {
+        totals.iter().chain(&units).chain(&binaries).filter(|c| c.regressed_beyond(pct)).cloned().collect()
+    });
+    let names = |x: Vec<&String>, y: Vec<&String>| x.into_iter().chain(y).cloned().collect();
+    Diff {
+        schema_version: SCHEMA_VERSION,
+        before: before.into(),
+        after: after.into(),
+        only_before: names(only_in(&b.units, &a.units), only_in(&b.binaries, &a.binaries)),
+        only_after: names(only_in(&a.units, &b.units), only_in(&a.binaries, &b.binaries)),
+        totals,
+        units,
+        binaries,
+        threshold_percent,
+        regressions,
+    }
+}
+
+fn read(path: &Path) -> Result<Report> {
+    report::build(path, &Selection::default())
+}
+
+/// `nixtrace diff`. Returns the exit status: 0, or [`REGRESSION_EXIT`].
+pub fn run(args: &crate::cli::DiffArgs) -> Result<i32> {
+    let before = read(&args.before)?;
+    let after = read(&args.after)?;
+    let diff = compare(&before, &after, args.fail_on_regression);
+    let text = match args.format {
+        Format::Markdown => markdown::render(&diff, args.top),
+        Format::Json => serde_json::to_string_pretty(&diff).context("serialising the diff")? + "\n",
+    };
+    match &args.output {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            let name = match args.format {
+                Format::Markdown => "diff.md",
+                Format::Json => "diff.json",
+            };
+            crate::output::write_private(&dir.join(name), text.as_bytes())?;
+            let subtitle = format!(
+                "before: {} | after: {}",
+                flamegraph::subtitle(&before),
+                flamegraph::subtitle(&after)
+            );
+            let svg = flamegraph::differential_svg(
+                &flamegraph::stacks(&before, args.kind),
+                &flamegraph::stacks(&after, args.kind),
+                args.kind,
+                flamegraph::frame(&subtitle),
+            )?;
+            crate::output::write_private(&dir.join(format!("diff-{}.svg", args.kind.name())), &svg)?;
+        }
+        None => crate::output::write_or_print(None, text.as_bytes())?,
+    }
+    for change in &diff.regressions {
+        eprintln!("nixtrace: regression: {}", markdown::describe(change));
+    }
+    Ok(if diff.regressions.is_empty() { 0 } else { REGRESSION_EXIT })
+}

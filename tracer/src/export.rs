@@ -1,0 +1,324 @@
+//! `nixtrace export`: a trace as a timeline for the Perfetto UI or
+//! chrome://tracing, in the JSON trace event format. Processes and threads
+//! are tracks; each process's life, its execs, the dynamic loader's phases,
+//! opens and mmaps are slices on its threads.
+//!
+//! Viewers need the slices of one track to nest strictly, and the kernel's
+//! clocks do not promise that (an exec slice ends at the next exec, an open
+//! may start a few ns before the exec that contains it is stamped), so
+//! every track is put through [`nest`] before it is written.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::File,
+    io::BufReader,
+    path::Path,
+};
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+
+use crate::trace::{Event, LoaderPhase, TraceReader};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The JSON trace event format: opens in ui.perfetto.dev and chrome://tracing.
+    ChromeJson,
+}
+
+/// A slice on one thread's track, in trace nanoseconds.
+#[derive(Debug, Clone)]
+struct Slice {
+    start: u64,
+    end: u64,
+    name: String,
+    category: &'static str,
+    args: Value,
+}
+
+/// Viewers give a pid or tid one track for the whole trace; a reused pid
+/// gets a fresh track id so two processes never share one.
+#[derive(Debug, Default)]
+struct Ids {
+    /// Real id -> track id of its current incarnation.
+    current: HashMap<u32, u32>,
+    next_synthetic: u32,
+}
+
+impl Ids {
+    /// Track ids of reused pids/tids start here: above any real pid
+    /// (`PID_MAX_LIMIT` is 2^22).
+    const SYNTHETIC: u32 = 1 << 22;
+
+    fn get(&mut self, id: u32) -> u32 {
+        *self.current.entry(id).or_insert(id)
+    }
+
+    /// `id` starts a new life: a new track if it had one already.
+    fn renew(&mut self, id: u32) -> u32 {
+        let track = match self.current.get(&id) {
+            Some(_) => {
+                self.next_synthetic += 1;
+                Self::SYNTHETIC + self.next_synthetic
+            }
+            None => id,
+        };
+        self.current.insert(id, track);
+        track
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn basename(path: &[u8]) -> String {
+    text(path.rsplit(|b| *b == b'/').find(|s| !s.is_empty()).unwrap_or(path))
+}
+
+/// What one pass over the events collects.
+#[derive(Default)]
+struct Timeline {
+    pids: Ids,
+    tids: Ids,
+    /// (pid track, tid track) -> its slices.
+    slices: BTreeMap<(u32, u32), Vec<Slice>>,
+    /// pid track -> (real pid, name).
+    processes: BTreeMap<u32, (u32, String)>,
+    /// tid track -> (pid track, real tid).
+    threads: BTreeMap<u32, (u32, u32)>,
+    /// pid track -> (start, the exec slice still open).
+    lives: HashMap<u32, u64>,
+    execs: HashMap<u32, Slice>,
+    /// pid track -> the loader's start, and when it was done.
+    loaders: HashMap<u32, (u64, Option<u64>)>,
+    last_ts: u64,
+}
+
+impl Timeline {
+    fn track(&mut self, pid: u32, tid: u32) -> (u32, u32) {
+        let p = self.pids.get(pid);
+        let t = self.tids.get(tid);
+        self.threads.entry(t).or_insert((p, tid));
+        self.processes.entry(p).or_insert_with(|| (pid, format!("pid {pid}")));
+        (p, t)
+    }
+
+    fn push(&mut self, track: (u32, u32), slice: Slice) {
+        self.slices.entry(track).or_default().push(slice);
+    }
+
+    fn end_exec(&mut self, p: u32, ts: u64) {
+        if let Some(mut exec) = self.execs.remove(&p) {
+            exec.end = ts;
+            self.push((p, p), exec);
+        }
+    }
+
+    fn end_life(&mut self, p: u32, pid: u32, ts: u64, args: Value) {
+        self.end_exec(p, ts);
+        if let Some(start) = self.lives.remove(&p) {
+            self.push(
+                (p, p),
+                Slice { start, end: ts, name: format!("process {pid}"), category: "process", args },
+            );
+        }
+    }
+
+    fn add(&mut self, event: &Event) {
+        let ts = event.ts_ns();
+        self.last_ts = self.last_ts.max(ts);
+        match event {
+            Event::Fork { common, child_pid, child_tid, .. } if child_pid == &common.pid => {
+                let p = self.pids.get(*child_pid);
+                let t = self.tids.renew(*child_tid);
+                self.threads.insert(t, (p, *child_tid));
+            }
+            Event::Fork { common, child_pid, .. } => {
+                let parent_name = self.processes.get(&self.pids.get(common.pid)).map(|(_, n)| n.clone());
+                let p = self.pids.renew(*child_pid);
+                let t = self.tids.renew(*child_pid);
+                self.threads.insert(t, (p, *child_pid));
+                self.processes.insert(p, (*child_pid, parent_name.unwrap_or_else(|| "?".into())));
+                self.lives.insert(p, common.ts_ns);
+            }
+            Event::Process { pid, start_ns, exe, .. } => {
+                let (p, _) = self.track(*pid, *pid);
+                let name = exe.as_deref().map_or_else(|| format!("pid {pid}"), basename);
+                self.processes.insert(p, (*pid, name));
+                self.lives.insert(p, *start_ns);
+            }
+            Event::Exec { common, filename, argv, .. } => {
+                let (p, _) = self.track(common.pid, common.pid);
+                self.end_exec(p, ts);
+                let name = basename(filename);
+                self.processes.insert(p, (common.pid, name.clone()));
+                let args = json!({ "filename": text(filename), "argv": argv.iter().map(|a| text(a)).collect::<Vec<_>>() });
+                self.execs.insert(
+                    p,
+                    Slice { start: ts, end: ts, name: format!("exec {name}"), category: "exec", args },
+                );
+                self.lives.entry(p).or_insert(ts);
+            }
+            Event::Exit { common, status, group_dead } => {
+                let (p, _) = self.track(common.pid, common.tid);
+                if *group_dead {
+                    self.end_life(p, common.pid, ts, json!({ "wait_status": status }));
+                }
+            }
+            Event::Loader { common, phase } => {
+                let track = self.track(common.pid, common.tid);
+                let slice = match (phase, self.loaders.get(&track.0).copied()) {
+                    (LoaderPhase::Start, _) => {
+                        self.loaders.insert(track.0, (ts, None));
+                        None
+                    }
+                    (LoaderPhase::Done, Some((start, None))) => {
+                        self.loaders.insert(track.0, (start, Some(ts)));
+                        Some((start, "dynamic loader"))
+                    }
+                    (LoaderPhase::Entry, Some((_, Some(done)))) => {
+                        self.loaders.remove(&track.0);
+                        Some((done, "library initialisers"))
+                    }
+                    _ => None,
+                };
+                if let Some((start, name)) = slice {
+                    let slice =
+                        Slice { start, end: ts, name: name.into(), category: "loader", args: json!({}) };
+                    self.push(track, slice);
+                }
+            }
+            Event::Open { common, path, ret, duration_ns, .. } => {
+                let track = self.track(common.pid, common.tid);
+                let outcome = if *ret < 0 {
+                    json!(nix::errno::Errno::from_raw(-*ret as i32).to_string())
+                } else {
+                    json!(ret)
+                };
+                let name = format!("open {}", basename(path));
+                let args = json!({ "path": text(path), "result": outcome });
+                self.push(
+                    track,
+                    Slice { start: ts.saturating_sub(*duration_ns), end: ts, name, category: "open", args },
+                );
+            }
+            Event::Mmap { common, path: Some(path), len, duration_ns, .. } => {
+                let track = self.track(common.pid, common.tid);
+                let name = format!("mmap {}", basename(path));
+                let args = json!({ "path": text(path), "len": len });
+                self.push(
+                    track,
+                    Slice { start: ts.saturating_sub(*duration_ns), end: ts, name, category: "mmap", args },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes what the trace left open at its end.
+    fn finish(&mut self) {
+        let end = self.last_ts;
+        let open: Vec<u32> = self.lives.keys().chain(self.execs.keys()).copied().collect();
+        for p in open {
+            let pid = self.processes.get(&p).map_or(p, |(pid, _)| *pid);
+            self.end_life(p, pid, end, json!({ "running_at_end": true }));
+        }
+    }
+}
+
+/// Makes one track's slices nest strictly: sorted by start (longest first
+/// on ties), each slice is clipped to end by the end of the slice that
+/// contains its start.
+fn nest(slices: &mut [Slice]) {
+    slices.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+    let mut open: Vec<u64> = Vec::new();
+    for slice in slices.iter_mut() {
+        while open.last().is_some_and(|end| *end <= slice.start) {
+            open.pop();
+        }
+        if let Some(parent_end) = open.last() {
+            slice.end = slice.end.min(*parent_end);
+        }
+        slice.end = slice.end.max(slice.start);
+        open.push(slice.end);
+    }
+}
+
+fn micros(ns: u64, origin: u64) -> f64 {
+    ns.saturating_sub(origin) as f64 / 1000.0
+}
+
+/// The trace at `path` in the JSON trace event format.
+pub fn chrome_json(path: &Path) -> Result<Value> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = TraceReader::new(BufReader::new(file)).with_context(|| path.display().to_string())?;
+    let mut timeline = Timeline::default();
+    for event in reader.by_ref() {
+        timeline.add(&event.with_context(|| path.display().to_string())?);
+    }
+    timeline.finish();
+    let header = reader.header();
+    let origin = header.clock.boottime_ns;
+    let mut events = Vec::new();
+    for (p, (pid, name)) in &timeline.processes {
+        events.push(json!({ "ph": "M", "name": "process_name", "pid": p, "tid": p, "args": { "name": format!("{name} [{pid}]") } }));
+    }
+    for (t, (p, tid)) in &timeline.threads {
+        events.push(json!({ "ph": "M", "name": "thread_name", "pid": p, "tid": t, "args": { "name": format!("thread {tid}") } }));
+    }
+    for ((p, t), slices) in &mut timeline.slices {
+        nest(slices);
+        for s in slices.iter() {
+            events.push(json!({
+                "ph": "X", "pid": p, "tid": t, "name": s.name, "cat": s.category,
+                "ts": micros(s.start, origin), "dur": (s.end - s.start) as f64 / 1000.0, "args": s.args,
+            }));
+        }
+    }
+    Ok(json!({
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "host": header.host, "kernel": header.kernel_release, "boot_id": header.boot_id,
+            "incomplete": reader.cut_short(),
+        },
+    }))
+}
+
+/// `nixtrace export`.
+pub fn run(args: &crate::cli::ExportArgs) -> Result<()> {
+    let Format::ChromeJson = args.format;
+    let value = chrome_json(&args.file)?;
+    let text = serde_json::to_string(&value).context("serialising the timeline")? + "\n";
+    crate::output::write_or_print(args.output.as_deref(), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(start: u64, end: u64) -> Slice {
+        Slice { start, end, name: String::new(), category: "t", args: Value::Null }
+    }
+
+    #[test]
+    fn slices_nest_strictly() {
+        // An exec that ends after its process, an open that straddles the
+        // end of the exec, and siblings.
+        let mut slices = vec![slice(0, 100), slice(10, 120), slice(50, 110), slice(130, 140), slice(60, 70)];
+        nest(&mut slices);
+        let spans: Vec<(u64, u64)> = slices.iter().map(|s| (s.start, s.end)).collect();
+        assert_eq!(spans, [(0, 100), (10, 100), (50, 100), (60, 70), (130, 140)]);
+    }
+
+    #[test]
+    fn reused_ids_get_new_tracks() {
+        let mut ids = Ids::default();
+        assert_eq!(ids.renew(7), 7);
+        assert_eq!(ids.get(7), 7);
+        let again = ids.renew(7);
+        assert!(again > Ids::SYNTHETIC);
+        assert_eq!(ids.get(7), again);
+    }
+}

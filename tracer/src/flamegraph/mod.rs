@@ -1,0 +1,169 @@
+//! `nixtrace flamegraph`: the report's rows as flamegraphs drawn by
+//! inferno. `stacks` folds the rows into stacks for each kind; this module
+//! names the kinds and draws them, stamped with where the trace came from
+//! and whether it is complete.
+
+mod stacks;
+
+use anyhow::{Context as _, Result, bail};
+use inferno::flamegraph::{
+    self as inferno_fg,
+    color::{BasicPalette, Palette},
+};
+pub use stacks::{Stacks, frame, stacks};
+
+use crate::report::{Report, Selection, completeness_warning};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Wall time (µs): unit; process chain; binary; phase.
+    Startup,
+    /// Bytes read from disk: unit; binary; package; file.
+    Io,
+    /// Dynamic-loader time (ns): binary; library; search, open and map.
+    Linker,
+    /// Failed library lookups: binary; library; directory probed.
+    Lookups,
+    /// Exec counts by the process tree.
+    Exec,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Startup => "startup",
+            Kind::Io => "io",
+            Kind::Linker => "linker",
+            Kind::Lookups => "lookups",
+            Kind::Exec => "exec",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Startup => "Startup: wall time by unit, process chain, binary and phase",
+            Kind::Io => "Disk reads: bytes by unit, binary, package and file",
+            Kind::Linker => "Dynamic loader: time by binary, library and step",
+            Kind::Lookups => "Failed library lookups: by binary, library and directory probed",
+            Kind::Exec => "Execs by process tree",
+        }
+    }
+
+    /// What the counts are, as inferno prints them after each number.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Kind::Startup => "µs",
+            Kind::Io => "bytes",
+            Kind::Linker => "ns",
+            Kind::Lookups => "lookups",
+            Kind::Exec => "execs",
+        }
+    }
+
+    fn palette(self) -> BasicPalette {
+        match self {
+            Kind::Startup => BasicPalette::Hot,
+            Kind::Io => BasicPalette::Io,
+            Kind::Linker | Kind::Lookups => BasicPalette::Aqua,
+            Kind::Exec => BasicPalette::Orange,
+        }
+    }
+
+    /// Why a trace has nothing to draw, and what would give it something.
+    fn empty_hint(self) -> &'static str {
+        match self {
+            Kind::Startup | Kind::Exec => "no processes",
+            Kind::Io => "no disk reads (everything came from the page cache; `record --cold` starts cold)",
+            Kind::Linker => "no dynamic-loader runs (static binaries, or a loader nixtrace does not probe)",
+            Kind::Lookups => "no failed library lookups",
+        }
+    }
+}
+
+/// The title block of a picture of `report`: host, kernel, when it was
+/// recorded, and the lost-event warning when there is one.
+pub fn subtitle(report: &Report) -> String {
+    let h = &report.header;
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(h.clock.realtime_ns);
+    let mut text = format!(
+        "host {}, kernel {}, recorded {}",
+        h.host,
+        h.kernel_release,
+        humantime::format_rfc3339_seconds(when)
+    );
+    if let Some(warning) = completeness_warning(report) {
+        text.push_str(&format!(" | {}", warning.to_uppercase()));
+    }
+    frame(&text)
+}
+
+fn options(kind: Kind, title: String, subtitle: String) -> inferno_fg::Options<'static> {
+    let mut options = inferno_fg::Options::default();
+    options.title = title;
+    options.subtitle = Some(subtitle);
+    options.count_name = kind.unit().to_string();
+    options.name_type = String::new();
+    options.colors = Palette::Basic(kind.palette());
+    // The same frame gets the same colour in every picture (before/after).
+    options.hash = true;
+    options.deterministic = true;
+    options
+}
+
+/// Draws `stacks` as an SVG; a flame chart (time order, left to right)
+/// when `chart`.
+pub fn svg(stacks: &Stacks, kind: Kind, report: &Report, chart: bool) -> Result<Vec<u8>> {
+    if stacks.total() == 0 {
+        bail!("{}: nothing to draw for --kind {}: {}", report.trace, kind.name(), kind.empty_hint());
+    }
+    let mut title = kind.title().to_string();
+    if chart {
+        title = format!("{title} (flame chart: time order)");
+    }
+    let mut options = options(kind, frame(&title), subtitle(report));
+    options.flame_chart = chart;
+    let folded = stacks.folded();
+    let mut lines: Vec<&str> = folded.lines().collect();
+    if chart {
+        // inferno reverses the lines of a flame chart before drawing.
+        lines.reverse();
+    }
+    let mut out = Vec::new();
+    inferno_fg::from_lines(&mut options, lines, &mut out).context("drawing the flamegraph")?;
+    Ok(out)
+}
+
+/// A differential flamegraph: the frames of `after`, coloured by how much
+/// they grew (red) or shrank (blue) from `before`.
+pub fn differential_svg(before: &Stacks, after: &Stacks, kind: Kind, subtitle: String) -> Result<Vec<u8>> {
+    if before.total() == 0 && after.total() == 0 {
+        bail!("nothing to draw for --kind {}: {} in either trace", kind.name(), kind.empty_hint());
+    }
+    let mut folded = Vec::new();
+    inferno::differential::from_readers(
+        inferno::differential::Options::default(),
+        before.folded().as_bytes(),
+        after.folded().as_bytes(),
+        &mut folded,
+    )
+    .context("comparing the stacks")?;
+    let folded = String::from_utf8(folded).context("inferno's differential output")?;
+    let title = format!("{} (red: grew, blue: shrank)", kind.title());
+    let mut options = options(kind, title, subtitle);
+    let mut out = Vec::new();
+    inferno_fg::from_lines(&mut options, folded.lines(), &mut out).context("drawing the flamegraph")?;
+    Ok(out)
+}
+
+/// `nixtrace flamegraph`.
+pub fn run(args: &crate::cli::FlamegraphArgs) -> Result<()> {
+    let selection = Selection { top: 0, unit: args.unit.clone(), binary: args.binary.clone() };
+    let report = crate::report::build(&args.file, &selection)?;
+    let stacks = stacks(&report, args.kind);
+    let bytes = if args.folded {
+        stacks.folded().into_bytes()
+    } else {
+        svg(&stacks, args.kind, &report, args.chart)?
+    };
+    crate::output::write_or_print(args.output.as_deref(), &bytes)
+}

@@ -1,0 +1,287 @@
+//! The report's rows folded into stacks, one function per kind of
+//! flamegraph. A stack is a list of frames and a count; frame names pass
+//! through [`frame`] so nothing read from the traced system can break the
+//! folded format or the SVG.
+
+use std::collections::HashMap;
+
+use super::Kind;
+use crate::{
+    model::nix::without_hash,
+    report::{ProcessRow, Report},
+};
+
+/// One folded stack: frames from the root, and its count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    pub frames: Vec<String>,
+    pub count: u64,
+}
+
+/// Stacks in the order a flame chart draws them (depth-first, by start);
+/// a flamegraph sorts them itself.
+#[derive(Debug, Default)]
+pub struct Stacks(pub Vec<Stack>);
+
+impl Stacks {
+    fn push(&mut self, frames: &[String], last: impl Into<String>, count: u64) {
+        if count > 0 {
+            let mut frames = frames.to_vec();
+            frames.push(frame(&last.into()));
+            self.0.push(Stack { frames, count });
+        }
+    }
+
+    /// Brendan Gregg's collapsed format: `a;b;c COUNT` per line.
+    pub fn folded(&self) -> String {
+        self.0.iter().map(|s| format!("{} {}\n", s.frames.join(";"), s.count)).collect()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|s| s.count).sum()
+    }
+}
+
+/// A frame name that is safe in the folded format and in XML: `;` (the
+/// frame separator), `\` and characters XML cannot hold (controls, U+FFFE,
+/// U+FFFF) become `\xNN` / `\u{NNNN}` escapes; the rest is kept.
+pub fn frame(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            ';' => out.push_str("\\x3b"),
+            '\\' => out.push_str("\\\\"),
+            '\u{fffe}' | '\u{ffff}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if c.is_control() && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() { "(empty)".to_string() } else { out }
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').find(|s| !s.is_empty()).unwrap_or(path)
+}
+
+/// What a process is called in a chain of processes.
+fn process_name(row: &ProcessRow) -> String {
+    row.exe.as_deref().map_or_else(|| format!("[pid {}]", row.pid), |exe| basename(exe).to_string())
+}
+
+/// The program a process ran, with Nix store hashes elided so the same
+/// program compares equal across rebuilds.
+fn binary(row: &ProcessRow) -> String {
+    row.exe.as_deref().map_or_else(|| process_name(row), |exe| frame(&without_hash(exe)))
+}
+
+/// The processes of a report as a forest: parents before children.
+struct Tree<'a> {
+    rows: &'a [ProcessRow],
+    /// Children of each row, by start.
+    children: Vec<Vec<usize>>,
+    /// Rows without a parent in the report, by start.
+    roots: Vec<usize>,
+    parent: Vec<Option<usize>>,
+}
+
+impl<'a> Tree<'a> {
+    fn new(rows: &'a [ProcessRow]) -> Tree<'a> {
+        let index: HashMap<(u32, u64), usize> =
+            rows.iter().enumerate().map(|(i, r)| ((r.pid, r.start_ns), i)).collect();
+        let parent: Vec<Option<usize>> = rows
+            .iter()
+            .map(|r| r.parent_start_ns.and_then(|start| index.get(&(r.ppid, start)).copied()))
+            .collect();
+        let mut children = vec![Vec::new(); rows.len()];
+        let mut roots = Vec::new();
+        let mut by_start: Vec<usize> = (0..rows.len()).collect();
+        by_start.sort_by_key(|i| (rows[*i].start_ns, rows[*i].pid));
+        for i in by_start {
+            match parent[i] {
+                Some(p) => children[p].push(i),
+                None => roots.push(i),
+            }
+        }
+        Tree { rows, children, roots, parent }
+    }
+
+    /// Names of the ancestors of `i`, root first, stopping at the first
+    /// one in another unit when `same_unit` (units are roots of their own).
+    fn ancestors(&self, i: usize, same_unit: bool) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut at = self.parent[i];
+        while let Some(p) = at {
+            if same_unit && self.rows[p].unit != self.rows[i].unit {
+                break;
+            }
+            names.push(frame(&process_name(&self.rows[p])));
+            at = self.parent[p];
+        }
+        names.reverse();
+        names
+    }
+
+    /// Depth-first order: each process, then its children by start.
+    fn depth_first(&self) -> Vec<usize> {
+        let mut order = Vec::with_capacity(self.rows.len());
+        let mut todo: Vec<usize> = self.roots.iter().rev().copied().collect();
+        while let Some(i) = todo.pop() {
+            order.push(i);
+            todo.extend(self.children[i].iter().rev());
+        }
+        order
+    }
+}
+
+pub fn stacks(report: &Report, kind: Kind) -> Stacks {
+    match kind {
+        Kind::Startup => startup(report),
+        Kind::Io => io(report),
+        Kind::Linker => linker(report),
+        Kind::Lookups => lookups(report),
+        Kind::Exec => exec(report),
+    }
+}
+
+/// Wall time in µs: unit; process chain; binary; phase. A process's wall
+/// time is split into the loader's measured phases and, for the rest, the
+/// scheduler's accounting (on CPU, waiting for a CPU, blocked, sleeping) in
+/// proportion. Time it sleeps while its children run is left to the
+/// children's frames, so concurrent processes add up like CPU samples.
+fn startup(report: &Report) -> Stacks {
+    let tree = Tree::new(&report.processes);
+    // Units in the order their first process started; each one's processes
+    // depth-first, so a flame chart reads left to right.
+    let mut order = tree.depth_first();
+    let mut unit_rank: HashMap<&str, usize> = HashMap::new();
+    for i in &order {
+        let next = unit_rank.len();
+        unit_rank.entry(tree.rows[*i].unit.as_str()).or_insert(next);
+    }
+    order.sort_by_key(|i| unit_rank[tree.rows[*i].unit.as_str()]);
+    let mut stacks = Stacks::default();
+    for i in order {
+        startup_of(&tree, i, &mut stacks);
+    }
+    stacks
+}
+
+fn startup_of(tree: &Tree, i: usize, stacks: &mut Stacks) {
+    const US: u64 = 1000;
+    let row = &tree.rows[i];
+    let mut frames = vec![frame(&row.unit)];
+    frames.extend(tree.ancestors(i, true));
+    frames.push(binary(row));
+    let mut loader_ns = 0;
+    if let Some(l) = &row.loader {
+        stacks.push(&frames, "loader: library search", l.search_ns / US);
+        stacks.push(&frames, "loader: open and map", (l.open_ns + l.map_ns) / US);
+        stacks.push(&frames, "loader: relocation and setup", l.rest_ns / US);
+        stacks.push(&frames, "library initialisers", l.init_ns / US);
+        loader_ns = l.total_ns + l.init_ns;
+    }
+    let rest = row.wall_ns.saturating_sub(loader_ns);
+    let t = &row.time;
+    let scheduled = t.on_cpu_ns + t.runnable_ns + t.blocked_ns + t.sleeping_ns;
+    if scheduled == 0 {
+        stacks.push(&frames, "no scheduler data", rest / US);
+        return;
+    }
+    let share = |ns: u64| (u128::from(rest) * u128::from(ns) / u128::from(scheduled)) as u64;
+    let same_unit_children: u64 = tree.children[i]
+        .iter()
+        .filter(|c| tree.rows[**c].unit == row.unit)
+        .map(|c| tree.rows[*c].wall_ns)
+        .sum();
+    stacks.push(&frames, "running on CPU", share(t.on_cpu_ns) / US);
+    stacks.push(&frames, "waiting for a CPU", share(t.runnable_ns) / US);
+    stacks.push(&frames, "blocked (disk I/O)", share(t.blocked_ns) / US);
+    stacks.push(&frames, "sleeping", share(t.sleeping_ns).saturating_sub(same_unit_children) / US);
+}
+
+/// Bytes read from disk: unit; binary; package; file.
+fn io(report: &Report) -> Stacks {
+    // Reads are charged per pid: after pid reuse, to the latest process.
+    let by_pid: HashMap<u32, &ProcessRow> = report.processes.iter().map(|p| (p.pid, p)).collect();
+    let mut stacks = Stacks::default();
+    for file in &report.files {
+        let package =
+            file.package.as_ref().map_or("(not in the Nix store)".to_string(), |p| match &p.version {
+                Some(version) => format!("{}-{version}", p.name),
+                None => p.name.clone(),
+            });
+        for read in &file.disk_read_by_reader {
+            let Some(row) = by_pid.get(&read.pid) else { continue };
+            let frames = [frame(&row.unit), binary(row), frame(&package)];
+            stacks.push(&frames, without_hash(&file.display_name()), read.disk_read_bytes);
+        }
+    }
+    stacks
+}
+
+/// The dynamic loader's time in ns: binary; library; what it did for it.
+fn linker(report: &Report) -> Stacks {
+    let mut stacks = Stacks::default();
+    for row in &report.processes {
+        let Some(l) = &row.loader else { continue };
+        let binary = [binary(row)];
+        for failed in &l.failed {
+            let frames = [binary[0].clone(), frame(&failed.library)];
+            stacks.push(&frames, format!("search {}", failed.dir), failed.ns);
+        }
+        let mut libraries_ns = 0;
+        for library in &l.libraries {
+            let frames = [binary[0].clone(), frame(basename(&library.path))];
+            stacks.push(&frames, "open and map", library.load_ns);
+            libraries_ns += library.load_ns;
+        }
+        let other = (l.open_ns + l.map_ns).saturating_sub(libraries_ns);
+        stacks.push(&binary, "other opens and maps (ld.so.cache)", other);
+        stacks.push(&binary, "relocation and setup", l.rest_ns);
+        stacks.push(&binary, "library initialisers", l.init_ns);
+    }
+    stacks
+}
+
+/// Failed library lookups: binary; library; directory probed.
+fn lookups(report: &Report) -> Stacks {
+    let mut stacks = Stacks::default();
+    for row in &report.processes {
+        let Some(l) = &row.loader else { continue };
+        for failed in &l.failed {
+            let frames = [binary(row), frame(&failed.library)];
+            stacks.push(&frames, failed.dir.clone(), failed.count);
+        }
+    }
+    stacks
+}
+
+/// Exec counts by the process tree: the chain of programs that led to
+/// each exec.
+fn exec(report: &Report) -> Stacks {
+    let tree = Tree::new(&report.processes);
+    let mut stacks = Stacks::default();
+    for i in tree.depth_first() {
+        let frames = tree.ancestors(i, false);
+        for exec in &tree.rows[i].execs {
+            stacks.push(&frames, basename(&exec.filename), 1);
+        }
+    }
+    stacks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_cannot_break_the_folded_format_or_xml() {
+        assert_eq!(frame("/usr/bin/python3"), "/usr/bin/python3");
+        assert_eq!(frame("a;b"), "a\\x3bb");
+        assert_eq!(frame("line\nbreak\t\u{1b}[31m"), "line\\x0abreak\\x09\\x1b[31m");
+        assert_eq!(frame("back\\slash"), "back\\\\slash");
+        assert_eq!(frame("<&\"'>"), "<&\"'>", "XML escaping is the SVG writer's job");
+        assert_eq!(frame("\u{fffe}\u{fffd}"), "\\u{fffe}\u{fffd}");
+        assert_eq!(frame(""), "(empty)");
+    }
+}
