@@ -3,21 +3,26 @@
 //!
 //! - `cargo xtask setup` installs every prerequisite on Debian 12, skipping
 //!   what is already there: the Debian packages (LLVM 22, build tools,
-//!   strace, bpftrace, perf, patchelf), the nightly `rust-src` component,
-//!   bpf-linker built against LLVM 22, and the tracefs mount. Installing the
-//!   Debian packages and mounting tracefs needs root.
+//!   strace, bpftrace, perf, patchelf, nix-bin), the nightly `rust-src`
+//!   component, bpf-linker built against LLVM 22, deadnix (a Nix linter), and
+//!   the tracefs mount. Installing the Debian packages and mounting tracefs
+//!   needs root.
 //! - `cargo xtask test` runs `setup`, then the whole suite: `cargo fmt
-//!   --check`, clippy with `-D warnings`, the release build (which embeds the
-//!   eBPF object) and `cargo test` on one thread. The tests load eBPF programs
-//!   into the kernel, so this must run as root (`sudo -E cargo xtask test`).
-//!   `--quick` skips fmt and clippy.
+//!   --check`, the nix checks, clippy with `-D warnings`, the release build
+//!   (which embeds the eBPF object) and `cargo test` on one thread. The tests
+//!   load eBPF programs into the kernel, so this must run as root (`sudo -E
+//!   cargo xtask test`). `--quick` skips fmt, the nix checks and clippy.
+//! - `cargo xtask nix-check` checks every tracked `.nix` file: it parses with
+//!   `nix-instantiate --parse`, runs deadnix, and checks the formatting with
+//!   alejandra (and runs statix where one is on PATH). No Nix store is needed.
+//!   `--format` formats the files first, as `nix fmt` would.
 //! - `cargo xtask demo` runs `setup`, builds the release binary, records the
 //!   cold startup of `python3 -c "import json"` into `target/demo.ntr` and
 //!   prints `nixtrace report` of it.
 //!
-//! `setup.rs`, `test.rs` and `demo.rs` hold one command each; this file holds
-//! the command line and the few helpers they share (running a command,
-//! finding cargo's directories, checking for root).
+//! `setup.rs`, `test.rs`, `nix.rs` and `demo.rs` hold one command each; this
+//! file holds the command line and the few helpers they share (running a
+//! command, finding cargo's directories, checking for root).
 use std::{
     env,
     ffi::OsString,
@@ -30,6 +35,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod nix;
 mod setup;
 mod test;
 
@@ -37,7 +43,7 @@ mod test;
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "nixtrace project automation: install prerequisites, run the test suite, run a demo"
+    about = "nixtrace project automation: install prerequisites, run the test suite, check the Nix files, run a demo"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,16 +56,26 @@ enum Cmd {
     ///
     /// Checks, and installs when missing: the Debian packages (llvm-22-dev,
     /// libpolly-22-dev, zlib1g-dev, libzstd-dev, build-essential, pkg-config,
-    /// strace, bpftrace, linux-perf, patchelf), the `rust-src` component of
-    /// the nightly toolchain, bpf-linker built against LLVM 22, and the
-    /// tracefs mount at /sys/kernel/tracing. Prints one line per step.
+    /// strace, bpftrace, linux-perf, patchelf, nix-bin), the `rust-src`
+    /// component of the nightly toolchain, bpf-linker built against LLVM 22,
+    /// deadnix at a pinned version, and the tracefs mount at
+    /// /sys/kernel/tracing. Prints one line per step.
     Setup,
-    /// Run setup, then fmt, clippy, the release build and all tests (as root).
+    /// Run setup, then fmt, the nix checks, clippy, the release build and all tests (as root).
     ///
     /// The tests load real eBPF programs into the kernel and share it, so they
     /// run as root and on one thread: `sudo -E cargo xtask test`. Stops at the
     /// first failing step and names it.
     Test(test::Args),
+    /// Check every tracked .nix file: parse, deadnix, alejandra's formatting (no Nix store needed).
+    ///
+    /// Parses each file with `nix-instantiate --parse` (Debian's nix-bin,
+    /// with the empty `dummy://` store), then runs `deadnix --fail`, checks
+    /// the formatting with alejandra (linked in, the formatter of `nix fmt`),
+    /// and runs `statix check` if statix is on PATH. Runs every check, then
+    /// fails naming those that failed. Run `cargo xtask setup` first to
+    /// install nix-bin and deadnix.
+    NixCheck(nix::Args),
     /// Run setup, build, and trace the startup of `python3 -c "import json"` (as root).
     ///
     /// Drops the page cache (`record --cold`), records into target/demo.ntr
@@ -72,6 +88,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Setup => setup::run(),
         Cmd::Test(args) => test::run(&args),
+        Cmd::NixCheck(args) => nix::run(&args),
         Cmd::Demo => demo::run(),
     };
     match result {

@@ -19,12 +19,43 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftrace",
     "linux-perf",
     "patchelf",
+    // nix-instantiate, for `cargo xtask nix-check`'s parse check of every .nix file.
+    "nix-bin",
 ];
 
 /// Where llvm-22-dev installs LLVM; bpf-linker links against it.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-const BPF_LINKER_VERSION: &str = "0.13.0";
 const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// A tool that `cargo install` builds from crates.io at a pinned version.
+struct CargoTool {
+    /// The crate, which is also the executable's name.
+    name: &'static str,
+    version: &'static str,
+    /// Extra arguments to `cargo install` (features).
+    args: &'static [&'static str],
+    /// Environment for the build.
+    env: &'static [(&'static str, &'static str)],
+    /// Shown while it builds.
+    what: &'static str,
+}
+
+/// The eBPF linker, built from source against the system's LLVM 22.
+const BPF_LINKER: CargoTool = CargoTool {
+    name: "bpf-linker",
+    version: "0.13.0",
+    args: &["--no-default-features", "--features", "llvm-22"],
+    // aya-rustc-llvm-proxy finds libLLVM through LLVM_PREFIX (without it
+    // linking fails on -lLLVM); llvm-sys 221 reads its own variable.
+    env: &[("LLVM_PREFIX", LLVM_PREFIX), ("LLVM_SYS_221_PREFIX", LLVM_PREFIX)],
+    what: "against LLVM 22 (a few minutes)",
+};
+
+/// The Nix linter that `cargo xtask nix-check` runs. Its formatter check
+/// links alejandra's library instead (see nix.rs), and statix, the other
+/// linter the flake runs, is on neither crates.io nor Debian 12.
+const NIX_TOOLS: [CargoTool; 1] =
+    [CargoTool { name: "deadnix", version: "1.3.1", args: &[], env: &[], what: "(about a minute)" }];
 
 /// Runs every step in order; the Debian packages come first because
 /// bpf-linker is built against their LLVM.
@@ -32,7 +63,9 @@ pub fn run() -> Result<()> {
     let root = crate::is_root();
     debian_packages(root)?;
     rust_src()?;
-    bpf_linker()?;
+    for tool in std::iter::once(&BPF_LINKER).chain(&NIX_TOOLS) {
+        cargo_tool(tool)?;
+    }
     tracefs(root);
     Ok(())
 }
@@ -102,41 +135,52 @@ fn rust_src() -> Result<()> {
     run_cmd(command("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
-/// The eBPF linker, built from source against the system's LLVM 22.
-fn bpf_linker() -> Result<()> {
-    if let Some(version) = bpf_linker_version() {
-        println!("ok: {version}");
-        return Ok(());
+/// Installs `tool` with `cargo install` unless `TOOL --version` already
+/// names its pinned version.
+fn cargo_tool(tool: &CargoTool) -> Result<()> {
+    let name = tool.name;
+    if let Some(version) = installed_version(tool) {
+        if has_version(&version, tool.version) {
+            println!("ok: {version}");
+            return Ok(());
+        }
+        println!("installing: {name} {} (found `{version}`) {}", tool.version, tool.what);
+    } else {
+        println!("installing: {name} {} {}", tool.version, tool.what);
     }
-    println!("installing: bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes)");
-    if let Err(err) = install_bpf_linker(true) {
+    if let Err(err) = cargo_install(tool, true) {
         println!("warning: {err:#}; retrying without --locked");
-        install_bpf_linker(false)?;
+        cargo_install(tool, false)?;
     }
-    bpf_linker_version().context(
-        "bpf-linker was installed but `bpf-linker --version` still fails \
-         (is $CARGO_HOME/bin, usually ~/.cargo/bin, where cargo installed it?)",
-    )?;
-    Ok(())
+    match installed_version(tool) {
+        Some(version) if has_version(&version, tool.version) => Ok(()),
+        found => bail!(
+            "{name} {} was installed but `{name} --version` gives {} \
+             (is $CARGO_HOME/bin, usually ~/.cargo/bin, where cargo installed it?)",
+            tool.version,
+            found.map_or("nothing".to_owned(), |version| format!("`{version}`")),
+        ),
+    }
 }
 
-/// `bpf-linker --version`, looked up in PATH and in `$CARGO_HOME/bin`.
-fn bpf_linker_version() -> Option<String> {
-    let version = output(command("bpf-linker").arg("--version")).ok()?;
+/// `TOOL --version`, looked up in PATH and in `$CARGO_HOME/bin`.
+fn installed_version(tool: &CargoTool) -> Option<String> {
+    let version = output(command(tool.name).arg("--version")).ok()?;
     Some(version.trim().to_owned())
 }
 
-fn install_bpf_linker(locked: bool) -> Result<()> {
+/// Whether a `--version` line (`deadnix 1.3.1`, `bpf-linker 0.13.0`) names `version`.
+fn has_version(line: &str, version: &str) -> bool {
+    line.split_whitespace().any(|word| word.trim_start_matches('v') == version)
+}
+
+fn cargo_install(tool: &CargoTool, locked: bool) -> Result<()> {
     let mut cmd = command("cargo");
-    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION]);
+    cmd.args(["install", tool.name, "--version", tool.version]);
     if locked {
         cmd.arg("--locked");
     }
-    cmd.args(["--no-default-features", "--features", "llvm-22"])
-        // aya-rustc-llvm-proxy finds libLLVM through LLVM_PREFIX (without it
-        // linking fails on -lLLVM); llvm-sys 221 reads its own variable.
-        .env("LLVM_PREFIX", LLVM_PREFIX)
-        .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX);
+    cmd.args(tool.args).envs(tool.env.iter().copied());
     run_cmd(&mut cmd)
 }
 

@@ -1,12 +1,20 @@
 //! `cargo xtask test`: setup, then every check CI runs, in order, stopping at
 //! the first failure.
+use std::process::Command;
+
 use anyhow::{Context as _, Result, bail};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Skip `cargo fmt --check` and clippy: only build and run the tests.
+    /// Skip `cargo fmt --check`, clippy and the nix checks: only build and run the tests.
     #[arg(long)]
     quick: bool,
+}
+
+/// One step of the suite: a command, or a check that runs several.
+enum Step {
+    Cmd(Command),
+    Fn(fn() -> Result<()>),
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -20,12 +28,14 @@ pub fn run(args: &Args) -> Result<()> {
 
     // tracer-ebpf only builds for the BPF target (tracer/build.rs builds it),
     // so the workspace-wide steps leave it out.
-    let mut steps = Vec::new();
+    let mut steps: Vec<(&str, Step)> = Vec::new();
     if !args.quick {
-        steps.push(("format check", crate::cargo(["fmt", "--all", "--", "--check"])));
+        steps.push(("format check", Step::Cmd(crate::cargo(["fmt", "--all", "--", "--check"]))));
+        // Every tracked .nix file: parse, deadnix, alejandra (nix.rs).
+        steps.push(("nix checks", Step::Fn(crate::nix::check_only)));
         steps.push((
             "clippy",
-            crate::cargo([
+            Step::Cmd(crate::cargo([
                 "clippy",
                 "--workspace",
                 "--exclude",
@@ -34,16 +44,16 @@ pub fn run(args: &Args) -> Result<()> {
                 "--",
                 "-D",
                 "warnings",
-            ]),
+            ])),
         ));
     }
     // Builds target/release/nixtrace with the real eBPF object embedded;
     // the tests then run against that same optimised build.
-    steps.push(("release build", crate::cargo(["build", "--release"])));
+    steps.push(("release build", Step::Cmd(crate::cargo(["build", "--release"]))));
     // One thread: the privileged tests share the kernel's tracepoints and maps.
     steps.push((
         "tests",
-        crate::cargo([
+        Step::Cmd(crate::cargo([
             "test",
             "--release",
             "--workspace",
@@ -51,13 +61,17 @@ pub fn run(args: &Args) -> Result<()> {
             "tracer-ebpf",
             "--",
             "--test-threads=1",
-        ]),
+        ])),
     ));
 
     let total = steps.len();
-    for (i, (name, mut cmd)) in steps.into_iter().enumerate() {
+    for (i, (name, step)) in steps.into_iter().enumerate() {
         println!("==> [{}/{total}] {name}", i + 1);
-        crate::run(&mut cmd).with_context(|| format!("test step `{name}` failed"))?;
+        match step {
+            Step::Cmd(mut cmd) => crate::run(&mut cmd),
+            Step::Fn(check) => check(),
+        }
+        .with_context(|| format!("test step `{name}` failed"))?;
     }
     println!("==> all {total} steps passed");
     Ok(())
