@@ -4,17 +4,10 @@
 
 mod common;
 
-use std::{fs, path::Path, process::Command};
+use std::{fs, process::Command};
 
 use common::*;
 use serde_json::Value;
-
-/// `nixtrace report TRACE --format json`, parsed.
-fn report_json(trace: &Path, extra: &[&str]) -> Value {
-    let output = run(Command::new(NIXTRACE).arg("report").arg(trace).args(["--format", "json"]).args(extra));
-    assert!(output.status.success(), "report failed: {}", stderr_of(&output));
-    serde_json::from_slice(&output.stdout).expect("the JSON report parses")
-}
 
 /// What `LD_DEBUG=libs` says the loader did for one exec: the path of each
 /// library found, in load order, and how many candidate files it tried in
@@ -36,18 +29,6 @@ fn ld_debug_libs(log: &str) -> (Vec<String>, u64) {
         }
     }
     (found, failed)
-}
-
-/// The report's row for the process whose last exec ran `program`.
-fn process_running<'a>(report: &'a Value, program: &str) -> &'a Value {
-    let rows: Vec<&Value> = report["processes"]
-        .as_array()
-        .expect("processes[]")
-        .iter()
-        .filter(|p| p["execs"].as_array().and_then(|e| e.last()).is_some_and(|e| e["filename"] == program))
-        .collect();
-    assert_eq!(rows.len(), 1, "one process ran {program}: {rows:#?}");
-    rows[0]
 }
 
 /// Proves the libraries the report lists for an exec, in order, are exactly

@@ -547,3 +547,25 @@ pub fn tally_differences(
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// Reports
+
+/// `nixtrace report TRACE --format json`, parsed.
+pub fn report_json(trace: &Path, extra: &[&str]) -> Value {
+    let output = run(Command::new(NIXTRACE).arg("report").arg(trace).args(["--format", "json"]).args(extra));
+    assert!(output.status.success(), "report failed: {}", stderr_of(&output));
+    serde_json::from_slice(&output.stdout).expect("the JSON report parses")
+}
+
+/// The report's row for the process whose last exec ran `program`.
+pub fn process_running<'a>(report: &'a Value, program: &str) -> &'a Value {
+    let rows: Vec<&Value> = report["processes"]
+        .as_array()
+        .expect("processes[]")
+        .iter()
+        .filter(|p| p["execs"].as_array().and_then(|e| e.last()).is_some_and(|e| e["filename"] == program))
+        .collect();
+    assert_eq!(rows.len(), 1, "one process ran {program}: {rows:#?}");
+    rows[0]
+}

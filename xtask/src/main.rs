@@ -3,7 +3,7 @@
 //!
 //! - `cargo xtask setup` installs every prerequisite on Debian 12, skipping
 //!   what is already there: the Debian packages (LLVM 22, build tools,
-//!   strace, bpftrace, perf, patchelf, nix-bin), the nightly `rust-src`
+//!   strace, bpftrace, perf, patchelf, nix-bin, chromium), the nightly `rust-src`
 //!   component, bpf-linker built against LLVM 22, deadnix (a Nix linter), and
 //!   the tracefs mount. Installing the Debian packages and mounting tracefs
 //!   needs root.
@@ -56,7 +56,7 @@ enum Cmd {
     ///
     /// Checks, and installs when missing: the Debian packages (llvm-22-dev,
     /// libpolly-22-dev, zlib1g-dev, libzstd-dev, build-essential, pkg-config,
-    /// strace, bpftrace, linux-perf, patchelf, nix-bin), the `rust-src`
+    /// strace, bpftrace, linux-perf, patchelf, nix-bin, chromium), the `rust-src`
     /// component of the nightly toolchain, bpf-linker built against LLVM 22,
     /// deadnix at a pinned version, and the tracefs mount at
     /// /sys/kernel/tracing. Prints one line per step.

@@ -21,6 +21,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "patchelf",
     // nix-instantiate, for `cargo xtask nix-check`'s parse check of every .nix file.
     "nix-bin",
+    // Headless rendering of a flamegraph, in tests/pictures.rs.
+    "chromium",
 ];
 
 /// Where llvm-22-dev installs LLVM; bpf-linker links against it.

@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 use super::{Change, Diff, Scope};
 use crate::report::markdown::escape;
 
-/// "+12.5%", "−3.0%", or "new" when there was nothing before.
+/// "+12.5%", "−3.0%", or "from 0" when there was nothing before.
 fn percent(change: &Change) -> String {
     match change.percent {
         Some(p) if p >= 0.0 => format!("+{p:.1}%"),
         Some(p) => format!("−{:.1}%", -p),
-        None => "new".to_string(),
+        None => "from 0".to_string(),
     }
 }
 

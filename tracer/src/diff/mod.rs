@@ -153,9 +153,10 @@ impl Change {
         self.before.abs_diff(self.after) >= self.metric.noise_floor()
     }
 
-    /// Grew by more than `percent` (and more than the noise floor).
+    /// Grew by more than `percent` (and more than the noise floor); growing
+    /// from nothing is always beyond.
     fn regressed_beyond(&self, percent: f64) -> bool {
-        self.after > self.before && self.significant() && self.percent.is_some_and(|p| p > percent)
+        self.after > self.before && self.significant() && self.percent.is_none_or(|p| p > percent)
     }
 }
 
