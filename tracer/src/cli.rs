@@ -138,6 +138,24 @@ pub struct RecordArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Trace this boot, as the early systemd unit does
+    /// (systemd/nixtrace-boot.service): record the whole system into /run,
+    /// tell systemd when the probes are attached, stop when systemd says
+    /// the boot has finished (or after --duration, default 300 s), then
+    /// write OUTPUT_DIR/<boot-id>.ntr with its report (.report.md,
+    /// .report.json) and flamegraphs (.startup.svg, .io.svg), keeping the
+    /// last --keep boots. -o is ignored.
+    #[arg(long)]
+    pub boot: bool,
+
+    /// With --boot: where the boots' traces and reports go.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/nixtrace/boots", requires = "boot")]
+    pub output_dir: PathBuf,
+
+    /// With --boot: how many boots to keep (the oldest are removed).
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "boot")]
+    pub keep: usize,
+
     /// The command to run and trace.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

@@ -3,7 +3,8 @@
 //!
 //! - `cargo xtask setup` installs every prerequisite on Debian 12, skipping
 //!   what is already there: the Debian packages (LLVM 22, build tools,
-//!   strace, bpftrace, perf, patchelf, nix-bin, chromium), the nightly `rust-src`
+//!   strace, bpftrace, perf, patchelf, nix-bin, chromium, QEMU, debootstrap,
+//!   linux-image-amd64), the nightly `rust-src`
 //!   component, bpf-linker built against LLVM 22, deadnix (a Nix linter), and
 //!   the tracefs mount. Installing the Debian packages and mounting tracefs
 //!   needs root.
@@ -34,6 +35,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod boot_test;
 mod demo;
 mod nix;
 mod setup;
@@ -76,6 +78,14 @@ enum Cmd {
     /// fails naming those that failed. Run `cargo xtask setup` first to
     /// install nix-bin and deadnix.
     NixCheck(nix::Args),
+    /// Boot a Debian 6.1 guest under QEMU with the boot unit and check its trace (as root).
+    ///
+    /// Caches a debootstrap root file system in target/boot-vm/, installs the
+    /// release nixtrace and systemd/nixtrace-boot.service, boots, and checks
+    /// what the guest filed in /var/lib/nixtrace/boots: units attributed with
+    /// execs and opens, the critical chain, no lost events, the report and
+    /// flamegraphs. Part of `cargo xtask test`.
+    BootTest,
     /// Run setup, build, and trace the startup of `python3 -c "import json"` (as root).
     ///
     /// Drops the page cache (`record --cold`), records into target/demo.ntr
@@ -89,6 +99,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::run(),
         Cmd::Test(args) => test::run(&args),
         Cmd::NixCheck(args) => nix::run(&args),
+        Cmd::BootTest => boot_test::run_test(),
         Cmd::Demo => demo::run(),
     };
     match result {

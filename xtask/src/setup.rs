@@ -23,6 +23,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nix-bin",
     // Headless rendering of a flamegraph, in tests/pictures.rs.
     "chromium",
+    // The boot test: a Debian root file system, its 6.1 kernel, a VM.
+    "debootstrap",
+    "linux-image-amd64",
+    "qemu-system-x86",
 ];
 
 /// Where llvm-22-dev installs LLVM; bpf-linker links against it.

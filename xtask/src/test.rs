@@ -63,6 +63,8 @@ pub fn run(args: &Args) -> Result<()> {
             "--test-threads=1",
         ])),
     ));
+    // A real boot of Debian's 6.1 kernel traced by the unit (boot_test.rs).
+    steps.push(("boot test", Step::Fn(crate::boot_test::run_test)));
 
     let total = steps.len();
     for (i, (name, step)) in steps.into_iter().enumerate() {

@@ -2,6 +2,7 @@
 //! from /proc, run the command if there is one, and stream every event from
 //! the ring buffer into the trace file until it is time to stop.
 
+mod boot;
 mod command;
 pub mod decode;
 pub mod load;
@@ -294,7 +295,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn record(args: RecordArgs) -> Result<i32> {
+async fn record(mut args: RecordArgs) -> Result<i32> {
+    let boot = if args.boot { Some(boot::prepare(&mut args)?) } else { None };
     let has_command = !args.command.is_empty();
     let procs = if has_command { Vec::new() } else { procfs::processes() };
     let scope = scope(&args, &procs)?;
@@ -330,6 +332,9 @@ async fn record(args: RecordArgs) -> Result<i32> {
             String::from_utf8_lossy(args.output.as_os_str().as_bytes())
         );
     }
+    if boot.is_some() {
+        boot::notify_ready()?;
+    }
     let mut child = if has_command { Some(command::spawn(&args.command, args.run_as_root)?) } else { None };
     let child_pid = child.as_ref().and_then(|c| c.id());
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
@@ -344,6 +349,12 @@ async fn record(args: RecordArgs) -> Result<i32> {
     let mut last_flush = Instant::now();
     let mut forwarded = false;
     let mut exit_status = None;
+    let mut boot_finished = std::pin::pin!(async {
+        match boot {
+            Some(_) => boot::finished().await,
+            None => std::future::pending().await,
+        }
+    });
 
     loop {
         tokio::select! {
@@ -381,6 +392,7 @@ async fn record(args: RecordArgs) -> Result<i32> {
                 }
             }
             _ = sleep_until(deadline) => break,
+            () = &mut boot_finished => break,
         }
     }
     sink.drain(ring.get_mut())?;
@@ -393,6 +405,12 @@ async fn record(args: RecordArgs) -> Result<i32> {
     let bytes = std::fs::metadata(&args.output).map_or(0, |m| m.len());
     if !args.quiet {
         summarize(&args.output, &counts, &stats, bytes, status.elapsed());
+    }
+    if let Some(plan) = &boot {
+        let trace = boot::finish(plan)?;
+        if !args.quiet {
+            eprintln!("nixtrace: boot {} filed as {}", plan.boot_id, trace.display());
+        }
     }
     Ok(match exit_status {
         Some(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),

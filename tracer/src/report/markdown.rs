@@ -3,7 +3,11 @@
 
 use std::fmt::Write as _;
 
-use super::{Report, bytes, completeness_warning, duration};
+use super::{
+    Report,
+    boot::{BootSection, BootUnit},
+    bytes, completeness_warning, duration,
+};
 
 /// Escapes what Markdown (and the HTML it may contain) would interpret.
 pub fn escape(s: &str) -> String {
@@ -45,6 +49,9 @@ pub fn render(report: &Report, top: usize) -> String {
         escape(&h.kernel_release),
     );
 
+    if let Some(boot) = &report.boot {
+        render_boot(&mut out, boot);
+    }
     let _ = writeln!(out, "<details><summary>Processes (top {top} by wall time)</summary>\n");
     let _ = writeln!(
         out,
@@ -93,6 +100,56 @@ pub fn render(report: &Report, top: usize) -> String {
         let _ = writeln!(out, "\n</details>");
     }
     out
+}
+
+fn boot_table(out: &mut String, units: &[BootUnit], when: &str) {
+    let _ = writeln!(
+        out,
+        "| unit | {when} | took | processes | on CPU | blocked | loader | disk read |\n|---|--:|--:|--:|--:|--:|--:|--:|"
+    );
+    for u in units {
+        let traced = u.traced.as_ref().map_or_else(
+            || "| not traced | | | | |".to_string(),
+            |t| {
+                format!(
+                    "| {} | {} | {} | {} | {} |",
+                    t.processes,
+                    duration(t.on_cpu_ns),
+                    duration(t.blocked_ns),
+                    duration(t.loader_ns),
+                    bytes(t.disk_read_bytes)
+                )
+            },
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} {traced}",
+            escape(&u.unit),
+            u.active_at.as_deref().map(escape).unwrap_or_default(),
+            u.took.as_deref().map(escape).unwrap_or_default()
+        );
+    }
+    out.push('\n');
+}
+
+/// What the trace missed of the boot, the critical chain and the slowest
+/// units, each with what the trace saw of it.
+fn render_boot(out: &mut String, boot: &BootSection) {
+    let _ = writeln!(
+        out,
+        "**Boot.** The trace starts {} after the kernel started; {} processes were already running then (their earlier work is not in the trace).\n",
+        duration(boot.missed_ns),
+        boot.seeded_processes.len()
+    );
+    if boot.systemd_analyze_missing {
+        let _ = writeln!(out, "systemd-analyze was not available: no critical chain.\n");
+        return;
+    }
+    let _ = writeln!(out, "Critical chain to the default target (`systemd-analyze critical-chain`):\n");
+    boot_table(out, &boot.critical_chain, "active at");
+    let _ = writeln!(out, "<details><summary>Slowest units (`systemd-analyze blame`)</summary>\n");
+    boot_table(out, &boot.slowest_units, "");
+    let _ = writeln!(out, "</details>\n");
 }
 
 #[cfg(test)]

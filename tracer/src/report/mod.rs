@@ -2,6 +2,7 @@
 //! the process table and the cgroup names; this module turns them into
 //! rows (processes, units) that the text, Markdown and JSON renderers print.
 
+pub mod boot;
 mod json;
 pub mod markdown;
 mod text;
@@ -291,6 +292,9 @@ pub struct Report {
     /// Every executable and library the selected processes ran, by path,
     /// with their static ELF facts.
     pub binaries: Vec<BinaryRow>,
+    /// Made by `record --boot`: what the trace missed of the boot, and
+    /// systemd's view of it. Null otherwise.
+    pub boot: Option<boot::BootSection>,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -503,6 +507,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
         units,
         files,
         binaries,
+        boot: None,
     })
 }
 

@@ -1,0 +1,204 @@
+//! `record --boot`: the recorder as an early systemd unit
+//! (`systemd/nixtrace-boot.service`). It records into /run (writable from
+//! the first moment of boot, unlike /var), tells systemd it is ready once
+//! the probes are attached, stops when systemd says the boot has finished,
+//! then files the trace under the output directory with its report and
+//! flamegraphs, and keeps the last N boots.
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{cli::RecordArgs, flamegraph, report};
+
+/// Where the trace grows while the machine boots.
+const STAGING_DIR: &str = "/run/nixtrace";
+/// Longest a boot trace runs when systemd never says the boot finished.
+pub const DEFAULT_MAX_SECONDS: f64 = 300.0;
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// Where this boot's files go.
+#[derive(Debug)]
+pub struct BootPlan {
+    pub boot_id: String,
+    output_dir: PathBuf,
+    keep: usize,
+    staging: PathBuf,
+}
+
+/// Checks the arguments of `record --boot` and points the recording at
+/// the staging file.
+pub fn prepare(args: &mut RecordArgs) -> Result<BootPlan> {
+    if !args.command.is_empty() || !args.pids.is_empty() || args.cgroup.is_some() {
+        bail!("--boot records the whole system: it takes no command, --pid or --cgroup");
+    }
+    if args.keep == 0 {
+        bail!("--keep must be at least 1");
+    }
+    let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .context("reading /proc/sys/kernel/random/boot_id")?
+        .trim()
+        .replace('-', "");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(STAGING_DIR)
+        .with_context(|| format!("cannot create {STAGING_DIR}"))?;
+    let staging = Path::new(STAGING_DIR).join(format!("{boot_id}.ntr"));
+    args.output = staging.clone();
+    args.force = true;
+    args.duration.get_or_insert(DEFAULT_MAX_SECONDS);
+    Ok(BootPlan { boot_id, output_dir: args.output_dir.clone(), keep: args.keep, staging })
+}
+
+/// Tells systemd the unit is ready (Type=notify): the probes are attached,
+/// so the rest of the boot may go on. Nothing to do outside systemd.
+pub fn notify_ready() -> Result<()> {
+    use std::os::{linux::net::SocketAddrExt as _, unix::net::UnixDatagram};
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else { return Ok(()) };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(socket.as_os_str()).to_vec();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
+        None => std::os::unix::net::SocketAddr::from_pathname(Path::new(&socket))?,
+    };
+    let sender = UnixDatagram::unbound()?;
+    sender.send_to_addr(b"READY=1\nSTATUS=recording the boot", &addr).context("notifying systemd")?;
+    Ok(())
+}
+
+/// systemd's state: "initializing" and "starting" while the boot runs.
+async fn system_state() -> Option<String> {
+    let output = tokio::process::Command::new("systemctl").arg("is-system-running").output().await.ok()?;
+    Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Returns once systemd says the boot has finished (the default target
+/// reached and the job queue empty). Without systemd it never returns, and
+/// the recording runs until --duration or a signal.
+pub async fn finished() {
+    loop {
+        match system_state().await.as_deref() {
+            Some("initializing" | "starting") => {}
+            // Not booted with systemd: only --duration or a signal stops it.
+            Some("" | "offline") | None => return std::future::pending().await,
+            Some(_) => return,
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// The output of a systemd-analyze subcommand, or None without one.
+fn systemd_analyze(args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("systemd-analyze").args(args).arg("--no-pager").output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Files the staged trace: moves it to `<dir>/<boot-id>.ntr`, writes the
+/// report (Markdown and JSON) and the startup and io flamegraphs beside
+/// it, and removes the oldest boots beyond --keep. Returns the trace's path.
+pub fn finish(plan: &BootPlan) -> Result<PathBuf> {
+    let dir = &plan.output_dir;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let trace = dir.join(format!("{}.ntr", plan.boot_id));
+    // /run and /var are different file systems: copy, then remove.
+    fs::copy(&plan.staging, &trace)
+        .with_context(|| format!("copying {} to {}", plan.staging.display(), trace.display()))?;
+    fs::set_permissions(&trace, fs::Permissions::from_mode(0o600))?;
+    fs::remove_file(&plan.staging).with_context(|| format!("removing {}", plan.staging.display()))?;
+
+    let stem = dir.join(&plan.boot_id);
+    let mut report = report::build(&trace, &report::Selection::default())?;
+    report.boot = Some(report::boot::section(
+        &report,
+        systemd_analyze(&["critical-chain"]).as_deref(),
+        systemd_analyze(&["blame"]).as_deref(),
+    ));
+    let selection = report::Selection { top: 20, ..Default::default() };
+    for (format, extension) in
+        [(report::Format::Markdown, "report.md"), (report::Format::Json, "report.json")]
+    {
+        let text = report::render(&report, format, &selection, false);
+        crate::output::write_private(&stem.with_extension(extension), text.as_bytes())?;
+    }
+    for kind in [flamegraph::Kind::Startup, flamegraph::Kind::Io] {
+        let stacks = flamegraph::stacks(&report, kind);
+        match flamegraph::svg(&stacks, kind, &report, kind == flamegraph::Kind::Startup) {
+            Ok(svg) => {
+                crate::output::write_private(&stem.with_extension(format!("{}.svg", kind.name())), &svg)?
+            }
+            Err(e) => eprintln!("nixtrace: warning: no {} flamegraph: {e:#}", kind.name()),
+        }
+    }
+    prune(dir, plan.keep)?;
+    Ok(trace)
+}
+
+/// Removes every file of the boots older than the `keep` newest traces.
+fn prune(dir: &Path, keep: usize) -> Result<()> {
+    let mut traces: Vec<(std::time::SystemTime, String)> = fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let id = name.strip_suffix(".ntr")?.to_string();
+            Some((entry.metadata().ok()?.modified().ok()?, id))
+        })
+        .collect();
+    traces.sort();
+    let old = traces.len().saturating_sub(keep);
+    for (_, id) in &traces[..old] {
+        for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+            let name = entry.file_name();
+            if name.to_string_lossy().split('.').next() == Some(id.as_str()) {
+                fs::remove_file(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_newest_boots_and_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, id) in ["aaa", "bbb", "ccc"].iter().enumerate() {
+            for ext in ["ntr", "report.md", "startup.svg"] {
+                let path = dir.path().join(format!("{id}.{ext}"));
+                fs::write(&path, "x").unwrap();
+                let when = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + i as u64);
+                fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+            }
+        }
+        fs::write(dir.path().join("unrelated.txt"), "x").unwrap();
+        prune(dir.path(), 2).unwrap();
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "bbb.ntr",
+                "bbb.report.md",
+                "bbb.startup.svg",
+                "ccc.ntr",
+                "ccc.report.md",
+                "ccc.startup.svg",
+                "unrelated.txt"
+            ]
+        );
+    }
+}

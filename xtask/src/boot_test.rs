@@ -1,0 +1,198 @@
+//! `cargo xtask boot-test`: a real boot traced by the repository's unit.
+//!
+//! Builds (once, cached under `target/boot-vm/`) a minimal Debian bookworm
+//! root file system with systemd, installs the release `nixtrace` and
+//! `systemd/nixtrace-boot.service` into it, boots it with Debian's 6.1
+//! kernel under QEMU (TCG: KVM hangs on these machines), lets a helper unit
+//! power the guest off once the boot trace is filed, reads the files back
+//! from the disk image with debugfs and checks them: real units attributed
+//! with their execs and opens, the critical chain present, nothing lost, the
+//! report and flamegraphs well-formed, and the guest's kernel a second
+//! kernel version.
+use std::{fs, path::Path, process::Command};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
+
+use crate::{command, output, run};
+
+/// Units a minimal Debian boot always starts, with processes of their own.
+const EXPECTED_UNITS: [&str; 2] = ["systemd-journald.service", "systemd-udevd.service"];
+
+/// Powers the guest off once nixtrace-boot.service has filed the trace
+/// (Type=simple, so the boot itself can finish without it).
+const POWEROFF_UNIT: &str = "[Unit]
+Description=Power off once the boot trace is written (nixtrace boot test)
+After=multi-user.target nixtrace-boot.service
+
+[Service]
+Type=simple
+ExecStart=/bin/sh -c 'while systemctl is-active -q nixtrace-boot.service; do sleep 1; done; \
+journalctl -b -u nixtrace-boot.service --no-pager >/dev/ttyS0 2>&1; systemctl poweroff'
+
+[Install]
+WantedBy=multi-user.target
+";
+
+const BOOTS_DIR: &str = "/var/lib/nixtrace/boots";
+
+/// The newest Debian 6.1 kernel installed on this machine (by setup's
+/// `linux-image-amd64`): (vmlinuz, initrd, release).
+fn debian_kernel() -> Result<(String, String, String)> {
+    let mut releases: Vec<String> = fs::read_dir("/boot")?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
+        .filter(|r| r.starts_with("6.1.") && r.ends_with("-amd64"))
+        .collect();
+    releases.sort();
+    let release =
+        releases.pop().context("no Debian 6.1 kernel in /boot (setup installs linux-image-amd64)")?;
+    Ok((format!("/boot/vmlinuz-{release}"), format!("/boot/initrd.img-{release}"), release))
+}
+
+fn rootfs(dir: &Path) -> Result<std::path::PathBuf> {
+    let rootfs = dir.join("rootfs");
+    if rootfs.join("usr/bin/systemctl").exists() {
+        println!("ok: cached Debian root file system in {}", rootfs.display());
+        return Ok(rootfs);
+    }
+    let _ = fs::remove_dir_all(&rootfs);
+    println!("building: Debian bookworm root file system (debootstrap, about a minute)");
+    run(Command::new("debootstrap")
+        .args(["--variant=minbase", "--include=systemd-sysv,udev,kmod", "bookworm"])
+        .arg(&rootfs))?;
+    fs::write(rootfs.join("etc/hostname"), "nixtrace-boot-test\n")?;
+    Ok(rootfs)
+}
+
+fn install(rootfs: &Path, nixtrace: &Path) -> Result<()> {
+    fs::copy(nixtrace, rootfs.join("usr/bin/nixtrace")).context("installing nixtrace in the guest")?;
+    let units = rootfs.join("etc/systemd/system");
+    fs::copy(crate::repo_root().join("systemd/nixtrace-boot.service"), units.join("nixtrace-boot.service"))?;
+    fs::write(units.join("nixtrace-boot-test-poweroff.service"), POWEROFF_UNIT)?;
+    for (target, unit) in [
+        ("sysinit.target.wants", "nixtrace-boot.service"),
+        ("multi-user.target.wants", "nixtrace-boot-test-poweroff.service"),
+    ] {
+        let wants = units.join(target);
+        fs::create_dir_all(&wants)?;
+        let link = wants.join(unit);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(format!("../{unit}"), link)?;
+    }
+    let _ = fs::remove_dir_all(rootfs.join(BOOTS_DIR.trim_start_matches('/')));
+    Ok(())
+}
+
+/// Copies every file of the guest's boots directory out of `image`.
+fn extract(image: &Path, out: &Path) -> Result<Vec<String>> {
+    let listing = output(Command::new("debugfs").arg("-R").arg(format!("ls -p {BOOTS_DIR}")).arg(image))?;
+    // `ls -p` lines: /inode/mode/uid/gid/name/size/
+    let names: Vec<String> = listing
+        .lines()
+        .filter_map(|l| l.split('/').nth(5).map(str::to_string))
+        .filter(|n| !n.is_empty() && n != "." && n != "..")
+        .collect();
+    let _ = fs::remove_dir_all(out);
+    fs::create_dir_all(out)?;
+    for name in &names {
+        let dump = format!("dump {BOOTS_DIR}/{name} {}", out.join(name).display());
+        output(Command::new("debugfs").arg("-R").arg(dump).arg(image))?;
+    }
+    Ok(names)
+}
+
+fn nixtrace_json(nixtrace: &Path, args: &[&str], file: &Path) -> Result<Value> {
+    let text = output(command(nixtrace).args(args).arg(file))?;
+    serde_json::from_str(&text).with_context(|| format!("nixtrace {} output", args.join(" ")))
+}
+
+fn check(nixtrace: &Path, out: &Path, names: &[String], guest_kernel: &str) -> Result<()> {
+    let trace = names.iter().find(|n| n.ends_with(".ntr")).context("the guest wrote no trace")?;
+    let id = trace.trim_end_matches(".ntr");
+    for suffix in ["report.md", "report.json", "startup.svg", "io.svg"] {
+        ensure!(names.contains(&format!("{id}.{suffix}")), "no {id}.{suffix} beside the trace: {names:?}");
+    }
+    for svg in ["startup.svg", "io.svg"] {
+        let text = fs::read_to_string(out.join(format!("{id}.{svg}")))?;
+        let options = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
+        roxmltree::Document::parse_with_options(&text, options)
+            .with_context(|| format!("{id}.{svg} is not XML"))?;
+    }
+    ensure!(fs::metadata(out.join(format!("{id}.report.md")))?.len() > 0, "empty report.md");
+
+    let guest_report: Value =
+        serde_json::from_str(&fs::read_to_string(out.join(format!("{id}.report.json")))?)?;
+    let release = guest_report["header"]["kernel_release"].as_str().unwrap_or_default();
+    ensure!(release == guest_kernel, "the trace's kernel is {release:?}, not the guest's {guest_kernel}");
+    ensure!(guest_report["lost_events"] == 0, "events were lost: {}", guest_report["lost_by_probe"]);
+    ensure!(guest_report["cut_short"].is_null(), "the trace was cut short: {}", guest_report["cut_short"]);
+    let chain = guest_report["boot"]["critical_chain"].as_array().context("no boot.critical_chain")?;
+    ensure!(
+        chain.first().and_then(|u| u["unit"].as_str()).is_some_and(|u| u.ends_with(".target")),
+        "the critical chain does not start at the default target: {chain:?}"
+    );
+
+    // The host's nixtrace reads the guest's trace the same way.
+    let report = nixtrace_json(nixtrace, &["report", "--format", "json"], &out.join(trace))?;
+    let dump = output(command(nixtrace).arg("dump").arg(out.join(trace)))?;
+    let opens_by_pid = |pid: u64| {
+        dump.lines()
+            .filter(|l| l.contains("\"type\":\"open\"") && l.contains(&format!("\"pid\":{pid},")))
+            .count()
+    };
+    for unit in EXPECTED_UNITS {
+        let processes: Vec<&Value> =
+            report["processes"].as_array().unwrap().iter().filter(|p| p["unit"] == unit).collect();
+        let execs: usize = processes.iter().map(|p| p["execs"].as_array().map_or(0, Vec::len)).sum();
+        let opens: usize = processes.iter().map(|p| opens_by_pid(p["pid"].as_u64().unwrap())).sum();
+        ensure!(
+            execs > 0 && opens > 0,
+            "{unit}: {} processes, {execs} execs, {opens} opens",
+            processes.len()
+        );
+        println!("ok: {unit}: {} processes, {execs} execs, {opens} opens", processes.len());
+    }
+    println!(
+        "ok: kernel {release}, {} events, none lost, critical chain of {} units, report and flamegraphs parse",
+        report["events"],
+        chain.len()
+    );
+    Ok(())
+}
+
+pub fn run_test() -> Result<()> {
+    if !crate::is_root() {
+        bail!("the boot test builds a root file system: run it as root");
+    }
+    crate::run(&mut crate::cargo(["build", "--release", "-p", "nixtrace"]))?;
+    let nixtrace = crate::target_dir().join("release/nixtrace");
+    let dir = crate::target_dir().join("boot-vm");
+    fs::create_dir_all(&dir)?;
+    let (kernel, initrd, release) = debian_kernel()?;
+    let rootfs = rootfs(&dir)?;
+    install(&rootfs, &nixtrace)?;
+    let image = dir.join("disk.img");
+    let _ = fs::remove_file(&image);
+    run(Command::new("truncate").args(["-s", "2G"]).arg(&image))?;
+    run(Command::new("mkfs.ext4").arg("-q").arg("-d").arg(&rootfs).arg(&image))?;
+    let console = dir.join("console.log");
+    println!("booting Debian {release} under QEMU (TCG); guest console in {}", console.display());
+    let status = Command::new("timeout")
+        .args(["900", "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-kernel", &kernel, "-initrd", &initrd])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", image.display()))
+        .args(["-append", "console=ttyS0 root=/dev/vda rw edd=off"])
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&console)?)
+        .stderr(std::process::Stdio::inherit())
+        .status()
+        .context("starting qemu-system-x86_64")?;
+    ensure!(status.success(), "the guest did not power off in time ({status}); see {}", console.display());
+    let out = dir.join("out");
+    let names = extract(&image, &out)?;
+    check(&nixtrace, &out, &names, &release).with_context(|| {
+        format!("boot test failed; files in {}, console in {}", out.display(), console.display())
+    })
+}
