@@ -529,3 +529,44 @@ fn flamegraph_renders_in_chromium() {
     // The hot palette: reds, oranges and yellows over much of the picture.
     assert!(warm > 10_000, "only {warm} warm pixels: the SVG did not render as a flamegraph");
 }
+
+/// Proves lost events are stamped on every picture and comparison made
+/// from the trace: a 4 KiB ring buffer overflowed by an open storm makes
+/// the flamegraph's subtitle and the diff (Markdown and JSON) say how many
+/// events were lost.
+#[test]
+fn lost_events_are_stamped_on_flamegraphs_and_diffs() {
+    let sandbox = Sandbox::new();
+    let workload = sandbox.build_workload();
+    let trace = sandbox.trace_path();
+    let output = run(record_cmd(&trace).args(["-q", "--buffer-size", "4096", "--"]).arg(&workload).args([
+        "opens",
+        "100000",
+        "/nonexistent/storm",
+    ]));
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let lost = report_json(&trace, &[])["lost_events"].as_u64().unwrap();
+    assert!(lost > 0, "a 4 KiB buffer cannot hold 100000 opens");
+
+    let svg = flamegraph(&trace, &sandbox.path("lossy.svg"), &["--kind", "exec"]);
+    assert!(svg.subtitle.contains(&format!("INCOMPLETE: {lost} EVENTS LOST")), "{}", svg.subtitle);
+    let dir = sandbox.path("diff");
+    nixtrace_ok(&[
+        OsStr::new("diff"),
+        trace.as_os_str(),
+        trace.as_os_str(),
+        OsStr::new("-o"),
+        dir.as_os_str(),
+    ]);
+    let markdown = fs::read_to_string(dir.join("diff.md")).unwrap();
+    assert!(markdown.contains(&format!("incomplete: {lost} events lost")), "{markdown}");
+    let json = nixtrace_ok(&[
+        OsStr::new("diff"),
+        trace.as_os_str(),
+        trace.as_os_str(),
+        OsStr::new("-F"),
+        OsStr::new("json"),
+    ]);
+    let diff: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(diff["after"]["incomplete"].as_str().unwrap().contains(&format!("{lost} events lost")));
+}

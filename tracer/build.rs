@@ -4,7 +4,8 @@
 //! Where bpf-linker is missing (or `AYA_BUILD_SKIP=1`), a debug build still
 //! compiles, for `cargo check` and clippy, with an empty stub object; the
 //! binary then refuses to record and says why. A release build without the
-//! real object is an error: the stub is never shipped.
+//! real object is an error: the stub is never shipped. Fuzz builds
+//! (`cargo xtask fuzz`) only read traces and always get the stub.
 use std::{env, fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
@@ -17,7 +18,15 @@ fn main() -> Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let have_linker = Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success());
+    // Fuzz builds (cargo-fuzz sets `--cfg fuzzing`) only read traces, and
+    // their sanitizer flags must not reach the BPF build.
+    let fuzzing = env::var_os("CARGO_CFG_FUZZING").is_some();
 
+    if fuzzing {
+        fs::write(out_dir.join(OBJECT), b"")?;
+        println!("cargo:rustc-cfg=nixtrace_stub_ebpf");
+        return Ok(());
+    }
     if skip || !have_linker {
         if env::var("PROFILE").as_deref() == Ok("release") {
             bail!(

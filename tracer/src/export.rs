@@ -252,10 +252,16 @@ fn micros(ns: u64, origin: u64) -> f64 {
 /// The trace at `path` in the JSON trace event format.
 pub fn chrome_json(path: &Path) -> Result<Value> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = TraceReader::new(BufReader::new(file)).with_context(|| path.display().to_string())?;
+    chrome_json_from(BufReader::new(file), &path.display().to_string())
+}
+
+/// The trace `input` holds in the JSON trace event format; `name` names it
+/// in errors.
+pub fn chrome_json_from(input: impl std::io::Read, name: &str) -> Result<Value> {
+    let mut reader = TraceReader::new(input).with_context(|| name.to_string())?;
     let mut timeline = Timeline::default();
     for event in reader.by_ref() {
-        timeline.add(&event.with_context(|| path.display().to_string())?);
+        timeline.add(&event.with_context(|| name.to_string())?);
     }
     timeline.finish();
     let header = reader.header();

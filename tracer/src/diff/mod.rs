@@ -276,7 +276,7 @@ pub fn run(args: &crate::cli::DiffArgs) -> Result<i32> {
                 &flamegraph::stacks(&before, args.kind),
                 &flamegraph::stacks(&after, args.kind),
                 args.kind,
-                flamegraph::frame(&subtitle),
+                flamegraph::xml_text(&subtitle),
             )?;
             crate::output::write_private(&dir.join(format!("diff-{}.svg", args.kind.name())), &svg)?;
         }

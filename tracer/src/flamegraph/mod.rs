@@ -10,7 +10,7 @@ use inferno::flamegraph::{
     self as inferno_fg,
     color::{BasicPalette, Palette},
 };
-pub use stacks::{Stacks, frame, stacks};
+pub use stacks::{Stacks, stacks, xml_text};
 
 use crate::report::{Report, Selection, completeness_warning};
 
@@ -29,6 +29,8 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 5] = [Kind::Startup, Kind::Io, Kind::Linker, Kind::Lookups, Kind::Exec];
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Startup => "startup",
@@ -94,7 +96,7 @@ pub fn subtitle(report: &Report) -> String {
     if let Some(warning) = completeness_warning(report) {
         text.push_str(&format!(" | {}", warning.to_uppercase()));
     }
-    frame(&text)
+    xml_text(&text)
 }
 
 fn options(kind: Kind, title: String, subtitle: String) -> inferno_fg::Options<'static> {
@@ -120,7 +122,7 @@ pub fn svg(stacks: &Stacks, kind: Kind, report: &Report, chart: bool) -> Result<
     if chart {
         title = format!("{title} (flame chart: time order)");
     }
-    let mut options = options(kind, frame(&title), subtitle(report));
+    let mut options = options(kind, title, subtitle(report));
     options.flame_chart = chart;
     let folded = stacks.folded();
     let mut lines: Vec<&str> = folded.lines().collect();

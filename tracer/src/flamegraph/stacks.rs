@@ -46,17 +46,27 @@ impl Stacks {
 /// frame separator), `\` and characters XML cannot hold (controls, U+FFFE,
 /// U+FFFF) become `\xNN` / `\u{NNNN}` escapes; the rest is kept.
 pub fn frame(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
+    let out = escape(name, true);
+    if out.is_empty() { "(empty)".to_string() } else { out }
+}
+
+/// Text that is safe in XML (titles): only what XML cannot hold is escaped.
+pub fn xml_text(text: &str) -> String {
+    escape(text, false)
+}
+
+fn escape(text: &str, folded: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
         match c {
-            ';' => out.push_str("\\x3b"),
-            '\\' => out.push_str("\\\\"),
+            ';' if folded => out.push_str("\\x3b"),
+            '\\' if folded => out.push_str("\\\\"),
             '\u{fffe}' | '\u{ffff}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c if c.is_control() && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
             c => out.push(c),
         }
     }
-    if out.is_empty() { "(empty)".to_string() } else { out }
+    out
 }
 
 fn basename(path: &str) -> &str {

@@ -60,8 +60,20 @@ macro_rules! with_elf {
     };
 }
 
+/// Larger files are not read for their ELF facts.
+const MAX_ELF_BYTES: u64 = 4 << 30;
+
 /// Reads `path` once and returns its facts.
 pub fn read_elf_facts(path: &Path) -> Result<ElfFacts> {
+    // Paths come from the trace, which may name anything: never read a
+    // device, a FIFO or something absurdly large.
+    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    if meta.len() > MAX_ELF_BYTES {
+        bail!("{} is larger than {} GiB", path.display(), MAX_ELF_BYTES >> 30);
+    }
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     elf_facts_from_bytes(&data).with_context(|| format!("parsing ELF file {}", path.display()))
 }

@@ -401,7 +401,13 @@ fn selected(row: &ProcessRow, selection: &Selection) -> bool {
 /// Reads the trace at `path` and builds its report.
 pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = TraceReader::new(BufReader::new(file)).with_context(|| path.display().to_string())?;
+    build_from(BufReader::new(file), &path.display().to_string(), selection)
+}
+
+/// Builds the report of the trace `input` holds; `name` names it in errors
+/// and in the report.
+pub fn build_from(input: impl std::io::Read, name: &str, selection: &Selection) -> Result<Report> {
+    let mut reader = TraceReader::new(input).with_context(|| name.to_string())?;
     let mut table = ProcessTable::default();
     let mut cgroups = CgroupNames::default();
     let mut files = FileTable::default();
@@ -411,7 +417,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
     let mut last_stats: Option<Stats> = None;
     let mut events = 0;
     for event in reader.by_ref() {
-        let event = event.with_context(|| path.display().to_string())?;
+        let event = event.with_context(|| name.to_string())?;
         match &event {
             Event::Stats(stats) => last_stats = Some(stats.clone()),
             _ => events += 1,
@@ -496,7 +502,7 @@ pub fn build(path: &Path, selection: &Selection) -> Result<Report> {
     let lost_by_probe = last_stats.as_ref().map(|s| s.lost.clone()).unwrap_or_default();
     Ok(Report {
         schema_version: SCHEMA_VERSION,
-        trace: path.display().to_string(),
+        trace: name.to_string(),
         cut_short: reader.cut_short().map(str::to_string),
         duration_ns: trace_end - trace_start,
         events,

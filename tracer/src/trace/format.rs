@@ -20,6 +20,9 @@ pub const VERSION: u32 = 1;
 pub const BLOCK_TARGET: usize = 256 * 1024;
 /// Larger blocks are refused by the reader as corrupt.
 pub const BLOCK_MAX: usize = 64 * 1024 * 1024;
+/// Longer strings are refused by the reader as corrupt: the recorder's are
+/// paths (at most 4 KiB) and argv (at most `argv_max`).
+pub const STRING_MAX: usize = 1024 * 1024;
 /// Larger headers are refused by the reader as corrupt.
 pub const HEADER_MAX: usize = 1024 * 1024;
 

@@ -182,6 +182,42 @@ mod tests {
         assert!(matches!(TraceReader::new(future.as_slice()), Err(TraceError::UnsupportedVersion(99))));
     }
 
+    /// An open of `path` by the sample's process.
+    fn open_of(path: Vec<u8>) -> Event {
+        let mut open = sample_events().remove(4);
+        if let Event::Open { path: p, .. } = &mut open {
+            *p = path;
+        }
+        open
+    }
+
+    #[test]
+    fn implausibly_long_strings_are_corruption() {
+        let bytes = write_all(&[open_of(vec![b'x'; format::STRING_MAX + 1])], true);
+        let reader = TraceReader::new(bytes.as_slice()).unwrap();
+        let err = reader.filter_map(Result::err).next().expect("an error");
+        assert!(err.to_string().contains("implausible"), "{err}");
+    }
+
+    #[test]
+    fn long_and_invalid_utf8_strings_go_through_every_output() {
+        let mut events = sample_events();
+        let mut long = b"/nix/store/".to_vec();
+        long.extend(std::iter::repeat_n(0xff, 64 * 1024));
+        if let Event::Exec { filename, argv, .. } = &mut events[2] {
+            *filename = long.clone();
+            argv.push(long.clone());
+        }
+        events.push(open_of(long));
+        let bytes = write_all(&events, true);
+        let report =
+            crate::report::build_from(bytes.as_slice(), "t", &crate::report::Selection::default()).unwrap();
+        let exe = report.processes.iter().find_map(|p| p.exe.as_deref().filter(|e| e.len() > 1000));
+        assert!(exe.is_some_and(|e| e.ends_with('\u{fffd}')), "the long exe, shown lossily");
+        // Every renderer, flamegraph, the diff and the export, without a panic.
+        crate::fuzzing::report_pipeline(&bytes);
+    }
+
     #[test]
     fn a_flipped_bit_is_reported_as_corruption() {
         let mut bytes = write_all(&sample_events(), true);

@@ -5,7 +5,7 @@ use std::{fmt, io::Read};
 
 use super::{
     event::{Common, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes},
-    format::{BLOCK_MAX, HEADER_MAX, Header, MAGIC, VERSION, flag, tag, unzigzag},
+    format::{BLOCK_MAX, HEADER_MAX, Header, MAGIC, STRING_MAX, VERSION, flag, tag, unzigzag},
 };
 
 /// Why a trace cannot be read. Events before the problem have already been
@@ -250,6 +250,12 @@ impl<R: Read> TraceReader<R> {
             let event = match tag {
                 tag::STRING => {
                     let len = self.get()? as usize;
+                    if len > STRING_MAX {
+                        return Err(self.corrupt(format!(
+                            "a string of {len} bytes is implausible (paths and argv are at most {} KiB)",
+                            STRING_MAX / 1024
+                        )));
+                    }
                     let end = self.pos.checked_add(len).filter(|end| *end <= self.block.len());
                     let end = end.ok_or_else(|| self.corrupt("string runs past its block"))?;
                     self.strings.push(self.block[self.pos..end].to_vec());
