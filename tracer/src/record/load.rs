@@ -1,17 +1,20 @@
 //! Loading the embedded eBPF object into the kernel and attaching its
 //! programs, after finding out what this kernel looks like (`offsets`).
 
-use std::{fs, io, path::Path, time::Instant};
+use std::{collections::HashMap as StdHashMap, fs, io, path::Path, sync::Mutex, thread, time::Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{Program, ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use tracer_common::{Config, EventKind, ReadKey, TaskTimes, lost};
 
-use super::offsets::{KernelTypes, resolve_tracepoints};
+use super::{
+    loader::Loader,
+    offsets::{KernelTypes, resolve_tracepoints},
+};
 use crate::{model::elf::LoaderProbes, trace::FileId};
 
 /// The kernel programs, built by `build.rs`.
@@ -146,42 +149,89 @@ pub fn check_privileges() -> Result<()> {
     bail!("recording needs root or the capabilities {} (missing here); run it with sudo", missing.join(", "))
 }
 
-/// Attaches the loader uprobes to every glibc loader found; returns the
-/// loaders probed. Loaders that cannot be probed are skipped, with a
-/// warning.
-fn attach_loaders(ebpf: &mut Ebpf, warnings: &mut Vec<String>) -> Result<Vec<FileId>> {
-    let (loaders, unprobeable) = super::loader::find();
-    warnings.extend(unprobeable.iter().map(|e| format!("{e:#}: its processes have no loader timings")));
-    const PROGRAMS: [&str; 3] = ["loader_start", "loader_done", "loader_entry"];
-    for program in PROGRAMS {
-        let prog: &mut UProbe = ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
-            .try_into()?;
-        prog.load().map_err(|e| refused(program, e))?;
-    }
-    for loader in &loaders {
-        let LoaderProbes { start, done, entry } = loader.probes;
-        if entry.is_none() {
-            warnings.push(format!(
-                "{}: unknown code at the end of _dl_start_user; its processes have no initialiser times",
-                loader.path.display()
-            ));
+/// The loader uprobes, in the order of [`LoaderProbes`]' fields.
+const LOADER_PROGRAMS: [&str; 3] = ["loader_start", "loader_done", "loader_entry"];
+
+/// Loads every program and attaches it: each tracepoint of [`PROBES`], and
+/// the loader uprobes to each glibc loader in `loaders`. The kernel verifies
+/// each program on its own, and verifying takes most of the time to attach
+/// (the programs that walk dentries the longest), so this runs on as many
+/// threads as there are CPUs (at most four); this thread starts with the
+/// uprobes, whose attaching the kernel spends in every process that maps
+/// the loader.
+///
+/// A tracepoint that fails fails the recording (the error); the uprobes'
+/// outcome is returned, as without them only the loader timings are missing.
+fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader]) -> Result<Result<()>> {
+    let wanted: StdHashMap<&str, &Attachment> =
+        PROBES.iter().flat_map(|(_, attachments)| attachments.iter()).map(|a| (a.program, a)).collect();
+    let (mut tracepoints, mut uprobes) = (Vec::new(), Vec::new());
+    for (name, program) in ebpf.programs_mut() {
+        if let Some(attachment) = wanted.get(name) {
+            tracepoints.push((*attachment, program));
+        } else if LOADER_PROGRAMS.contains(&name) {
+            uprobes.push((name, program));
         }
-        for (program, offset) in PROGRAMS.into_iter().zip([Some(start), Some(done), entry]) {
+    }
+    if let Some(missing) = wanted.keys().find(|name| !tracepoints.iter().any(|(a, _)| a.program == **name)) {
+        bail!("the eBPF object has no program {missing}");
+    }
+    let queue = Mutex::new(tracepoints);
+    let work = || -> Result<()> {
+        loop {
+            let job = queue.lock().map_err(|_| anyhow!("a loading thread panicked"))?.pop();
+            let Some((attachment, program)) = job else { return Ok(()) };
+            load_and_attach(attachment, program)?;
+        }
+    };
+    let threads = thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    thread::scope(|scope| {
+        let workers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let uprobes = attach_uprobes(uprobes, loaders);
+        let mut outcome = work();
+        for worker in workers {
+            let done = worker.join().map_err(|_| anyhow!("a loading thread panicked")).and_then(|r| r);
+            outcome = outcome.and(done);
+        }
+        outcome.map(|()| uprobes)
+    })
+}
+
+/// Loads the loader uprobes and attaches each to every loader (where it
+/// has a probe point).
+fn attach_uprobes(mut programs: Vec<(&str, &mut Program)>, loaders: &[Loader]) -> Result<()> {
+    // In LOADER_PROGRAMS order, to pair them with the probe points.
+    programs.sort_by_key(|(name, _)| LOADER_PROGRAMS.iter().position(|p| p == name));
+    if let Some(missing) = LOADER_PROGRAMS.iter().find(|p| !programs.iter().any(|(name, _)| name == *p)) {
+        bail!("the eBPF object has no program {missing}");
+    }
+    let mut uprobes = Vec::new();
+    for (name, program) in programs {
+        let uprobe: &mut UProbe = program.try_into()?;
+        uprobe.load().map_err(|e| refused(name, e))?;
+        uprobes.push(uprobe);
+    }
+    for loader in loaders {
+        let LoaderProbes { start, done, entry } = loader.probes;
+        for (uprobe, offset) in uprobes.iter_mut().zip([Some(start), Some(done), entry]) {
             let Some(offset) = offset else { continue };
-            let prog: &mut UProbe = ebpf
-                .program_mut(program)
-                .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
-                .try_into()?;
-            prog.attach(offset, &loader.path, UProbeScope::AllProcesses)
+            uprobe
+                .attach(offset, &loader.path, UProbeScope::AllProcesses)
                 .with_context(|| format!("attaching a uprobe to {} at {offset:#x}", loader.path.display()))?;
         }
     }
-    Ok(loaders
-        .into_iter()
-        .map(|l| FileId { path: l.path.to_string_lossy().into_owned(), dev: l.dev, ino: l.ino })
-        .collect())
+    Ok(())
+}
+
+/// Loads one tracepoint program and attaches it to its tracepoint.
+fn load_and_attach(attachment: &Attachment, program: &mut Program) -> Result<()> {
+    let Attachment { program: name, category, tracepoint } = attachment;
+    let program: &mut TracePoint = program.try_into()?;
+    program.load().map_err(|e| refused(name, e))?;
+    program
+        .attach(category, tracepoint)
+        .with_context(|| format!("attaching to tracepoint {category}:{tracepoint}"))?;
+    Ok(())
 }
 
 /// A one-line error for a program the kernel refused; the verifier's whole
@@ -211,6 +261,11 @@ impl Probes {
         check_privileges()?;
         let started = Instant::now();
         ensure_tracefs()?;
+        // Meanwhile, on other cores: aya parses the kernel's whole BTF when
+        // a loader is created (nothing can skip it), and the glibc loaders
+        // are found and decoded.
+        let aya_loader = thread::spawn(EbpfLoader::new);
+        let glibc_loaders = thread::spawn(super::loader::find);
         let tracepoints = resolve_tracepoints(Path::new(TRACEFS))?;
         let kernel = KernelTypes::from_file(Path::new(KERNEL_BTF))
             .context("nixtrace needs the kernel's BTF (CONFIG_DEBUG_INFO_BTF)")?
@@ -231,33 +286,35 @@ impl Probes {
         // SAFETY: valid pointer to a local.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 
-        let mut ebpf = EbpfLoader::new()
+        let mut aya_loader = aya_loader.join().map_err(|_| anyhow!("creating the eBPF loader panicked"))?;
+        let mut ebpf = aya_loader
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", filter.buffer_bytes)
             .load(OBJECT)
             .context("loading the eBPF object")?;
-        let mut names = Vec::new();
-        for (probe, attachments) in PROBES {
-            for Attachment { program, category, tracepoint } in *attachments {
-                let prog: &mut TracePoint = ebpf
-                    .program_mut(program)
-                    .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
-                    .try_into()?;
-                prog.load().map_err(|e| refused(program, e))?;
-                prog.attach(category, tracepoint)
-                    .with_context(|| format!("attaching to tracepoint {category}:{tracepoint}"))?;
-            }
-            names.push((*probe).to_string());
-        }
+        let (glibc_loaders, unprobeable) =
+            glibc_loaders.join().map_err(|_| anyhow!("finding the glibc loaders panicked"))?;
+        let mut names: Vec<String> = PROBES.iter().map(|(probe, _)| (*probe).to_string()).collect();
         let mut warnings = Vec::new();
-        let loaders = match attach_loaders(&mut ebpf, &mut warnings) {
-            Ok(loaders) if loaders.is_empty() => {
+        let uprobes = attach_programs(&mut ebpf, &glibc_loaders)?;
+        warnings.extend(unprobeable.iter().map(|e| format!("{e:#}: its processes have no loader timings")));
+        for loader in glibc_loaders.iter().filter(|loader| loader.probes.entry.is_none()) {
+            warnings.push(format!(
+                "{}: unknown code at the end of _dl_start_user; its processes have no initialiser times",
+                loader.path.display()
+            ));
+        }
+        let loaders = match uprobes {
+            Ok(()) if glibc_loaders.is_empty() => {
                 warnings.push("no glibc dynamic loader found: the trace has no loader timings".to_string());
-                loaders
+                Vec::new()
             }
-            Ok(loaders) => {
+            Ok(()) => {
                 names.push("loader".to_string());
-                loaders
+                glibc_loaders
+                    .into_iter()
+                    .map(|l| FileId { path: l.path.to_string_lossy().into_owned(), dev: l.dev, ino: l.ino })
+                    .collect()
             }
             Err(e) => {
                 warnings.push(format!("{e:#}; the trace has no loader timings"));
