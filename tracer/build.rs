@@ -15,6 +15,7 @@ const OBJECT: &str = "nixtrace-ebpf.o";
 fn main() -> Result<()> {
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     println!("cargo:rustc-check-cfg=cfg(nixtrace_stub_ebpf)");
+    println!("cargo:rustc-check-cfg=cfg(fuzzing)");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let have_linker = Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success());

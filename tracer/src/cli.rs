@@ -185,6 +185,17 @@ pub struct ReportArgs {
     #[arg(short = 'n', long, value_name = "N", default_value_t = 15)]
     pub top: usize,
 
+    #[command(flatten)]
+    pub processes: ProcessFilter,
+
+    /// Write the report here instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Which processes a report or a flamegraph covers.
+#[derive(Debug, Args)]
+pub struct ProcessFilter {
     /// Only processes in this systemd unit (e.g. systemd-udevd.service).
     #[arg(long, value_name = "UNIT")]
     pub unit: Option<String>,
@@ -192,10 +203,6 @@ pub struct ReportArgs {
     /// Only processes whose executable path contains this.
     #[arg(long, value_name = "TEXT")]
     pub binary: Option<String>,
-
-    /// Write the report here instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -212,18 +219,15 @@ pub struct FlamegraphArgs {
     #[arg(long)]
     pub folded: bool,
 
-    /// A flame chart: processes left to right in the order they started,
-    /// not merged by name (best for a boot with --kind startup).
+    /// A flame chart: units in the order their first process started, each
+    /// unit's processes depth-first by start, instead of sorted by name
+    /// (only neighbouring identical stacks merge). Best for a boot with
+    /// --kind startup.
     #[arg(long)]
     pub chart: bool,
 
-    /// Only processes in this systemd unit.
-    #[arg(long, value_name = "UNIT")]
-    pub unit: Option<String>,
-
-    /// Only processes whose executable path contains this.
-    #[arg(long, value_name = "TEXT")]
-    pub binary: Option<String>,
+    #[command(flatten)]
+    pub processes: ProcessFilter,
 
     /// Write the SVG (or stacks) here instead of standard output.
     #[arg(short, long, value_name = "FILE")]

@@ -36,8 +36,10 @@ struct Slice {
     args: Value,
 }
 
-/// Viewers give a pid or tid one track for the whole trace; a reused pid
-/// gets a fresh track id so two processes never share one.
+/// Viewers give a pid or tid one track for the whole trace; a reused id
+/// gets a fresh track id so two processes (or threads) never share one.
+/// Pids and tids share one allocator, as they share the kernel's id space:
+/// a process's main thread is on its process's track.
 #[derive(Debug, Default)]
 struct Ids {
     /// Real id -> track id of its current incarnation.
@@ -79,16 +81,16 @@ fn basename(path: &[u8]) -> String {
 /// What one pass over the events collects.
 #[derive(Default)]
 struct Timeline {
-    pids: Ids,
-    tids: Ids,
+    ids: Ids,
     /// (pid track, tid track) -> its slices.
     slices: BTreeMap<(u32, u32), Vec<Slice>>,
     /// pid track -> (real pid, name).
     processes: BTreeMap<u32, (u32, String)>,
     /// tid track -> (pid track, real tid).
     threads: BTreeMap<u32, (u32, u32)>,
-    /// pid track -> (start, the exec slice still open).
+    /// pid track -> when the process started, while it lives.
     lives: HashMap<u32, u64>,
+    /// pid track -> its current exec's slice, still open.
     execs: HashMap<u32, Slice>,
     /// pid track -> the loader's start, and when it was done.
     loaders: HashMap<u32, (u64, Option<u64>)>,
@@ -97,8 +99,8 @@ struct Timeline {
 
 impl Timeline {
     fn track(&mut self, pid: u32, tid: u32) -> (u32, u32) {
-        let p = self.pids.get(pid);
-        let t = self.tids.get(tid);
+        let p = self.ids.get(pid);
+        let t = self.ids.get(tid);
         self.threads.entry(t).or_insert((p, tid));
         self.processes.entry(p).or_insert_with(|| (pid, format!("pid {pid}")));
         (p, t)
@@ -130,15 +132,14 @@ impl Timeline {
         self.last_ts = self.last_ts.max(ts);
         match event {
             Event::Fork { common, child_pid, child_tid, .. } if child_pid == &common.pid => {
-                let p = self.pids.get(*child_pid);
-                let t = self.tids.renew(*child_tid);
+                let p = self.ids.get(*child_pid);
+                let t = self.ids.renew(*child_tid);
                 self.threads.insert(t, (p, *child_tid));
             }
             Event::Fork { common, child_pid, .. } => {
-                let parent_name = self.processes.get(&self.pids.get(common.pid)).map(|(_, n)| n.clone());
-                let p = self.pids.renew(*child_pid);
-                let t = self.tids.renew(*child_pid);
-                self.threads.insert(t, (p, *child_pid));
+                let parent_name = self.processes.get(&self.ids.get(common.pid)).map(|(_, n)| n.clone());
+                let p = self.ids.renew(*child_pid);
+                self.threads.insert(p, (p, *child_pid));
                 self.processes.insert(p, (*child_pid, parent_name.unwrap_or_else(|| "?".into())));
                 self.lives.insert(p, common.ts_ns);
             }
@@ -192,7 +193,10 @@ impl Timeline {
             Event::Open { common, path, ret, duration_ns, .. } => {
                 let track = self.track(common.pid, common.tid);
                 let outcome = if *ret < 0 {
-                    json!(nix::errno::Errno::from_raw(-*ret as i32).to_string())
+                    json!(
+                        nix::errno::Errno::from_raw(i32::try_from(ret.unsigned_abs()).unwrap_or(0))
+                            .to_string()
+                    )
                 } else {
                     json!(ret)
                 };
@@ -227,21 +231,44 @@ impl Timeline {
     }
 }
 
-/// Makes one track's slices nest strictly: sorted by start (longest first
-/// on ties), each slice is clipped to end by the end of the slice that
-/// contains its start.
+/// How structural a slice is: a process holds execs, an exec holds the
+/// loader, and opens and mmaps are leaves.
+fn rank(category: &str) -> u8 {
+    match category {
+        "process" => 0,
+        "exec" => 1,
+        "loader" => 2,
+        _ => 3,
+    }
+}
+
+/// Makes one track's slices nest strictly. Sorted by start (the more
+/// structural first on ties), a slice that overlaps the end of the one
+/// containing its start is clipped, unless it is the more structural of
+/// the two: then the other is cut short where it begins (an open stamped a
+/// few ns before its exec must not swallow the exec).
 fn nest(slices: &mut [Slice]) {
-    slices.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
-    let mut open: Vec<u64> = Vec::new();
-    for slice in slices.iter_mut() {
-        while open.last().is_some_and(|end| *end <= slice.start) {
-            open.pop();
+    slices.sort_by(|a, b| {
+        a.start.cmp(&b.start).then(rank(a.category).cmp(&rank(b.category))).then(b.end.cmp(&a.end))
+    });
+    let mut open: Vec<usize> = Vec::new();
+    for i in 0..slices.len() {
+        slices[i].end = slices[i].end.max(slices[i].start);
+        while let Some(&top) = open.last() {
+            if slices[top].end <= slices[i].start {
+                open.pop();
+            } else if slices[i].end > slices[top].end && rank(slices[i].category) < rank(slices[top].category)
+            {
+                slices[top].end = slices[i].start;
+                open.pop();
+            } else {
+                break;
+            }
         }
-        if let Some(parent_end) = open.last() {
-            slice.end = slice.end.min(*parent_end);
+        if let Some(&top) = open.last() {
+            slices[i].end = slices[i].end.min(slices[top].end);
         }
-        slice.end = slice.end.max(slice.start);
-        open.push(slice.end);
+        open.push(i);
     }
 }
 
@@ -278,7 +305,7 @@ pub fn chrome_json_from(input: impl std::io::Read, name: &str) -> Result<Value> 
         for s in slices.iter() {
             events.push(json!({
                 "ph": "X", "pid": p, "tid": t, "name": s.name, "cat": s.category,
-                "ts": micros(s.start, origin), "dur": (s.end - s.start) as f64 / 1000.0, "args": s.args,
+                "ts": micros(s.start, origin), "dur": micros(s.end, s.start.max(origin)), "args": s.args,
             }));
         }
     }
@@ -305,7 +332,7 @@ mod tests {
     use super::*;
 
     fn slice(start: u64, end: u64) -> Slice {
-        Slice { start, end, name: String::new(), category: "t", args: Value::Null }
+        Slice { start, end, name: String::new(), category: "open", args: Value::Null }
     }
 
     #[test]
@@ -316,6 +343,15 @@ mod tests {
         nest(&mut slices);
         let spans: Vec<(u64, u64)> = slices.iter().map(|s| (s.start, s.end)).collect();
         assert_eq!(spans, [(0, 100), (10, 100), (50, 100), (60, 70), (130, 140)]);
+    }
+
+    #[test]
+    fn an_open_stamped_before_its_exec_does_not_swallow_it() {
+        let exec = Slice { category: "exec", ..slice(100, 1000) };
+        let mut slices = vec![slice(90, 110), exec, slice(200, 300)];
+        nest(&mut slices);
+        let spans: Vec<(u64, u64, &str)> = slices.iter().map(|s| (s.start, s.end, s.category)).collect();
+        assert_eq!(spans, [(90, 100, "open"), (100, 1000, "exec"), (200, 300, "open")]);
     }
 
     #[test]

@@ -37,6 +37,7 @@ use clap::{Parser, Subcommand};
 
 mod boot_test;
 mod demo;
+mod fuzz;
 mod nix;
 mod setup;
 mod test;
@@ -86,6 +87,13 @@ enum Cmd {
     /// execs and opens, the critical chain, no lost events, the report and
     /// flamegraphs. Part of `cargo xtask test`.
     BootTest,
+    /// Fuzz the trace reader and the report pipeline (cargo-fuzz, nightly; as root).
+    ///
+    /// Records a few real traces as seeds, then runs each target in fuzz/
+    /// for --seconds (default 600). Fails on a crash, leak, timeout or
+    /// memory blow-up, keeping the input in target/fuzz/artifacts/. CI runs
+    /// it briefly as part of `cargo xtask test`.
+    Fuzz(fuzz::Args),
     /// Run setup, build, and trace the startup of `python3 -c "import json"` (as root).
     ///
     /// Drops the page cache (`record --cold`), records into target/demo.ntr
@@ -100,6 +108,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => test::run(&args),
         Cmd::NixCheck(args) => nix::run(&args),
         Cmd::BootTest => boot_test::run_test(),
+        Cmd::Fuzz(args) => fuzz::run_fuzz(&args),
         Cmd::Demo => demo::run(),
     };
     match result {

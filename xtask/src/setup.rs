@@ -63,13 +63,17 @@ const BPF_LINKER: CargoTool = CargoTool {
 const NIX_TOOLS: [CargoTool; 1] =
     [CargoTool { name: "deadnix", version: "1.3.1", args: &[], env: &[], what: "(about a minute)" }];
 
+/// libFuzzer's cargo front end, for `cargo xtask fuzz`.
+const CARGO_FUZZ: CargoTool =
+    CargoTool { name: "cargo-fuzz", version: "0.12.0", args: &[], env: &[], what: "(about a minute)" };
+
 /// Runs every step in order; the Debian packages come first because
 /// bpf-linker is built against their LLVM.
 pub fn run() -> Result<()> {
     let root = crate::is_root();
     debian_packages(root)?;
     rust_src()?;
-    for tool in std::iter::once(&BPF_LINKER).chain(&NIX_TOOLS) {
+    for tool in [&BPF_LINKER, &CARGO_FUZZ].into_iter().chain(&NIX_TOOLS) {
         cargo_tool(tool)?;
     }
     tracefs(root);

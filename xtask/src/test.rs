@@ -63,6 +63,11 @@ pub fn run(args: &Args) -> Result<()> {
             "--test-threads=1",
         ])),
     ));
+    // Brief: long runs are `cargo xtask fuzz` (10 minutes a target).
+    steps.push((
+        "fuzz (60 s a target)",
+        Step::Fn(|| crate::fuzz::run_fuzz(&crate::fuzz::Args { seconds: 60 })),
+    ));
     // A real boot of Debian's 6.1 kernel traced by the unit (boot_test.rs).
     steps.push(("boot test", Step::Fn(crate::boot_test::run_test)));
 

@@ -277,8 +277,15 @@ pub fn run(args: &crate::cli::DiffArgs) -> Result<i32> {
                 &flamegraph::stacks(&after, args.kind),
                 args.kind,
                 flamegraph::xml_text(&subtitle),
-            )?;
-            crate::output::write_private(&dir.join(format!("diff-{}.svg", args.kind.name())), &svg)?;
+            );
+            // No picture (nothing of that kind in either trace) is no
+            // reason to lose the comparison or its exit status.
+            match svg {
+                Ok(svg) => {
+                    crate::output::write_private(&dir.join(format!("diff-{}.svg", args.kind.name())), &svg)?
+                }
+                Err(e) => eprintln!("nixtrace: warning: no differential flamegraph: {e:#}"),
+            }
         }
         None => crate::output::write_or_print(None, text.as_bytes())?,
     }

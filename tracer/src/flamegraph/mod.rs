@@ -159,7 +159,7 @@ pub fn differential_svg(before: &Stacks, after: &Stacks, kind: Kind, subtitle: S
 
 /// `nixtrace flamegraph`.
 pub fn run(args: &crate::cli::FlamegraphArgs) -> Result<()> {
-    let selection = Selection { top: 0, unit: args.unit.clone(), binary: args.binary.clone() };
+    let selection = Selection::new(0, &args.processes);
     let report = crate::report::build(&args.file, &selection)?;
     let stacks = stacks(&report, args.kind);
     let bytes = if args.folded {

@@ -46,7 +46,14 @@ impl Stacks {
 /// frame separator), `\` and characters XML cannot hold (controls, U+FFFE,
 /// U+FFFF) become `\xNN` / `\u{NNNN}` escapes; the rest is kept.
 pub fn frame(name: &str) -> String {
-    let out = escape(name, true);
+    let mut out = escape(name, true);
+    // "Copy 2" would end a folded line as if 2 were a second count.
+    if let Some((head, tail)) = out.rsplit_once(' ')
+        && !tail.is_empty()
+        && tail.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    {
+        out = format!("{head}\\x20{tail}");
+    }
     if out.is_empty() { "(empty)".to_string() } else { out }
 }
 
@@ -115,16 +122,17 @@ impl<'a> Tree<'a> {
         Tree { rows, children, roots, parent }
     }
 
-    /// Names of the ancestors of `i`, root first, stopping at the first
-    /// one in another unit when `same_unit` (units are roots of their own).
-    fn ancestors(&self, i: usize, same_unit: bool) -> Vec<String> {
+    /// Frames of the ancestors of `i`, root first, each called `name`,
+    /// stopping at the first one in another unit when `same_unit` (units
+    /// are roots of their own).
+    fn ancestors(&self, i: usize, same_unit: bool, name: fn(&ProcessRow) -> String) -> Vec<String> {
         let mut names = Vec::new();
         let mut at = self.parent[i];
         while let Some(p) = at {
             if same_unit && self.rows[p].unit != self.rows[i].unit {
                 break;
             }
-            names.push(frame(&process_name(&self.rows[p])));
+            names.push(name(&self.rows[p]));
             at = self.parent[p];
         }
         names.reverse();
@@ -180,7 +188,9 @@ fn startup_of(tree: &Tree, i: usize, stacks: &mut Stacks) {
     const US: u64 = 1000;
     let row = &tree.rows[i];
     let mut frames = vec![frame(&row.unit)];
-    frames.extend(tree.ancestors(i, true));
+    // Named as the processes' own frames are, so a parent's phases and its
+    // children stack on one frame.
+    frames.extend(tree.ancestors(i, true, binary));
     frames.push(binary(row));
     let mut loader_ns = 0;
     if let Some(l) = &row.loader {
@@ -192,12 +202,13 @@ fn startup_of(tree: &Tree, i: usize, stacks: &mut Stacks) {
     }
     let rest = row.wall_ns.saturating_sub(loader_ns);
     let t = &row.time;
-    let scheduled = t.on_cpu_ns + t.runnable_ns + t.blocked_ns + t.sleeping_ns;
+    let scheduled =
+        [t.on_cpu_ns, t.runnable_ns, t.blocked_ns, t.sleeping_ns].map(u128::from).iter().sum::<u128>();
     if scheduled == 0 {
         stacks.push(&frames, "no scheduler data", rest / US);
         return;
     }
-    let share = |ns: u64| (u128::from(rest) * u128::from(ns) / u128::from(scheduled)) as u64;
+    let share = |ns: u64| (u128::from(rest) * u128::from(ns) / scheduled) as u64;
     let same_unit_children: u64 = tree.children[i]
         .iter()
         .filter(|c| tree.rows[**c].unit == row.unit)
@@ -211,7 +222,7 @@ fn startup_of(tree: &Tree, i: usize, stacks: &mut Stacks) {
 
 /// Bytes read from disk: unit; binary; package; file.
 fn io(report: &Report) -> Stacks {
-    // Reads are charged per pid: after pid reuse, to the latest process.
+    // Reads are charged per pid: after pid reuse, to one of the processes.
     let by_pid: HashMap<u32, &ProcessRow> = report.processes.iter().map(|p| (p.pid, p)).collect();
     let mut stacks = Stacks::default();
     for file in &report.files {
@@ -272,7 +283,7 @@ fn exec(report: &Report) -> Stacks {
     let tree = Tree::new(&report.processes);
     let mut stacks = Stacks::default();
     for i in tree.depth_first() {
-        let frames = tree.ancestors(i, false);
+        let frames = tree.ancestors(i, false, |row| frame(&process_name(row)));
         for exec in &tree.rows[i].execs {
             stacks.push(&frames, basename(&exec.filename), 1);
         }
@@ -293,5 +304,7 @@ mod tests {
         assert_eq!(frame("<&\"'>"), "<&\"'>", "XML escaping is the SVG writer's job");
         assert_eq!(frame("\u{fffe}\u{fffd}"), "\\u{fffe}\u{fffd}");
         assert_eq!(frame(""), "(empty)");
+        assert_eq!(frame("Photos 2019"), "Photos\\x202019", "not a second count");
+        assert_eq!(frame("a b"), "a b");
     }
 }

@@ -65,17 +65,30 @@ const MAX_ELF_BYTES: u64 = 4 << 30;
 
 /// Reads `path` once and returns its facts.
 pub fn read_elf_facts(path: &Path) -> Result<ElfFacts> {
-    // Paths come from the trace, which may name anything: never read a
-    // device, a FIFO or something absurdly large.
-    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let data = read_untrusted(path).with_context(|| format!("reading {}", path.display()))?;
+    elf_facts_from_bytes(&data).with_context(|| format!("parsing ELF file {}", path.display()))
+}
+
+/// Reads a file a trace names, which may be anything: never from /proc,
+/// /sys or /dev (a "regular" file there can block forever or consume
+/// what it reads, like /proc/kmsg), never a device or FIFO (opened
+/// non-blocking, checked on the open fd), never more than the limit.
+fn read_untrusted(path: &Path) -> Result<Vec<u8>> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    if ["/proc", "/sys", "/dev"].iter().any(|dir| path.starts_with(dir)) {
+        bail!("not reading a file under /proc, /sys or /dev");
+    }
+    let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
-        bail!("{} is not a regular file", path.display());
+        bail!("not a regular file");
     }
     if meta.len() > MAX_ELF_BYTES {
-        bail!("{} is larger than {} GiB", path.display(), MAX_ELF_BYTES >> 30);
+        bail!("larger than {} GiB", MAX_ELF_BYTES >> 30);
     }
-    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    elf_facts_from_bytes(&data).with_context(|| format!("parsing ELF file {}", path.display()))
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_ELF_BYTES).read_to_end(&mut data)?;
+    Ok(data)
 }
 
 /// The facts of an ELF file already in memory.

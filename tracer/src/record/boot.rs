@@ -29,6 +29,20 @@ pub struct BootPlan {
     output_dir: PathBuf,
     keep: usize,
     staging: PathBuf,
+    /// The staged trace stops growing here: /run is a small tmpfs that
+    /// the rest of the boot needs too.
+    pub max_staged_bytes: u64,
+}
+
+/// At most half of what is free in /run, and never more than this.
+const MAX_STAGED_BYTES: u64 = 512 << 20;
+
+/// Bytes free for unprivileged use in the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())).ok()?;
+    // SAFETY: statvfs fills the zeroed struct; the path is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0).then(|| stat.f_bavail * stat.f_frsize)
 }
 
 /// Checks the arguments of `record --boot` and points the recording at
@@ -53,7 +67,9 @@ pub fn prepare(args: &mut RecordArgs) -> Result<BootPlan> {
     args.output = staging.clone();
     args.force = true;
     args.duration.get_or_insert(DEFAULT_MAX_SECONDS);
-    Ok(BootPlan { boot_id, output_dir: args.output_dir.clone(), keep: args.keep, staging })
+    let max_staged_bytes =
+        free_bytes(Path::new(STAGING_DIR)).map_or(MAX_STAGED_BYTES, |free| (free / 2).min(MAX_STAGED_BYTES));
+    Ok(BootPlan { boot_id, output_dir: args.output_dir.clone(), keep: args.keep, staging, max_staged_bytes })
 }
 
 /// Tells systemd the unit is ready (Type=notify): the probes are attached,
@@ -77,15 +93,21 @@ async fn system_state() -> Option<String> {
     Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
+/// systemd has finished booting already (the unit was started on a
+/// running system, e.g. when first enabled): there is no boot to trace.
+pub async fn already_finished() -> bool {
+    !matches!(system_state().await.as_deref(), Some("initializing" | "starting" | "" | "offline") | None)
+}
+
 /// Returns once systemd says the boot has finished (the default target
-/// reached and the job queue empty). Without systemd it never returns, and
-/// the recording runs until --duration or a signal.
+/// reached and the job queue empty). Without systemd (no systemctl, or
+/// "offline") it never returns, and the recording runs until --duration or
+/// a signal; a poll that fails otherwise is tried again.
 pub async fn finished() {
     loop {
         match system_state().await.as_deref() {
-            Some("initializing" | "starting") => {}
-            // Not booted with systemd: only --duration or a signal stops it.
-            Some("" | "offline") | None => return std::future::pending().await,
+            Some("offline") | None => return std::future::pending().await,
+            Some("initializing" | "starting" | "") => {}
             Some(_) => return,
         }
         tokio::time::sleep(POLL_EVERY).await;
@@ -138,22 +160,29 @@ pub fn finish(plan: &BootPlan) -> Result<PathBuf> {
             Err(e) => eprintln!("nixtrace: warning: no {} flamegraph: {e:#}", kind.name()),
         }
     }
-    prune(dir, plan.keep)?;
+    prune(dir, plan.keep, &plan.boot_id)?;
     Ok(trace)
 }
 
-/// Removes every file of the boots older than the `keep` newest traces.
-fn prune(dir: &Path, keep: usize) -> Result<()> {
+/// A boot id as the files are named: 32 hex digits.
+fn is_boot_id(stem: &str) -> bool {
+    stem.len() == 32 && stem.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Removes every file of the boots older than the `keep` newest traces,
+/// never those of `current` (a clock not yet set at boot may make it look
+/// oldest) and nothing that is not named after a boot.
+fn prune(dir: &Path, keep: usize, current: &str) -> Result<()> {
     let mut traces: Vec<(std::time::SystemTime, String)> = fs::read_dir(dir)?
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            let id = name.strip_suffix(".ntr")?.to_string();
+            let id = name.strip_suffix(".ntr").filter(|id| is_boot_id(id) && *id != current)?.to_string();
             Some((entry.metadata().ok()?.modified().ok()?, id))
         })
         .collect();
     traces.sort();
-    let old = traces.len().saturating_sub(keep);
+    let old = traces.len().saturating_sub(keep.saturating_sub(1));
     for (_, id) in &traces[..old] {
         for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
             let name = entry.file_name();
@@ -173,7 +202,8 @@ mod tests {
     #[test]
     fn pruning_keeps_the_newest_boots_and_their_files() {
         let dir = tempfile::tempdir().unwrap();
-        for (i, id) in ["aaa", "bbb", "ccc"].iter().enumerate() {
+        let [a, b, c] = ["a", "b", "c"].map(|x| x.repeat(32));
+        for (i, id) in [&c, &a, &b].iter().enumerate() {
             for ext in ["ntr", "report.md", "startup.svg"] {
                 let path = dir.path().join(format!("{id}.{ext}"));
                 fs::write(&path, "x").unwrap();
@@ -181,24 +211,19 @@ mod tests {
                 fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
             }
         }
-        fs::write(dir.path().join("unrelated.txt"), "x").unwrap();
-        prune(dir.path(), 2).unwrap();
+        fs::write(dir.path().join("unrelated.ntr"), "x").unwrap();
+        // c is this boot, with the oldest time (the clock was not set yet).
+        prune(dir.path(), 2, &c).unwrap();
         let mut left: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(
-            left,
-            [
-                "bbb.ntr",
-                "bbb.report.md",
-                "bbb.startup.svg",
-                "ccc.ntr",
-                "ccc.report.md",
-                "ccc.startup.svg",
-                "unrelated.txt"
-            ]
-        );
+        let expected: Vec<String> = [&b, &c]
+            .iter()
+            .flat_map(|id| ["ntr", "report.md", "startup.svg"].map(|ext| format!("{id}.{ext}")))
+            .chain(["unrelated.ntr".to_string()])
+            .collect();
+        assert_eq!(left, expected, "a (the oldest other boot) is gone");
     }
 }

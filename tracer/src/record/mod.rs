@@ -297,6 +297,13 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 async fn record(mut args: RecordArgs) -> Result<i32> {
     let boot = if args.boot { Some(boot::prepare(&mut args)?) } else { None };
+    if boot.is_some() && boot::already_finished().await {
+        // Started on a running system (say, when the unit was first
+        // enabled): tell systemd all is well and leave the boots alone.
+        boot::notify_ready()?;
+        eprintln!("nixtrace: the boot has already finished; nothing to trace until the next one");
+        return Ok(0);
+    }
     let has_command = !args.command.is_empty();
     let procs = if has_command { Vec::new() } else { procfs::processes() };
     let scope = scope(&args, &procs)?;
@@ -364,6 +371,15 @@ async fn record(mut args: RecordArgs) -> Result<i32> {
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                if let Some(plan) = &boot
+                    && std::fs::metadata(&args.output).is_ok_and(|m| m.len() >= plan.max_staged_bytes)
+                {
+                    eprintln!(
+                        "nixtrace: warning: the boot trace reached {} (half of what /run had free, at most 512 MiB); stopping",
+                        crate::report::bytes(plan.max_staged_bytes)
+                    );
+                    break;
+                }
                 let stats = sink.stats(&probes)?;
                 status.update(stats.events, stats.lost_total());
                 if last_flush.elapsed() >= FLUSH_EVERY {

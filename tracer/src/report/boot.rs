@@ -53,7 +53,8 @@ pub struct BootSection {
     pub critical_chain: Vec<BootUnit>,
     /// `systemd-analyze blame`: the units that took longest to start.
     pub slowest_units: Vec<BootUnit>,
-    /// Why the systemd parts are empty, when they are.
+    /// `systemd-analyze critical-chain` failed: it is missing, or the boot
+    /// had not finished when recording stopped (--duration, shutdown).
     pub systemd_analyze_missing: bool,
 }
 

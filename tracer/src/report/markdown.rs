@@ -109,7 +109,7 @@ fn boot_table(out: &mut String, units: &[BootUnit], when: &str) {
     );
     for u in units {
         let traced = u.traced.as_ref().map_or_else(
-            || "| not traced | | | | |".to_string(),
+            || "| no process seen | | | | |".to_string(),
             |t| {
                 format!(
                     "| {} | {} | {} | {} | {} |",
@@ -142,7 +142,10 @@ fn render_boot(out: &mut String, boot: &BootSection) {
         boot.seeded_processes.len()
     );
     if boot.systemd_analyze_missing {
-        let _ = writeln!(out, "systemd-analyze was not available: no critical chain.\n");
+        let _ = writeln!(
+            out,
+            "systemd-analyze gave no critical chain (it is missing, or the boot had not finished when recording stopped).\n"
+        );
         return;
     }
     let _ = writeln!(out, "Critical chain to the default target (`systemd-analyze critical-chain`):\n");

@@ -44,6 +44,12 @@ pub struct Selection {
     pub binary: Option<String>,
 }
 
+impl Selection {
+    pub fn new(top: usize, filter: &crate::cli::ProcessFilter) -> Selection {
+        Selection { top, unit: filter.unit.clone(), binary: filter.binary.clone() }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Package {
     pub name: String,
@@ -530,7 +536,7 @@ pub fn completeness_warning(report: &Report) -> Option<String> {
 /// `nixtrace report`.
 pub fn run(args: &crate::cli::ReportArgs) -> Result<()> {
     use std::io::IsTerminal;
-    let selection = Selection { top: args.top, unit: args.unit.clone(), binary: args.binary.clone() };
+    let selection = Selection::new(args.top, &args.processes);
     let report = build(&args.file, &selection)?;
     let color = args.output.is_none() && args.format == Format::Text && std::io::stdout().is_terminal();
     let text = render(&report, args.format, &selection, color);

@@ -158,7 +158,8 @@ impl<R: Read> TraceReader<R> {
             return Ok(false);
         }
         self.pos = 0;
-        if crc32fast::hash(&self.block) != crc {
+        // Fuzzing skips the check, or random inputs would never get past it.
+        if !cfg!(fuzzing) && crc32fast::hash(&self.block) != crc {
             return Err(self.corrupt("block checksum mismatch"));
         }
         self.next_offset = self.block_offset + len as u64;
