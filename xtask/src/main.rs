@@ -10,18 +10,22 @@
 //!   needs root.
 //! - `cargo xtask test` runs `setup`, then the whole suite: `cargo fmt
 //!   --check`, the nix checks, clippy with `-D warnings`, the release build
-//!   (which embeds the eBPF object) and `cargo test` on one thread. The tests
+//!   (which embeds the eBPF object), `cargo test` on one thread and the
+//!   benchmarks' smoke run (`bench --smoke`). The tests
 //!   load eBPF programs into the kernel, so this must run as root (`sudo -E
 //!   cargo xtask test`). `--quick` skips fmt, the nix checks and clippy.
 //! - `cargo xtask nix-check` checks every tracked `.nix` file: it parses with
 //!   `nix-instantiate --parse`, runs deadnix, and checks the formatting with
 //!   alejandra (and runs statix where one is on PATH). No Nix store is needed.
 //!   `--format` formats the files first, as `nix fmt` would.
+//! - `cargo xtask bench` measures tracing overhead against bpftrace, strace
+//!   and the floor of empty BPF programs, and how fast `report` reads a big
+//!   trace; it writes docs/benchmarks.md (`--smoke`: a quick check only).
 //! - `cargo xtask demo` runs `setup`, builds the release binary, records the
 //!   cold startup of `python3 -c "import json"` into `target/demo.ntr` and
 //!   prints `nixtrace report` of it.
 //!
-//! `setup.rs`, `test.rs`, `nix.rs` and `demo.rs` hold one command each; this
+//! `setup.rs`, `test.rs`, `nix.rs`, `bench.rs` and `demo.rs` hold one command each; this
 //! file holds the command line and the few helpers they share (running a
 //! command, finding cargo's directories, checking for root).
 use std::{
@@ -35,6 +39,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod boot_test;
 mod demo;
 mod fuzz;
@@ -46,7 +51,7 @@ mod test;
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "nixtrace project automation: install prerequisites, run the test suite, check the Nix files, run a demo"
+    about = "nixtrace project automation: install prerequisites, run the test suite, check the Nix files, benchmark, run a demo"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -67,8 +72,9 @@ enum Cmd {
     /// Run setup, then fmt, the nix checks, clippy, the release build and all tests (as root).
     ///
     /// The tests load real eBPF programs into the kernel and share it, so they
-    /// run as root and on one thread: `sudo -E cargo xtask test`. Stops at the
-    /// first failing step and names it.
+    /// run as root and on one thread: `sudo -E cargo xtask test`. After the
+    /// tests, `bench --smoke` checks that the benchmarks run and that nixtrace
+    /// loses no events in them. Stops at the first failing step and names it.
     Test(test::Args),
     /// Check every tracked .nix file: parse, deadnix, alejandra's formatting (no Nix store needed).
     ///
@@ -94,6 +100,19 @@ enum Cmd {
     /// memory blow-up, keeping the input in target/fuzz/artifacts/. CI runs
     /// it briefly as part of `cargo xtask test`.
     Fuzz(fuzz::Args),
+    /// Measure what tracing costs, against bpftrace and strace (as root; about 12 minutes).
+    ///
+    /// Runs an open storm, an exec storm, 200 `python3 -c pass` and a small
+    /// `make -j2` build untraced and under `nixtrace record -- CMD`, nixtrace
+    /// system-wide, bpftrace printing the same events, `strace -f`, and empty
+    /// BPF programs on nixtrace's tracepoints (the floor), in untraced/traced
+    /// pairs. Then times `report` and `flamegraph` on a 10-million-event
+    /// trace. Writes docs/benchmarks.md: slowdowns, events and lost events,
+    /// bytes per event, the recorder's CPU and memory, attach time, and the
+    /// project's targets met or missed. Run it on an otherwise idle machine.
+    /// `--smoke` (part of `cargo xtask test`) runs tiny sizes once and only
+    /// checks that everything ran and that nixtrace lost no events.
+    Bench(bench::Args),
     /// Run setup, build, and trace the startup of `python3 -c "import json"` (as root).
     ///
     /// Drops the page cache (`record --cold`), records into target/demo.ntr
@@ -109,6 +128,7 @@ fn main() -> ExitCode {
         Cmd::NixCheck(args) => nix::run(&args),
         Cmd::BootTest => boot_test::run_test(),
         Cmd::Fuzz(args) => fuzz::run_fuzz(&args),
+        Cmd::Bench(args) => bench::run(&args),
         Cmd::Demo => demo::run(),
     };
     match result {

@@ -63,6 +63,10 @@ pub fn run(args: &Args) -> Result<()> {
             "--test-threads=1",
         ])),
     ));
+    // Every benchmark workload and contender once, at tiny sizes: it runs,
+    // and nixtrace lost no events (bench.rs). Not timed: timings are for
+    // `cargo xtask bench` on an idle machine.
+    steps.push(("bench smoke run", Step::Fn(crate::bench::smoke)));
     // Brief: long runs are `cargo xtask fuzz` (10 minutes a target).
     steps.push((
         "fuzz (60 s a target)",
