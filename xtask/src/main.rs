@@ -5,13 +5,14 @@
 //!   what is already there: the Debian packages (LLVM 22, build tools,
 //!   strace, bpftrace, perf, patchelf, nix-bin, chromium, QEMU, debootstrap,
 //!   linux-image-amd64), the nightly `rust-src`
-//!   component, bpf-linker built against LLVM 22, deadnix (a Nix linter), and
+//!   component, bpf-linker built against LLVM 22, cargo-fuzz, deadnix (a Nix linter), and
 //!   the tracefs mount. Installing the Debian packages and mounting tracefs
 //!   needs root.
 //! - `cargo xtask test` runs `setup`, then the whole suite: `cargo fmt
 //!   --check`, the nix checks, clippy with `-D warnings`, the release build
-//!   (which embeds the eBPF object), `cargo test` on one thread and the
-//!   benchmarks' smoke run (`bench --smoke`). The tests
+//!   (which embeds the eBPF object), `cargo test` on one thread, the
+//!   benchmarks' smoke run (`bench --smoke`), a minute of each fuzz target
+//!   and the boot test. The tests
 //!   load eBPF programs into the kernel, so this must run as root (`sudo -E
 //!   cargo xtask test`). `--quick` skips fmt, the nix checks and clippy.
 //! - `cargo xtask nix-check` checks every tracked `.nix` file: it parses with
@@ -25,7 +26,13 @@
 //!   cold startup of `python3 -c "import json"` into `target/demo.ntr` and
 //!   prints `nixtrace report` of it.
 //!
-//! `setup.rs`, `test.rs`, `nix.rs`, `bench.rs` and `demo.rs` hold one command each; this
+//! - `cargo xtask boot-test` boots Debian's 6.1 kernel under QEMU with the
+//!   boot unit and checks the trace the guest files.
+//! - `cargo xtask fuzz` runs the fuzz targets in `fuzz/` (10 minutes each by
+//!   default), seeded with traces it records.
+//!
+//! `setup.rs`, `test.rs`, `nix.rs`, `bench.rs`, `boot_test.rs`, `fuzz.rs` and
+//! `demo.rs` hold one command each; this
 //! file holds the command line and the few helpers they share (running a
 //! command, finding cargo's directories, checking for root).
 use std::{
@@ -64,17 +71,20 @@ enum Cmd {
     ///
     /// Checks, and installs when missing: the Debian packages (llvm-22-dev,
     /// libpolly-22-dev, zlib1g-dev, libzstd-dev, build-essential, pkg-config,
-    /// strace, bpftrace, linux-perf, patchelf, nix-bin, chromium), the `rust-src`
-    /// component of the nightly toolchain, bpf-linker built against LLVM 22,
-    /// deadnix at a pinned version, and the tracefs mount at
+    /// strace, bpftrace, linux-perf, patchelf, nix-bin, chromium, debootstrap,
+    /// linux-image-amd64, qemu-system-x86), the `rust-src` component of the
+    /// nightly toolchain, bpf-linker built against LLVM 22, cargo-fuzz and
+    /// deadnix at pinned versions, and the tracefs mount at
     /// /sys/kernel/tracing. Prints one line per step.
     Setup,
-    /// Run setup, then fmt, the nix checks, clippy, the release build and all tests (as root).
+    /// Run setup, then fmt, the nix checks, clippy, the release build, all tests, fuzzing and the boot test (as root).
     ///
     /// The tests load real eBPF programs into the kernel and share it, so they
     /// run as root and on one thread: `sudo -E cargo xtask test`. After the
     /// tests, `bench --smoke` checks that the benchmarks run and that nixtrace
-    /// loses no events in them. Stops at the first failing step and names it.
+    /// loses no events in them, each fuzz target runs for a minute, and the
+    /// boot test boots a Debian 6.1 guest. Stops at the first failing step
+    /// and names it.
     Test(test::Args),
     /// Check every tracked .nix file: parse, deadnix, alejandra's formatting (no Nix store needed).
     ///
