@@ -1177,25 +1177,18 @@ fn why_missed(measured: &[Measured], analysis: &Analysis) -> Vec<String> {
              four bytes, and successful opens carry an inode."
         ));
     }
-    if let Some(report) = analysis.commands.first() {
-        let rate = analysis.events as f64 / report.wall.as_secs_f64();
-        let peak_mb = report.maxrss_kib as f64 * 1024.0 / 1e6;
-        if rate < TARGET_REPORT_EVENTS_PER_S || peak_mb >= TARGET_REPORT_MB {
-            why.push(format!(
-                "**Report** ({:.2} million events/s, {peak_mb:.1} MB). It reads the trace in one \
-                 pass, checking each block's CRC and decoding every record into the process model.",
-                rate / 1e6
-            ));
-        }
+    if let Some((rate, peak_mb)) = report_figures(analysis)
+        && (rate < TARGET_REPORT_EVENTS_PER_S || peak_mb >= TARGET_REPORT_MB)
+    {
+        why.push(format!(
+            "**Report** ({:.2} million events/s, {peak_mb:.1} MB). It reads the trace in one \
+             pass, checking each block's CRC and decoding every record into the process model.",
+            rate / 1e6
+        ));
     }
-    let attaches: Vec<f64> = measured
-        .iter()
-        .flat_map(|m| &m.pairs)
-        .filter(|(c, _)| c.is_nixtrace())
-        .flat_map(|(_, pairs)| pairs.iter().filter_map(|(_, run)| run.attach.map(|a| a.as_secs_f64())))
-        .collect();
-    let attach = Duration::from_secs_f64(median(attaches));
-    if attach >= TARGET_ATTACH {
+    if let Some(attach) = median_attach(measured)
+        && attach >= TARGET_ATTACH
+    {
         let programs = nixtrace_tracepoints().map_or(0, |t| t.len()) + 3;
         why.push(format!(
             "**Attach time** ({}). Timed phase by phase on this machine: aya 0.14 parses the \
@@ -1243,10 +1236,7 @@ fn verdicts(measured: &[Measured], analysis: &Analysis) -> Vec<Verdict> {
             met: bytes <= TARGET_BYTES_PER_EVENT,
         });
     }
-    if let Some(report) = analysis.commands.first() {
-        let rate = analysis.events as f64 / report.wall.as_secs_f64();
-        // MB, as the target is stated: 10^6 bytes.
-        let peak_mb = report.maxrss_kib as f64 * 1024.0 / 1e6;
+    if let Some((rate, peak_mb)) = report_figures(analysis) {
         verdicts.push(Verdict {
             target: format!(
                 "`report`: at least {:.0} million events/s on one core, peak under {TARGET_REPORT_MB:.0} MB, on {:.1} million events",
@@ -1257,14 +1247,7 @@ fn verdicts(measured: &[Measured], analysis: &Analysis) -> Vec<Verdict> {
             met: rate >= TARGET_REPORT_EVENTS_PER_S && peak_mb < TARGET_REPORT_MB,
         });
     }
-    let attaches: Vec<f64> = measured
-        .iter()
-        .flat_map(|m| &m.pairs)
-        .filter(|(c, _)| c.is_nixtrace())
-        .flat_map(|(_, pairs)| pairs.iter().filter_map(|(_, run)| run.attach.map(|a| a.as_secs_f64())))
-        .collect();
-    if !attaches.is_empty() {
-        let attach = Duration::from_secs_f64(median(attaches));
+    if let Some(attach) = median_attach(measured) {
         verdicts.push(Verdict {
             target: format!("probes attached in under {} ms", TARGET_ATTACH.as_millis()),
             measured: format!(
@@ -1276,6 +1259,25 @@ fn verdicts(measured: &[Measured], analysis: &Analysis) -> Vec<Verdict> {
         });
     }
     verdicts
+}
+
+/// The median attach time over every nixtrace run; None without one.
+fn median_attach(measured: &[Measured]) -> Option<Duration> {
+    let attaches: Vec<f64> = measured
+        .iter()
+        .flat_map(|m| &m.pairs)
+        .filter(|(c, _)| c.is_nixtrace())
+        .flat_map(|(_, pairs)| pairs.iter().filter_map(|(_, run)| run.attach.map(|a| a.as_secs_f64())))
+        .collect();
+    (!attaches.is_empty()).then(|| Duration::from_secs_f64(median(attaches)))
+}
+
+/// `report` on the large trace: events per second, and peak memory in MB
+/// (10^6 bytes, as the target is stated).
+fn report_figures(analysis: &Analysis) -> Option<(f64, f64)> {
+    let report = analysis.commands.first()?;
+    let rate = analysis.events as f64 / report.wall.as_secs_f64();
+    Some((rate, report.maxrss_kib as f64 * 1024.0 / 1e6))
 }
 
 /// How far a measured value is above its limit, in percent.
