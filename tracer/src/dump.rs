@@ -11,12 +11,8 @@ use serde_json::{Value, json};
 
 use crate::{
     output::ignore_broken_pipe,
-    trace::{Common, Event, Header, TraceReader},
+    trace::{Common, Event, Header, TraceReader, event::text},
 };
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn texts(list: &[Vec<u8>]) -> Vec<String> {
     list.iter().map(|b| text(b)).collect()

@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
-use crate::trace::{Event, LoaderPhase, TraceReader};
+use crate::trace::{Event, LoaderPhase, TraceReader, event::text};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -68,10 +68,6 @@ impl Ids {
         self.current.insert(id, track);
         track
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn basename(path: &[u8]) -> String {

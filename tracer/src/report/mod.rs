@@ -20,7 +20,10 @@ use crate::{
         process::{Exec, Process, ProcessTable},
         unit::CgroupNames,
     },
-    trace::{Event, Header, Stats, ThreadTimes, TraceReader, event::describe_lost},
+    trace::{
+        Event, Header, Stats, ThreadTimes, TraceReader,
+        event::{describe_lost, text},
+    },
 };
 
 /// Version of the JSON schema (`docs/report-schema.md`).
@@ -301,10 +304,6 @@ pub struct Report {
     /// Made by `record --boot`: what the trace missed of the boot, and
     /// systemd's view of it. Null otherwise.
     pub boot: Option<boot::BootSection>,
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn exec_row(exec: &Exec) -> ExecRow {

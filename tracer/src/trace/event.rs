@@ -56,6 +56,11 @@ impl LoaderPhase {
 /// A byte string from the traced system (paths, argv): not necessarily UTF-8.
 pub type Bytes = Vec<u8>;
 
+/// A byte string for display: invalid UTF-8 becomes U+FFFD.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Fork {
