@@ -20,11 +20,10 @@ fn texts(list: &[Vec<u8>]) -> Vec<String> {
 
 /// "ENOENT" for -2; null for non-errors.
 fn errno_name(ret: i64) -> Value {
-    if ret >= 0 {
-        return Value::Null;
+    match i32::try_from(ret) {
+        Ok(ret) if ret < 0 => json!(format!("{:?}", nix::errno::Errno::from_raw(ret.saturating_neg()))),
+        _ => Value::Null,
     }
-    let errno = nix::errno::Errno::from_raw(-ret as i32);
-    json!(format!("{errno:?}"))
 }
 
 fn with_common(common: &Common, kind: &str, mut fields: Value) -> Value {

@@ -18,6 +18,7 @@ mod model;
 mod output;
 mod record;
 mod report;
+mod saturating;
 mod trace;
 
 use std::process::ExitCode;

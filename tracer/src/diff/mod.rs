@@ -108,10 +108,11 @@ fn groups(report: &Report) -> Groups {
         let loader = row.loader.as_ref();
         let add = |t: &mut Totals| {
             t.processes += 1;
-            t.process_time_ns += row.wall_ns;
-            t.loader_time_ns += loader.map_or(0, |l| l.total_ns + l.init_ns);
-            t.failed_lookups += loader.map_or(0, |l| l.failed_lookups);
-            t.disk_read_bytes += row.io.disk_read_bytes;
+            t.process_time_ns = t.process_time_ns.saturating_add(row.wall_ns);
+            t.loader_time_ns =
+                t.loader_time_ns.saturating_add(loader.map_or(0, |l| l.total_ns.saturating_add(l.init_ns)));
+            t.failed_lookups = t.failed_lookups.saturating_add(loader.map_or(0, |l| l.failed_lookups));
+            t.disk_read_bytes = t.disk_read_bytes.saturating_add(row.io.disk_read_bytes);
         };
         add(&mut groups.all);
         add(groups.units.entry(row.unit.clone()).or_default());

@@ -3,6 +3,7 @@
 //! through [`frame`] so nothing read from the traced system can break the
 //! folded format or the SVG.
 
+use crate::saturating::SaturatingSum as _;
 use std::collections::HashMap;
 
 use super::Kind;
@@ -38,7 +39,7 @@ impl Stacks {
     }
 
     pub fn total(&self) -> u64 {
-        self.0.iter().map(|s| s.count).sum()
+        self.0.iter().map(|s| s.count).saturating_sum()
     }
 }
 
@@ -195,10 +196,10 @@ fn startup_of(tree: &Tree, i: usize, stacks: &mut Stacks) {
     let mut loader_ns = 0;
     if let Some(l) = &row.loader {
         stacks.push(&frames, "loader: library search", l.search_ns / US);
-        stacks.push(&frames, "loader: open and map", (l.open_ns + l.map_ns) / US);
+        stacks.push(&frames, "loader: open and map", l.open_ns.saturating_add(l.map_ns) / US);
         stacks.push(&frames, "loader: relocation and setup", l.rest_ns / US);
         stacks.push(&frames, "library initialisers", l.init_ns / US);
-        loader_ns = l.total_ns + l.init_ns;
+        loader_ns = l.total_ns.saturating_add(l.init_ns);
     }
     let rest = row.wall_ns.saturating_sub(loader_ns);
     let t = &row.time;
@@ -213,7 +214,7 @@ fn startup_of(tree: &Tree, i: usize, stacks: &mut Stacks) {
         .iter()
         .filter(|c| tree.rows[**c].unit == row.unit)
         .map(|c| tree.rows[*c].wall_ns)
-        .sum();
+        .saturating_sum();
     stacks.push(&frames, "running on CPU", share(t.on_cpu_ns) / US);
     stacks.push(&frames, "waiting for a CPU", share(t.runnable_ns) / US);
     stacks.push(&frames, "blocked (disk I/O)", share(t.blocked_ns) / US);
@@ -250,13 +251,12 @@ fn linker(report: &Report) -> Stacks {
             let frames = [binary[0].clone(), frame(&failed.library)];
             stacks.push(&frames, format!("search {}", failed.dir), failed.ns);
         }
-        let mut libraries_ns = 0;
         for library in &l.libraries {
             let frames = [binary[0].clone(), frame(basename(&library.path))];
             stacks.push(&frames, "open and map", library.load_ns);
-            libraries_ns += library.load_ns;
         }
-        let other = (l.open_ns + l.map_ns).saturating_sub(libraries_ns);
+        let libraries_ns = l.libraries.iter().map(|library| library.load_ns).saturating_sum();
+        let other = l.open_ns.saturating_add(l.map_ns).saturating_sub(libraries_ns);
         stacks.push(&binary, "other opens and maps (ld.so.cache)", other);
         stacks.push(&binary, "relocation and setup", l.rest_ns);
         stacks.push(&binary, "library initialisers", l.init_ns);

@@ -304,7 +304,7 @@ fn probe_offsets<H: FileHeader<Endian = Endianness>>(file: &ElfFile<'_, H>) -> R
     );
     // `mov %rsp,%rdi` is 3 bytes; the 5-byte call follows.
     let done = offset + RTLD_START_LEN;
-    let user = bytes_at(file, entry + RTLD_START_LEN, DL_START_USER_SCAN).unwrap_or_default();
+    let user = bytes_at(file, entry.saturating_add(RTLD_START_LEN), DL_START_USER_SCAN).unwrap_or_default();
     let jump = user.windows(TO_ENTRY.len()).position(|w| w == TO_ENTRY);
     // `mov %r13,%rsp` is 3 bytes; the probe goes on the jump after it.
     let entry = jump.map(|at| done + at as u64 + 3);

@@ -25,23 +25,25 @@ pub struct IoTotals {
 
 impl IoTotals {
     pub fn disk_read_bytes(&self) -> u64 {
-        self.disk_read_pages * PAGE_SIZE
+        self.disk_read_pages.saturating_mul(PAGE_SIZE)
     }
 
     /// Adds what `event` charges to its task; false if it charges nothing.
     pub fn add(&mut self, event: &Event) -> bool {
         match event {
-            Event::PageCache { pages, .. } => self.disk_read_pages += u64::from(*pages),
-            Event::FileRead { bytes, .. } => self.read_bytes += bytes,
+            Event::PageCache { pages, .. } => {
+                self.disk_read_pages = self.disk_read_pages.saturating_add((*pages).into())
+            }
+            Event::FileRead { bytes, .. } => self.read_bytes = self.read_bytes.saturating_add(*bytes),
             Event::BlockIo { bytes, latency_ns, write, .. } => {
                 let bytes = u64::from(*bytes);
                 if *write {
-                    self.block_write_bytes += bytes;
+                    self.block_write_bytes = self.block_write_bytes.saturating_add(bytes);
                 } else {
-                    self.block_read_bytes += bytes;
+                    self.block_read_bytes = self.block_read_bytes.saturating_add(bytes);
                 }
                 self.block_requests += 1;
-                self.block_latency_ns += latency_ns;
+                self.block_latency_ns = self.block_latency_ns.saturating_add(*latency_ns);
             }
             _ => return false,
         }
@@ -93,13 +95,14 @@ impl FileTable {
             }
             Event::FileRead { common, dev, ino, bytes } => {
                 let file = self.files.entry((*dev, *ino)).or_default();
-                file.read_bytes += bytes;
+                file.read_bytes = file.read_bytes.saturating_add(*bytes);
                 file.readers.entry(common.pid).or_default();
             }
             Event::PageCache { common, dev, ino, pages, .. } => {
                 let file = self.files.entry((*dev, *ino)).or_default();
-                file.disk_read_pages += u64::from(*pages);
-                *file.readers.entry(common.pid).or_default() += u64::from(*pages);
+                file.disk_read_pages = file.disk_read_pages.saturating_add(u64::from(*pages));
+                let read = file.readers.entry(common.pid).or_default();
+                *read = read.saturating_add((*pages).into());
             }
             _ => {}
         }

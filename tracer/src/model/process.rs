@@ -5,6 +5,7 @@
 //! with the number of processes and libraries, never with the number of
 //! events.
 
+use crate::saturating::SaturatingSum as _;
 use std::collections::{BTreeMap, HashMap};
 
 use super::io::IoTotals;
@@ -144,13 +145,13 @@ impl LoaderRun {
     /// An mmap of `fd` by the loader: a library once it maps executable.
     fn add_map(&mut self, fd: i32, mapped: Option<&Bytes>, prot: u32, len: u64, duration_ns: u64) {
         let Some(opened) = self.open_fds.get_mut(&i64::from(fd)) else { return };
-        opened.ns += duration_ns;
+        opened.ns = opened.ns.saturating_add(duration_ns);
         let exec_bytes = if prot & PROT_EXEC != 0 { len } else { 0 };
         match (opened.library, mapped) {
             (Some(index), _) => {
                 let library = &mut self.libraries[index];
-                library.exec_bytes += exec_bytes;
-                library.load_ns += duration_ns;
+                library.exec_bytes = library.exec_bytes.saturating_add(exec_bytes);
+                library.load_ns = library.load_ns.saturating_add(duration_ns);
             }
             (None, Some(mapped)) if exec_bytes > 0 => {
                 opened.library = Some(self.libraries.len());
@@ -178,7 +179,9 @@ impl LoaderRun {
     /// Time that is neither searching nor opening and mapping: relocation,
     /// symbol lookup and the loader's own setup.
     pub fn rest_ns(&self) -> Option<u64> {
-        self.total_ns().map(|total| total.saturating_sub(self.search_ns + self.open_ns + self.map_ns))
+        self.total_ns().map(|total| {
+            total.saturating_sub([self.search_ns, self.open_ns, self.map_ns].into_iter().saturating_sum())
+        })
     }
 }
 
@@ -283,12 +286,12 @@ impl ProcessTable {
                 if let Some(run) = self.running_loader(common.pid) {
                     if *ret < 0 {
                         run.failed_lookups += 1;
-                        run.search_ns += duration_ns;
+                        run.search_ns = run.search_ns.saturating_add(*duration_ns);
                         let lookups = run.lookups.entry(split_path(path)).or_default();
                         lookups.count += 1;
-                        lookups.ns += duration_ns;
+                        lookups.ns = lookups.ns.saturating_add(*duration_ns);
                     } else {
-                        run.open_ns += duration_ns;
+                        run.open_ns = run.open_ns.saturating_add(*duration_ns);
                         let opened = OpenedFile { path: path.clone(), ns: *duration_ns, library: None };
                         run.open_fds.insert(*ret, opened);
                     }
@@ -296,7 +299,7 @@ impl ProcessTable {
             }
             Event::Mmap { common, path, fd, prot, len, duration_ns, .. } => {
                 if let Some(run) = self.running_loader(common.pid) {
-                    run.map_ns += duration_ns;
+                    run.map_ns = run.map_ns.saturating_add(*duration_ns);
                     run.add_map(*fd, path.as_ref(), *prot, *len, *duration_ns);
                 }
             }

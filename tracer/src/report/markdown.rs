@@ -1,6 +1,7 @@
 //! The report as GitHub-flavoured Markdown for a pull request: the summary
 //! first, the tables folded away.
 
+use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
 use super::{
@@ -42,9 +43,9 @@ pub fn render(report: &Report, top: usize) -> String {
         "{} processes over {}; dynamic loader {} in {} of them, {} failed library lookups. Host `{}`, kernel `{}`.\n",
         report.processes.len(),
         duration(report.duration_ns),
-        duration(with_loader.iter().map(|l| l.total_ns).sum()),
+        duration(with_loader.iter().map(|l| l.total_ns).saturating_sum()),
         with_loader.len(),
-        with_loader.iter().map(|l| l.failed_lookups).sum::<u64>(),
+        with_loader.iter().map(|l| l.failed_lookups).saturating_sum(),
         escape(&h.host),
         escape(&h.kernel_release),
     );

@@ -7,6 +7,7 @@ mod json;
 pub mod markdown;
 mod text;
 
+use crate::saturating::SaturatingSum as _;
 use std::{collections::BTreeMap, fs::File, io::BufReader, path::Path};
 
 use anyhow::{Context as _, Result};
@@ -142,12 +143,12 @@ impl From<&IoTotals> for IoRow {
 
 impl IoRow {
     fn add(&mut self, other: &IoRow) {
-        self.disk_read_bytes += other.disk_read_bytes;
-        self.block_read_bytes += other.block_read_bytes;
-        self.block_write_bytes += other.block_write_bytes;
-        self.block_requests += other.block_requests;
-        self.block_latency_ns += other.block_latency_ns;
-        self.read_bytes += other.read_bytes;
+        self.disk_read_bytes = self.disk_read_bytes.saturating_add(other.disk_read_bytes);
+        self.block_read_bytes = self.block_read_bytes.saturating_add(other.block_read_bytes);
+        self.block_write_bytes = self.block_write_bytes.saturating_add(other.block_write_bytes);
+        self.block_requests = self.block_requests.saturating_add(other.block_requests);
+        self.block_latency_ns = self.block_latency_ns.saturating_add(other.block_latency_ns);
+        self.read_bytes = self.read_bytes.saturating_add(other.read_bytes);
     }
 }
 
@@ -327,22 +328,23 @@ fn loader_row(process: &Process) -> Option<LoaderRow> {
     let mut row = LoaderRow::default();
     let mut lookups: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for run in &runs {
-        row.total_ns += run.total_ns().unwrap_or(0);
-        row.search_ns += run.search_ns;
-        row.open_ns += run.open_ns;
-        row.map_ns += run.map_ns;
-        row.rest_ns += run.rest_ns().unwrap_or(0);
-        row.init_ns += run.init_ns().unwrap_or(0);
-        row.failed_lookups += run.failed_lookups;
+        row.total_ns = row.total_ns.saturating_add(run.total_ns().unwrap_or(0));
+        row.search_ns = row.search_ns.saturating_add(run.search_ns);
+        row.open_ns = row.open_ns.saturating_add(run.open_ns);
+        row.map_ns = row.map_ns.saturating_add(run.map_ns);
+        row.rest_ns = row.rest_ns.saturating_add(run.rest_ns().unwrap_or(0));
+        row.init_ns = row.init_ns.saturating_add(run.init_ns().unwrap_or(0));
+        row.failed_lookups = row.failed_lookups.saturating_add(run.failed_lookups);
         for ((dir, library), failed) in &run.lookups {
             let sum = lookups.entry((text(library), text(dir))).or_default();
-            sum.0 += failed.count;
-            sum.1 += failed.ns;
+            sum.0 = sum.0.saturating_add(failed.count);
+            sum.1 = sum.1.saturating_add(failed.ns);
         }
     }
     let mut dirs: BTreeMap<&str, u64> = BTreeMap::new();
     for ((_, dir), (count, _)) in &lookups {
-        *dirs.entry(dir).or_default() += count;
+        let failed = dirs.entry(dir).or_default();
+        *failed = failed.saturating_add(*count);
     }
     row.dirs_probed = dirs
         .into_iter()
@@ -448,12 +450,12 @@ pub fn build_from(input: impl std::io::Read, name: &str, selection: &Selection) 
             .entry(row.unit.clone())
             .or_insert_with(|| UnitRow { name: row.unit.clone(), ..UnitRow::default() });
         unit.processes += 1;
-        unit.execs += row.execs.len() as u64;
+        unit.execs = unit.execs.saturating_add(row.execs.len() as u64);
         unit.io.add(&row.io);
         unit.time.add(&row.time);
         if let Some(loader) = &row.loader {
-            unit.loader_ns += loader.total_ns;
-            unit.failed_lookups += loader.failed_lookups;
+            unit.loader_ns = unit.loader_ns.saturating_add(loader.total_ns);
+            unit.failed_lookups = unit.failed_lookups.saturating_add(loader.failed_lookups);
         }
     }
     let mut units: Vec<UnitRow> = units.into_values().collect();
@@ -481,14 +483,17 @@ pub fn build_from(input: impl std::io::Read, name: &str, selection: &Selection) 
                 path,
                 dev: *dev,
                 ino: *ino,
-                disk_read_bytes: f.disk_read_pages * PAGE_SIZE,
+                disk_read_bytes: f.disk_read_pages.saturating_mul(PAGE_SIZE),
                 read_bytes: f.read_bytes,
                 readers: f.readers.keys().copied().collect(),
                 disk_read_by_reader: f
                     .readers
                     .iter()
                     .filter(|(_, pages)| **pages > 0)
-                    .map(|(pid, pages)| ReaderRead { pid: *pid, disk_read_bytes: pages * PAGE_SIZE })
+                    .map(|(pid, pages)| ReaderRead {
+                        pid: *pid,
+                        disk_read_bytes: pages.saturating_mul(PAGE_SIZE),
+                    })
                     .collect(),
             }
         })
@@ -511,7 +516,7 @@ pub fn build_from(input: impl std::io::Read, name: &str, selection: &Selection) 
         cut_short: reader.cut_short().map(str::to_string),
         duration_ns: trace_end - trace_start,
         events,
-        lost_events: lost_by_probe.values().sum(),
+        lost_events: lost_by_probe.values().copied().saturating_sum(),
         lost_by_probe,
         header,
         processes,

@@ -1,5 +1,6 @@
 //! The report as terminal tables.
 
+use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
 use super::{Report, bytes, completeness_warning, duration};
@@ -30,8 +31,8 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
         let _ = writeln!(out, "{}", red(&warning, color));
     }
     let with_loader: Vec<_> = report.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
-    let loader_total: u64 = with_loader.iter().map(|l| l.total_ns).sum();
-    let lookups: u64 = with_loader.iter().map(|l| l.failed_lookups).sum();
+    let loader_total: u64 = with_loader.iter().map(|l| l.total_ns).saturating_sum();
+    let lookups: u64 = with_loader.iter().map(|l| l.failed_lookups).saturating_sum();
     let _ = writeln!(
         out,
         "{} processes; dynamic loader: {} in {} processes, {} failed library lookups",

@@ -2,6 +2,7 @@
 //! with strings resolved. Kernel records become these in `record::decode`;
 //! the writer and reader turn them into bytes and back.
 
+use crate::saturating::SaturatingSum as _;
 use std::collections::BTreeMap;
 
 /// Fields every kernel event carries.
@@ -198,10 +199,10 @@ pub struct ThreadTimes {
 
 impl ThreadTimes {
     pub fn add(&mut self, other: &ThreadTimes) {
-        self.on_cpu_ns += other.on_cpu_ns;
-        self.runnable_ns += other.runnable_ns;
-        self.blocked_ns += other.blocked_ns;
-        self.sleeping_ns += other.sleeping_ns;
+        self.on_cpu_ns = self.on_cpu_ns.saturating_add(other.on_cpu_ns);
+        self.runnable_ns = self.runnable_ns.saturating_add(other.runnable_ns);
+        self.blocked_ns = self.blocked_ns.saturating_add(other.blocked_ns);
+        self.sleeping_ns = self.sleeping_ns.saturating_add(other.sleeping_ns);
     }
 }
 
@@ -217,14 +218,14 @@ pub struct Stats {
 
 impl Stats {
     pub fn lost_total(&self) -> u64 {
-        self.lost.values().sum()
+        self.lost.values().copied().saturating_sum()
     }
 }
 
 /// "N events lost (open: 3, mmap: 1)": how every output says a trace is
 /// incomplete. None when nothing was lost.
 pub fn describe_lost(lost: &BTreeMap<String, u64>) -> Option<String> {
-    let total: u64 = lost.values().sum();
+    let total = lost.values().copied().saturating_sum();
     let by_probe: Vec<String> =
         lost.iter().filter(|(_, n)| **n > 0).map(|(p, n)| format!("{p}: {n}")).collect();
     (total > 0).then(|| format!("{total} events lost ({})", by_probe.join(", ")))

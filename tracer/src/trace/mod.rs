@@ -219,6 +219,19 @@ mod tests {
     }
 
     #[test]
+    fn counters_that_overflow_saturate_through_every_output() {
+        let mut events = sample_events();
+        let huge_read = Event::FileRead { common: common(1600, 11, 11), dev: 8, ino: 99, bytes: u64::MAX };
+        events.extend([huge_read.clone(), huge_read]);
+        let bytes = write_all(&events, true);
+        let report =
+            crate::report::build_from(bytes.as_slice(), "t", &crate::report::Selection::default()).unwrap();
+        let row = report.processes.iter().find(|p| p.pid == 11).expect("the sample's process");
+        assert_eq!(row.io.read_bytes, u64::MAX);
+        crate::fuzzing::report_pipeline(&bytes);
+    }
+
+    #[test]
     fn a_flipped_bit_is_reported_as_corruption() {
         let mut bytes = write_all(&sample_events(), true);
         let last = bytes.len() - 3;

@@ -193,6 +193,15 @@ impl<R: Read> TraceReader<R> {
         u32::try_from(v).map_err(|_| self.corrupt(format!("value {v} does not fit 32 bits")))
     }
 
+    /// A thread id stored as its difference from `base`.
+    fn get_tid(&mut self, base: u32) -> Result<u32, TraceError> {
+        let delta = self.get_signed()?;
+        i64::from(base)
+            .checked_add(delta)
+            .and_then(|tid| u32::try_from(tid).ok())
+            .ok_or_else(|| self.corrupt(format!("thread id {base} {delta:+} does not fit 32 bits")))
+    }
+
     fn get_i32(&mut self) -> Result<i32, TraceError> {
         let v = self.get_signed()?;
         i32::try_from(v).map_err(|_| self.corrupt(format!("value {v} does not fit 32 bits")))
@@ -239,7 +248,7 @@ impl<R: Read> TraceReader<R> {
     fn get_common(&mut self) -> Result<Common, TraceError> {
         let ts_ns = self.get_ts()?;
         let pid = self.get_u32()?;
-        let tid = (pid as i64 + self.get_signed()?) as u32;
+        let tid = self.get_tid(pid)?;
         let cgroup_id = self.get()?;
         Ok(Common { ts_ns, pid, tid, cgroup_id })
     }
@@ -270,14 +279,14 @@ impl<R: Read> TraceReader<R> {
                 tag::FORK => {
                     let common = self.get_common()?;
                     let child_pid = self.get_u32()?;
-                    let child_tid = (child_pid as i64 + self.get_signed()?) as u32;
+                    let child_tid = self.get_tid(child_pid)?;
                     Event::Fork { common, child_pid, child_tid, clone_flags: self.get()? }
                 }
                 tag::EXEC => {
                     let common = self.get_common()?;
                     let filename = self.get_string()?;
                     let argv = self.get_argv()?;
-                    let old_tid = (common.tid as i64 + self.get_signed()?) as u32;
+                    let old_tid = self.get_tid(common.tid)?;
                     let argv_truncated = self.get()? & flag::ARGV_TRUNCATED != 0;
                     let (dev, ino) = (self.get_u32()?, self.get()?);
                     Event::Exec { common, old_tid, filename, argv, argv_truncated, dev, ino }
