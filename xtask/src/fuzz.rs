@@ -2,7 +2,8 @@
 //! libFuzzer, AddressSanitizer, nightly) for a while each, seeded with real
 //! traces recorded on this machine. A crash, a leak, a timeout or a blown
 //! memory limit fails the command, leaving the input that caused it under
-//! `target/fuzz/artifacts/<target>/`.
+//! `target/fuzz/artifacts/<target>/`. Inputs that once crashed, once fixed,
+//! go in `fuzz/regressions/<target>/`, which every run replays first.
 use std::{fs, path::Path};
 
 use anyhow::{Context as _, Result, bail};
@@ -16,6 +17,10 @@ pub struct Args {
     /// How long to fuzz each target, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub seconds: u64,
+    /// libFuzzer's random seed; by default a fresh one each run. CI fixes
+    /// it so that a run's verdict depends on the code, not on luck.
+    #[arg(long)]
+    pub seed: Option<u32>,
 }
 
 /// Seeds: traces of real programs, recorded with the release build (so
@@ -47,20 +52,27 @@ pub fn run_fuzz(args: &Args) -> Result<()> {
     for target in TARGETS {
         let corpus = dir.join("corpus").join(target);
         let artifacts = dir.join("artifacts").join(target);
+        let regressions = crate::repo_root().join("fuzz/regressions").join(target);
         fs::create_dir_all(&corpus)?;
         fs::create_dir_all(&artifacts)?;
         println!("==> fuzzing {target} for {} s", args.seconds);
-        run(command("cargo")
-            .current_dir(crate::repo_root().join("fuzz"))
+        let mut fuzz = command("cargo");
+        fuzz.current_dir(crate::repo_root().join("fuzz"))
             .args(["+nightly", "fuzz", "run", target])
-            .arg(&corpus)
-            .arg(&seeds)
+            // New inputs go to the first directory; the others are only read.
+            .args([&corpus, &seeds])
+            .args(regressions.is_dir().then_some(&regressions))
             .arg("--")
             .arg(format!("-max_total_time={}", args.seconds))
             .arg(format!("-artifact_prefix={}/", artifacts.display()))
             // Trace files are bigger than libFuzzer's default 4 KiB inputs.
-            .args(["-max_len=262144", "-timeout=30", "-rss_limit_mb=2048", "-print_final_stats=1"]))
-        .with_context(|| format!("fuzz target {target} failed; the input is in {}", artifacts.display()))?;
+            .args(["-max_len=262144", "-timeout=30", "-rss_limit_mb=2048", "-print_final_stats=1"]);
+        if let Some(seed) = args.seed {
+            fuzz.arg(format!("-seed={seed}"));
+        }
+        run(&mut fuzz).with_context(|| {
+            format!("fuzz target {target} failed; the input is in {}", artifacts.display())
+        })?;
     }
     Ok(())
 }
