@@ -182,6 +182,59 @@ fn io_flamegraph_charges_a_cold_file_to_its_reader() {
     assert!(stderr.contains("nothing to draw for --kind lookups") && stderr.lines().count() == 1, "{stderr}");
 }
 
+/// Proves a recording without optional probes has none of their events,
+/// names them in its header, and says what the trace lacks in the report,
+/// on the flamegraphs and where a picture has nothing to draw.
+#[test]
+fn probes_left_out_are_named_wherever_the_trace_is_shown() {
+    let sandbox = Sandbox::new();
+    let data = sandbox.path("cold.bin");
+    fs::write(&data, vec![7u8; 1 << 20]).unwrap();
+    evict(&data);
+    let trace = sandbox.trace_path();
+    let input = format!("if={}", text_of(&data));
+    let output = run(record_cmd(&trace)
+        .args(["-q", "--no-probe", "sched", "--no-probe", "page_cache", "--"])
+        .args(["dd", &input, "of=/dev/null", "bs=65536", "status=none"])
+        .env_remove("LD_LIBRARY_PATH"));
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stderr_of(&output), "", "no warning for probes the user left out");
+
+    let dumped = Trace::load(&trace);
+    assert_eq!((dumped.of_type("page_cache").len(), dumped.of_type("sched").len()), (0, 0));
+    let read: u64 = dumped.of_type("read").iter().map(|r| uint(r, "bytes")).sum();
+    assert!(read >= 1 << 20, "the read probe still records: {read} bytes");
+    let probes: Vec<&str> =
+        dumped.header["probes"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(
+        !probes.contains(&"sched") && !probes.contains(&"page_cache") && probes.contains(&"read"),
+        "{probes:?}"
+    );
+    let missing: Vec<(&str, &str)> = dumped.header["missing_probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["probe"].as_str().unwrap(), m["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(missing, [("page_cache", "disabled with --no-probe"), ("sched", "disabled with --no-probe")]);
+
+    let lacks = "recorded without page_cache (disk reads per file and process, so the io flamegraph), \
+                 sched (on-CPU, runnable, blocked and sleeping times)";
+    let report = String::from_utf8(nixtrace_ok(&[OsStr::new("report"), trace.as_os_str()]).stdout).unwrap();
+    assert!(report.contains(&format!("incomplete: {lacks}")), "{report}");
+    let svg = flamegraph(&trace, &sandbox.path("startup.svg"), &["--kind", "startup"]);
+    assert!(svg.subtitle.contains(&lacks.to_uppercase()), "{}", svg.subtitle);
+    let output =
+        nixtrace(&[OsStr::new("flamegraph"), trace.as_os_str(), OsStr::new("--kind"), OsStr::new("io")]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_of(&output)
+            .contains("nothing to draw for --kind io: it was recorded without the page_cache probe"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
 /// Proves the exec flamegraph counts every exec under the chain of
 /// programs that led to it, and the flame chart variant draws the same
 /// frames.

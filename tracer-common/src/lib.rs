@@ -453,6 +453,10 @@ pub struct Config {
     pub follow_own_children: u32,
     /// Level of `cgroup_filter_id` in the cgroup v2 tree, when filtering.
     pub cgroup_filter_level: u32,
+    /// Non-zero: the sched probe is attached, so fork starts each new
+    /// thread's time accounting (without it the totals would be partial).
+    pub sched_times: u32,
+    pub _pad: u32,
     /// Non-zero: only tasks inside this cgroup (or below it) are traced.
     pub cgroup_filter_id: u64,
     pub tracepoints: TracepointFields,

@@ -134,6 +134,12 @@ pub struct RecordArgs {
     #[arg(long)]
     pub run_as_root: bool,
 
+    /// Record without an optional probe (repeatable), to cut what tracing
+    /// costs: sched and page_cache fire the most. Reports made from the
+    /// trace say what it lacks.
+    #[arg(long, value_name = "PROBE", value_parser = optional_probe())]
+    pub no_probe: Vec<String>,
+
     /// No status line and no summary.
     #[arg(short, long)]
     pub quiet: bool,
@@ -159,6 +165,14 @@ pub struct RecordArgs {
     /// The command to run and trace.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// `--no-probe`'s values, each with what the trace lacks without it.
+fn optional_probe() -> clap::builder::PossibleValuesParser {
+    let values = crate::record::optional_probes().map(|(name, lacks)| {
+        clap::builder::PossibleValue::new(name).help(format!("the trace lacks {lacks}"))
+    });
+    clap::builder::PossibleValuesParser::new(values)
 }
 
 fn parse_redaction(pattern: &str) -> Result<regex::bytes::Regex, String> {

@@ -39,15 +39,17 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     }
 
     // The child's time is accounted from its birth: runnable until it runs.
-    let times = TaskTimes {
-        // SAFETY: helper without arguments.
-        since_ns: unsafe { bpf_ktime_get_boot_ns() },
-        pid: child_pid,
-        state: TASK_RUNNABLE,
-        ..TaskTimes::default()
-    };
-    if TASK_TIMES.insert(&child_tid, &times, 0).is_err() {
-        count_lost(EventKind::Sched as u32);
+    if config.sched_times != 0 {
+        let times = TaskTimes {
+            // SAFETY: helper without arguments.
+            since_ns: unsafe { bpf_ktime_get_boot_ns() },
+            pid: child_pid,
+            state: TASK_RUNNABLE,
+            ..TaskTimes::default()
+        };
+        if TASK_TIMES.insert(&child_tid, &times, 0).is_err() {
+            count_lost(EventKind::Sched as u32);
+        }
     }
 
     let Some(buf) = scratch() else { return 0 };

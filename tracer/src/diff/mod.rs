@@ -277,6 +277,7 @@ pub fn run(args: &crate::cli::DiffArgs) -> Result<i32> {
                 &flamegraph::stacks(&before, args.kind),
                 &flamegraph::stacks(&after, args.kind),
                 args.kind,
+                &after.header,
                 flamegraph::xml_text(&subtitle),
             );
             // No picture (nothing of that kind in either trace) is no

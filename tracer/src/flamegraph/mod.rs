@@ -12,7 +12,10 @@ use inferno::flamegraph::{
 };
 pub use stacks::{Stacks, stacks, xml_text};
 
-use crate::report::{Report, Selection, completeness_warning};
+use crate::{
+    report::{Report, Selection, completeness_warning},
+    trace::Header,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -72,8 +75,10 @@ impl Kind {
     }
 
     /// Why a trace has nothing to draw, and what would give it something.
-    fn empty_hint(self) -> &'static str {
+    fn empty_hint(self, header: &Header) -> &'static str {
+        let recorded_without = |probe: &str| header.missing_probes.iter().any(|m| m.probe == probe);
         match self {
+            Kind::Io if recorded_without("page_cache") => "it was recorded without the page_cache probe",
             Kind::Startup | Kind::Exec => "no processes",
             Kind::Io => "no disk reads (everything came from the page cache; `record --cold` starts cold)",
             Kind::Linker => "no dynamic-loader runs (static binaries, or a loader nixtrace does not probe)",
@@ -116,7 +121,12 @@ fn options(kind: Kind, title: String, subtitle: String) -> inferno_fg::Options<'
 /// when `chart`.
 pub fn svg(stacks: &Stacks, kind: Kind, report: &Report, chart: bool) -> Result<Vec<u8>> {
     if stacks.total() == 0 {
-        bail!("{}: nothing to draw for --kind {}: {}", report.trace, kind.name(), kind.empty_hint());
+        bail!(
+            "{}: nothing to draw for --kind {}: {}",
+            report.trace,
+            kind.name(),
+            kind.empty_hint(&report.header)
+        );
     }
     let mut title = kind.title().to_string();
     if chart {
@@ -137,9 +147,20 @@ pub fn svg(stacks: &Stacks, kind: Kind, report: &Report, chart: bool) -> Result<
 
 /// A differential flamegraph: the frames of `after`, coloured by how much
 /// they grew (red) or shrank (blue) from `before`.
-pub fn differential_svg(before: &Stacks, after: &Stacks, kind: Kind, subtitle: String) -> Result<Vec<u8>> {
+/// `after_header` explains an empty picture.
+pub fn differential_svg(
+    before: &Stacks,
+    after: &Stacks,
+    kind: Kind,
+    after_header: &Header,
+    subtitle: String,
+) -> Result<Vec<u8>> {
     if before.total() == 0 && after.total() == 0 {
-        bail!("nothing to draw for --kind {}: {} in either trace", kind.name(), kind.empty_hint());
+        bail!(
+            "nothing to draw for --kind {} in either trace: {}",
+            kind.name(),
+            kind.empty_hint(after_header)
+        );
     }
     let mut folded = Vec::new();
     inferno::differential::from_readers(

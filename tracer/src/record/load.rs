@@ -9,13 +9,16 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{Program, ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
-use tracer_common::{Config, EventKind, ReadKey, TaskTimes, lost};
+use tracer_common::{Config, EventKind, ReadKey, TaskTimes, TracepointFields, lost};
 
 use super::{
     loader::Loader,
     offsets::{KernelTypes, resolve_tracepoints},
 };
-use crate::{model::elf::LoaderProbes, trace::FileId};
+use crate::{
+    model::elf::LoaderProbes,
+    trace::{FileId, MissingProbe},
+};
 
 /// The kernel programs, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nixtrace-ebpf.o"));
@@ -28,53 +31,106 @@ struct Attachment {
     program: &'static str,
     category: &'static str,
     tracepoint: &'static str,
+    /// A syscall some kernels do not have (openat2 before 5.6, open on
+    /// arm64): attached where it exists, as there is nothing to miss where
+    /// it does not.
+    if_present: bool,
+}
+
+impl Attachment {
+    /// "category/name", as under tracefs `events/`.
+    fn event(&self) -> String {
+        format!("{}/{}", self.category, self.tracepoint)
+    }
 }
 
 const fn tp(program: &'static str, category: &'static str) -> Attachment {
     // Every program is named after its tracepoint.
-    Attachment { program, category, tracepoint: program }
+    Attachment { program, category, tracepoint: program, if_present: false }
 }
 
-/// The probes, by the name the trace header and loss counts use.
-const PROBES: &[(&str, &[Attachment])] = &[
-    ("fork", &[tp("task_newtask", "task")]),
-    (
-        "exec",
-        &[
+const fn tp_if_present(program: &'static str, category: &'static str) -> Attachment {
+    Attachment { if_present: true, ..tp(program, category) }
+}
+
+/// A probe: its name in the trace header, the loss counts and `--no-probe`,
+/// and its programs.
+struct Probe {
+    name: &'static str,
+    attachments: &'static [Attachment],
+    /// What a trace lacks without this probe; None for the probes nixtrace
+    /// cannot record without.
+    lacks: Option<&'static str>,
+}
+
+const PROBES: &[Probe] = &[
+    Probe { name: "fork", attachments: &[tp("task_newtask", "task")], lacks: None },
+    Probe {
+        name: "exec",
+        attachments: &[
             tp("sched_process_exec", "sched"),
             tp("sys_enter_execve", "syscalls"),
             tp("sys_exit_execve", "syscalls"),
             tp("sys_enter_execveat", "syscalls"),
             tp("sys_exit_execveat", "syscalls"),
         ],
-    ),
-    ("exit", &[tp("sched_process_exit", "sched")]),
-    (
-        "open",
-        &[
+        lacks: None,
+    },
+    Probe { name: "exit", attachments: &[tp("sched_process_exit", "sched")], lacks: None },
+    Probe {
+        name: "open",
+        attachments: &[
             tp("sys_enter_openat", "syscalls"),
             tp("sys_exit_openat", "syscalls"),
-            tp("sys_enter_openat2", "syscalls"),
-            tp("sys_exit_openat2", "syscalls"),
-            tp("sys_enter_open", "syscalls"),
-            tp("sys_exit_open", "syscalls"),
+            tp_if_present("sys_enter_openat2", "syscalls"),
+            tp_if_present("sys_exit_openat2", "syscalls"),
+            tp_if_present("sys_enter_open", "syscalls"),
+            tp_if_present("sys_exit_open", "syscalls"),
         ],
-    ),
-    ("mmap", &[tp("sys_enter_mmap", "syscalls"), tp("sys_exit_mmap", "syscalls")]),
-    ("cgroup_mkdir", &[tp("cgroup_mkdir", "cgroup")]),
-    ("page_cache", &[tp("mm_filemap_add_to_page_cache", "filemap")]),
-    ("block_io", &[tp("block_rq_issue", "block"), tp("block_rq_complete", "block")]),
-    ("sched", &[tp("sched_switch", "sched"), tp("sched_wakeup", "sched")]),
-    (
-        "read",
-        &[
+        lacks: None,
+    },
+    Probe {
+        name: "mmap",
+        attachments: &[tp("sys_enter_mmap", "syscalls"), tp("sys_exit_mmap", "syscalls")],
+        lacks: None,
+    },
+    Probe {
+        name: "cgroup_mkdir",
+        attachments: &[tp("cgroup_mkdir", "cgroup")],
+        lacks: Some("the paths of cgroups created while recording, so the units started then"),
+    },
+    Probe {
+        name: "page_cache",
+        attachments: &[tp("mm_filemap_add_to_page_cache", "filemap")],
+        lacks: Some("disk reads per file and process, so the io flamegraph"),
+    },
+    Probe {
+        name: "block_io",
+        attachments: &[tp("block_rq_issue", "block"), tp("block_rq_complete", "block")],
+        lacks: Some("block-device requests and their latency"),
+    },
+    Probe {
+        name: "sched",
+        attachments: &[tp("sched_switch", "sched"), tp("sched_wakeup", "sched")],
+        lacks: Some("on-CPU, runnable, blocked and sleeping times"),
+    },
+    Probe {
+        name: "read",
+        attachments: &[
             tp("sys_enter_read", "syscalls"),
             tp("sys_exit_read", "syscalls"),
             tp("sys_enter_pread64", "syscalls"),
             tp("sys_exit_pread64", "syscalls"),
         ],
-    ),
+        lacks: Some("bytes read per file"),
+    },
 ];
+
+/// The probes a recording can do without, for `record --no-probe`, each
+/// with what the trace lacks without it.
+pub fn optional_probes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    PROBES.iter().filter_map(|probe| Some((probe.name, probe.lacks?)))
+}
 
 /// What the recorder asks of the kernel side.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +150,8 @@ pub struct Probes {
     ebpf: Ebpf,
     /// Probe names, in attach order, for the trace header.
     pub names: Vec<String>,
+    /// The optional probes not attached, for the trace header.
+    pub missing: Vec<MissingProbe>,
     /// The loaders the loader probes are attached to.
     pub loaders: Vec<FileId>,
     /// What could not be probed, and what the trace will lack because of it.
@@ -149,10 +207,41 @@ pub fn check_privileges() -> Result<()> {
     bail!("recording needs root or the capabilities {} (missing here); run it with sudo", missing.join(", "))
 }
 
+/// Which probes a recording gets: all but the optional ones `disabled` and
+/// those whose tracepoints this kernel lacks or lays out differently (the
+/// missing ones, returned), and the tracepoint fields of those it gets. A
+/// required probe's tracepoint that is unusable is the error.
+fn choose_probes(tracefs: &Path, disabled: &[String]) -> Result<(TracepointFields, Vec<MissingProbe>)> {
+    let missing_probe = |probe: &Probe, reason: String| {
+        let lacks = probe.lacks?.to_string();
+        Some(MissingProbe { probe: probe.name.to_string(), reason, lacks })
+    };
+    let mut missing: Vec<MissingProbe> = PROBES
+        .iter()
+        .filter(|probe| disabled.iter().any(|name| name == probe.name))
+        .filter_map(|probe| missing_probe(probe, "disabled with --no-probe".into()))
+        .collect();
+    let probe_of = |event: &str| PROBES.iter().find(|p| p.attachments.iter().any(|a| a.event() == event));
+    // Each round drops one more optional probe, so this ends.
+    loop {
+        let has = |event: &str| !probe_of(event).is_some_and(|p| missing.iter().any(|m| m.probe == p.name));
+        match resolve_tracepoints(tracefs, has) {
+            Ok(fields) => return Ok((fields, missing)),
+            Err(unavailable) => {
+                match probe_of(unavailable.event).and_then(|p| missing_probe(p, unavailable.to_string())) {
+                    Some(probe) => missing.push(probe),
+                    None => bail!("{unavailable}; nixtrace cannot record without it"),
+                }
+            }
+        }
+    }
+}
+
 /// The loader uprobes, in the order of [`LoaderProbes`]' fields.
 const LOADER_PROGRAMS: [&str; 3] = ["loader_start", "loader_done", "loader_entry"];
 
-/// Loads every program and attaches it: each tracepoint of [`PROBES`], and
+/// Loads every program and attaches it: each tracepoint of [`PROBES`] but
+/// the `missing` ones, and
 /// the loader uprobes to each glibc loader in `loaders`. The kernel verifies
 /// each program on its own, and verifying takes most of the time to attach
 /// (the programs that walk dentries the longest), so this runs on as many
@@ -162,9 +251,14 @@ const LOADER_PROGRAMS: [&str; 3] = ["loader_start", "loader_done", "loader_entry
 ///
 /// A tracepoint that fails fails the recording (the error); the uprobes'
 /// outcome is returned, as without them only the loader timings are missing.
-fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader]) -> Result<Result<()>> {
-    let wanted: StdHashMap<&str, &Attachment> =
-        PROBES.iter().flat_map(|(_, attachments)| attachments.iter()).map(|a| (a.program, a)).collect();
+fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], missing: &[MissingProbe]) -> Result<Result<()>> {
+    let wanted: StdHashMap<&str, &Attachment> = PROBES
+        .iter()
+        .filter(|probe| !missing.iter().any(|m| m.probe == probe.name))
+        .flat_map(|probe| probe.attachments.iter())
+        .filter(|a| !a.if_present || Path::new(TRACEFS).join("events").join(a.event()).is_dir())
+        .map(|a| (a.program, a))
+        .collect();
     let (mut tracepoints, mut uprobes) = (Vec::new(), Vec::new());
     for (name, program) in ebpf.programs_mut() {
         if let Some(attachment) = wanted.get(name) {
@@ -225,7 +319,7 @@ fn attach_uprobes(mut programs: Vec<(&str, &mut Program)>, loaders: &[Loader]) -
 
 /// Loads one tracepoint program and attaches it to its tracepoint.
 fn load_and_attach(attachment: &Attachment, program: &mut Program) -> Result<()> {
-    let Attachment { program: name, category, tracepoint } = attachment;
+    let Attachment { program: name, category, tracepoint, .. } = attachment;
     let program: &mut TracePoint = program.try_into()?;
     program.load().map_err(|e| refused(name, e))?;
     program
@@ -251,7 +345,9 @@ fn refused(program: &str, error: ProgramError) -> anyhow::Error {
 }
 
 impl Probes {
-    pub fn load(self_pid: u32, filter: Filter) -> Result<Probes> {
+    /// Loads and attaches every probe but the optional ones in `disabled`
+    /// and those this kernel cannot support.
+    pub fn load(self_pid: u32, filter: Filter, disabled: &[String]) -> Result<Probes> {
         if cfg!(nixtrace_stub_ebpf) {
             bail!(
                 "this nixtrace was built without its eBPF programs (bpf-linker was missing at build \
@@ -266,7 +362,7 @@ impl Probes {
         // are found and decoded.
         let aya_loader = thread::spawn(EbpfLoader::new);
         let glibc_loaders = thread::spawn(super::loader::find);
-        let tracepoints = resolve_tracepoints(Path::new(TRACEFS))?;
+        let (tracepoints, missing) = choose_probes(Path::new(TRACEFS), disabled)?;
         let kernel = KernelTypes::from_file(Path::new(KERNEL_BTF))
             .context("nixtrace needs the kernel's BTF (CONFIG_DEBUG_INFO_BTF)")?
             .resolve()?;
@@ -276,6 +372,8 @@ impl Probes {
             follow_only: filter.follow_only.into(),
             follow_own_children: filter.follow_own_children.into(),
             cgroup_filter_level,
+            sched_times: (!missing.iter().any(|m| m.probe == "sched")).into(),
+            _pad: 0,
             cgroup_filter_id,
             tracepoints,
             kernel,
@@ -294,9 +392,18 @@ impl Probes {
             .context("loading the eBPF object")?;
         let (glibc_loaders, unprobeable) =
             glibc_loaders.join().map_err(|_| anyhow!("finding the glibc loaders panicked"))?;
-        let mut names: Vec<String> = PROBES.iter().map(|(probe, _)| (*probe).to_string()).collect();
-        let mut warnings = Vec::new();
-        let uprobes = attach_programs(&mut ebpf, &glibc_loaders)?;
+        let mut names: Vec<String> = PROBES
+            .iter()
+            .filter(|probe| !missing.iter().any(|m| m.probe == probe.name))
+            .map(|probe| probe.name.to_string())
+            .collect();
+        // The user knows which probes they disabled; the kernel's gaps are news.
+        let mut warnings: Vec<String> = missing
+            .iter()
+            .filter(|m| !disabled.contains(&m.probe))
+            .map(|m| format!("probe {} is unavailable ({}): the trace lacks {}", m.probe, m.reason, m.lacks))
+            .collect();
+        let uprobes = attach_programs(&mut ebpf, &glibc_loaders, &missing)?;
         warnings.extend(unprobeable.iter().map(|e| format!("{e:#}: its processes have no loader timings")));
         for loader in glibc_loaders.iter().filter(|loader| loader.probes.entry.is_none()) {
             warnings.push(format!(
@@ -321,7 +428,7 @@ impl Probes {
                 Vec::new()
             }
         };
-        Ok(Probes { ebpf, names, loaders, warnings, attach_time: started.elapsed() })
+        Ok(Probes { ebpf, names, missing, loaders, warnings, attach_time: started.elapsed() })
     }
 
     /// The ring buffer the programs send events through (taken once).
@@ -405,6 +512,8 @@ mod tests {
                 follow_only,
                 follow_own_children,
                 cgroup_filter_level,
+                sched_times,
+                _pad,
                 cgroup_filter_id,
                 tracepoints,
                 kernel
@@ -482,5 +591,71 @@ mod tests {
                 fields.into_iter().map(|(field, offset)| (field.to_string(), offset)).collect();
             assert_eq!(kernel_side, user_side, "members of {name}");
         }
+    }
+
+    /// A copy of the running kernel's tracepoint `format` files that the
+    /// probes use, but those of `without` ("category/name").
+    fn tracefs_without(without: &[&str]) -> tempfile::TempDir {
+        let copy = tempfile::tempdir().unwrap();
+        let events = super::PROBES.iter().flat_map(|p| p.attachments.iter()).map(|a| a.event());
+        for event in events.filter(|e| !without.contains(&e.as_str())) {
+            let from = std::path::Path::new(super::TRACEFS).join("events").join(&event).join("format");
+            let Ok(text) = std::fs::read(&from) else { continue };
+            let dir = copy.path().join("events").join(&event);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("format"), text).unwrap();
+        }
+        copy
+    }
+
+    #[test]
+    fn an_optional_probe_the_kernel_lacks_is_left_out_and_named() {
+        let tracefs = tracefs_without(&["filemap/mm_filemap_add_to_page_cache"]);
+        let (fields, missing) = super::choose_probes(tracefs.path(), &["sched".to_string()]).unwrap();
+        let summary: Vec<(&str, &str)> =
+            missing.iter().map(|m| (m.probe.as_str(), m.reason.as_str())).collect();
+        assert_eq!(
+            summary,
+            [
+                ("sched", "disabled with --no-probe"),
+                (
+                    "page_cache",
+                    "tracepoint filemap/mm_filemap_add_to_page_cache: this kernel does not have it"
+                )
+            ]
+        );
+        assert_eq!(missing[1].lacks, "disk reads per file and process, so the io flamegraph");
+        // The fields of the probes left out are not read; the others are.
+        assert_eq!((fields.page_cache_ino, fields.switch_prev_state), (0, 0));
+        assert_ne!(fields.block_issue_dev, 0);
+        assert_eq!(super::choose_probes(std::path::Path::new(super::TRACEFS), &[]).unwrap().1, []);
+    }
+
+    #[test]
+    fn an_optional_probe_whose_fields_changed_is_left_out() {
+        let tracefs = tracefs_without(&[]);
+        let format = tracefs.path().join("events/block/block_rq_complete/format");
+        let text = std::fs::read_to_string(&format).unwrap();
+        let without_error: String =
+            text.lines().filter(|l| !l.contains(" error;")).map(|l| l.to_string() + "\n").collect();
+        assert_ne!(text, without_error, "block_rq_complete has an `error` field");
+        std::fs::write(&format, without_error).unwrap();
+        let (_, missing) = super::choose_probes(tracefs.path(), &[]).unwrap();
+        let summary: Vec<(&str, &str)> =
+            missing.iter().map(|m| (m.probe.as_str(), m.reason.as_str())).collect();
+        assert_eq!(
+            summary,
+            [("block_io", "tracepoint block/block_rq_complete: it has no field `error` on this kernel")]
+        );
+    }
+
+    #[test]
+    fn a_required_probe_the_kernel_lacks_is_the_error() {
+        let tracefs = tracefs_without(&["sched/sched_process_exec"]);
+        let error = super::choose_probes(tracefs.path(), &[]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "tracepoint sched/sched_process_exec: this kernel does not have it; nixtrace cannot record without it"
+        );
     }
 }

@@ -31,6 +31,7 @@ use crate::{
     cli::RecordArgs,
     trace::{ClockReference, Common, Event, Filters, Header, Stats, TraceWriter, event::describe_lost},
 };
+pub use load::optional_probes;
 use load::{Filter, Probes};
 use status::StatusLine;
 
@@ -69,6 +70,7 @@ fn header(args: &RecordArgs, probes: &Probes) -> Header {
         boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
         clock: ClockReference { boottime_ns, realtime_ns },
         probes: probes.names.clone(),
+        missing_probes: probes.missing.clone(),
         attach_ns: probes.attach_time.as_nanos() as u64,
         loaders: probes.loaders.clone(),
         argv_max: tracer_common::ARGV_MAX,
@@ -308,7 +310,7 @@ async fn record(mut args: RecordArgs) -> Result<i32> {
     let procs = if has_command { Vec::new() } else { procfs::processes() };
     let scope = scope(&args, &procs)?;
     let output = crate::output::create_private(&args.output, args.force)?;
-    let mut probes = match Probes::load(std::process::id(), scope.filter) {
+    let mut probes = match Probes::load(std::process::id(), scope.filter, &args.no_probe) {
         Ok(probes) => probes,
         Err(e) => {
             // Leave no empty trace behind a failed start.

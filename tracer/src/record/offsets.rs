@@ -33,81 +33,128 @@ pub fn parse_format(text: &str) -> Vec<Field> {
         .collect()
 }
 
-fn tracepoint_fields(tracefs: &Path, event: &str) -> Result<Vec<Field>> {
-    let path = tracefs.join("events").join(event).join("format");
-    let text = fs::read_to_string(&path)
-        .with_context(|| format!("tracepoint {event} is not available ({} unreadable)", path.display()))?;
-    Ok(parse_format(&text))
+/// A tracepoint the programs cannot use on this kernel.
+#[derive(Debug)]
+pub struct Unavailable {
+    /// "category/name", as under tracefs `events/`.
+    pub event: &'static str,
+    pub reason: String,
 }
 
-fn find<'a>(fields: &'a [Field], event: &str, name: &str) -> Result<&'a Field> {
-    fields
-        .iter()
-        .find(|f| f.name == name)
-        .ok_or_else(|| anyhow!("tracepoint {event} has no field `{name}` on this kernel"))
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tracepoint {}: {}", self.event, self.reason)
+    }
 }
 
-/// The offset of a field some kernels lack, or [`FIELD_ABSENT`].
-fn optional(fields: &[Field], name: &str) -> u32 {
-    fields.iter().find(|f| f.name == name).map_or(FIELD_ABSENT, |f| f.offset)
+/// One tracepoint's `format` file, parsed.
+struct Format {
+    event: &'static str,
+    fields: Vec<Field>,
 }
 
-/// Reads the offsets of every classic-tracepoint field the programs use,
-/// and checks that syscall tracepoints have the layout the programs assume.
-pub fn resolve_tracepoints(tracefs: &Path) -> Result<TracepointFields> {
-    let exec = tracepoint_fields(tracefs, "sched/sched_process_exec")?;
-    let newtask = tracepoint_fields(tracefs, "task/task_newtask")?;
-    let exit = tracepoint_fields(tracefs, "sched/sched_process_exit")?;
-    let cgroup = tracepoint_fields(tracefs, "cgroup/cgroup_mkdir")?;
-    let page_cache = tracepoint_fields(tracefs, "filemap/mm_filemap_add_to_page_cache")?;
-    let issue = tracepoint_fields(tracefs, "block/block_rq_issue")?;
-    let complete = tracepoint_fields(tracefs, "block/block_rq_complete")?;
-    let switch = tracepoint_fields(tracefs, "sched/sched_switch")?;
-    let wakeup = tracepoint_fields(tracefs, "sched/sched_wakeup")?;
-    let clone_flags = find(&newtask, "task_newtask", "clone_flags")?;
-
-    for (event, arg) in [
-        ("syscalls/sys_enter_openat", "filename"),
-        ("syscalls/sys_enter_execve", "filename"),
-        ("syscalls/sys_enter_mmap", "addr"),
-    ] {
-        let fields = tracepoint_fields(tracefs, event)?;
-        let field = find(&fields, event, arg)?;
-        let expected = if event.ends_with("openat") { 24 } else { 16 };
-        if field.offset != expected {
-            bail!(
-                "{event}: `{arg}` at offset {} (expected {expected}); unsupported syscall tracepoint layout",
-                field.offset
-            );
+impl Format {
+    fn read(tracefs: &Path, event: &'static str) -> Result<Format, Unavailable> {
+        let path = tracefs.join("events").join(event).join("format");
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Format { event, fields: parse_format(&text) }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Unavailable { event, reason: "this kernel does not have it".into() })
+            }
+            Err(e) => Err(Unavailable { event, reason: format!("{} is unreadable: {e}", path.display()) }),
         }
     }
 
-    Ok(TracepointFields {
-        exec_filename: find(&exec, "sched_process_exec", "filename")?.offset,
-        exec_old_pid: find(&exec, "sched_process_exec", "old_pid")?.offset,
-        newtask_pid: find(&newtask, "task_newtask", "pid")?.offset,
-        newtask_clone_flags: clone_flags.offset,
-        newtask_clone_flags_size: clone_flags.size,
-        exit_group_dead: optional(&exit, "group_dead"),
-        cgroup_root: find(&cgroup, "cgroup_mkdir", "root")?.offset,
-        cgroup_id: find(&cgroup, "cgroup_mkdir", "id")?.offset,
-        cgroup_level: find(&cgroup, "cgroup_mkdir", "level")?.offset,
-        cgroup_path: find(&cgroup, "cgroup_mkdir", "path")?.offset,
-        page_cache_ino: find(&page_cache, "mm_filemap_add_to_page_cache", "i_ino")?.offset,
-        page_cache_index: find(&page_cache, "mm_filemap_add_to_page_cache", "index")?.offset,
-        page_cache_dev: find(&page_cache, "mm_filemap_add_to_page_cache", "s_dev")?.offset,
-        page_cache_order: optional(&page_cache, "order"),
-        block_issue_dev: find(&issue, "block_rq_issue", "dev")?.offset,
-        block_issue_sector: find(&issue, "block_rq_issue", "sector")?.offset,
-        block_issue_bytes: find(&issue, "block_rq_issue", "bytes")?.offset,
-        block_issue_rwbs: find(&issue, "block_rq_issue", "rwbs")?.offset,
-        block_complete_dev: find(&complete, "block_rq_complete", "dev")?.offset,
-        block_complete_sector: find(&complete, "block_rq_complete", "sector")?.offset,
-        block_complete_error: find(&complete, "block_rq_complete", "error")?.offset,
-        switch_prev_state: find(&switch, "sched_switch", "prev_state")?.offset,
-        switch_next_pid: find(&switch, "sched_switch", "next_pid")?.offset,
-        wakeup_pid: find(&wakeup, "sched_wakeup", "pid")?.offset,
-    })
+    fn field(&self, name: &str) -> Result<&Field, Unavailable> {
+        self.fields.iter().find(|f| f.name == name).ok_or_else(|| Unavailable {
+            event: self.event,
+            reason: format!("it has no field `{name}` on this kernel"),
+        })
+    }
+
+    fn offset(&self, name: &str) -> Result<u32, Unavailable> {
+        self.field(name).map(|f| f.offset)
+    }
+
+    /// The offset of a field some kernels lack, or [`FIELD_ABSENT`].
+    fn optional(&self, name: &str) -> u32 {
+        self.field(name).map_or(FIELD_ABSENT, |f| f.offset)
+    }
+}
+
+/// Reads the offsets of every classic-tracepoint field the programs use, in
+/// the tracepoints `wanted` accepts ("category/name"), and checks that
+/// syscall tracepoints have the layout the programs assume. The fields of
+/// tracepoints not wanted stay 0: their programs are not attached.
+pub fn resolve_tracepoints(
+    tracefs: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<TracepointFields, Unavailable> {
+    let read = |event: &'static str| wanted(event).then(|| Format::read(tracefs, event)).transpose();
+    let mut f = TracepointFields {
+        exit_group_dead: FIELD_ABSENT,
+        page_cache_order: FIELD_ABSENT,
+        ..TracepointFields::default()
+    };
+    if let Some(exec) = read("sched/sched_process_exec")? {
+        f.exec_filename = exec.offset("filename")?;
+        f.exec_old_pid = exec.offset("old_pid")?;
+    }
+    if let Some(newtask) = read("task/task_newtask")? {
+        f.newtask_pid = newtask.offset("pid")?;
+        let clone_flags = newtask.field("clone_flags")?;
+        f.newtask_clone_flags = clone_flags.offset;
+        f.newtask_clone_flags_size = clone_flags.size;
+    }
+    if let Some(exit) = read("sched/sched_process_exit")? {
+        f.exit_group_dead = exit.optional("group_dead");
+    }
+    if let Some(cgroup) = read("cgroup/cgroup_mkdir")? {
+        f.cgroup_root = cgroup.offset("root")?;
+        f.cgroup_id = cgroup.offset("id")?;
+        f.cgroup_level = cgroup.offset("level")?;
+        f.cgroup_path = cgroup.offset("path")?;
+    }
+    if let Some(page_cache) = read("filemap/mm_filemap_add_to_page_cache")? {
+        f.page_cache_ino = page_cache.offset("i_ino")?;
+        f.page_cache_index = page_cache.offset("index")?;
+        f.page_cache_dev = page_cache.offset("s_dev")?;
+        f.page_cache_order = page_cache.optional("order");
+    }
+    if let Some(issue) = read("block/block_rq_issue")? {
+        f.block_issue_dev = issue.offset("dev")?;
+        f.block_issue_sector = issue.offset("sector")?;
+        f.block_issue_bytes = issue.offset("bytes")?;
+        f.block_issue_rwbs = issue.offset("rwbs")?;
+    }
+    if let Some(complete) = read("block/block_rq_complete")? {
+        f.block_complete_dev = complete.offset("dev")?;
+        f.block_complete_sector = complete.offset("sector")?;
+        f.block_complete_error = complete.offset("error")?;
+    }
+    if let Some(switch) = read("sched/sched_switch")? {
+        f.switch_prev_state = switch.offset("prev_state")?;
+        f.switch_next_pid = switch.offset("next_pid")?;
+    }
+    if let Some(wakeup) = read("sched/sched_wakeup")? {
+        f.wakeup_pid = wakeup.offset("pid")?;
+    }
+    // The syscall programs read their arguments at fixed offsets.
+    for (event, arg, expected) in [
+        ("syscalls/sys_enter_openat", "filename", 24),
+        ("syscalls/sys_enter_execve", "filename", 16),
+        ("syscalls/sys_enter_mmap", "addr", 16),
+    ] {
+        let Some(format) = read(event)? else { continue };
+        let offset = format.offset(arg)?;
+        if offset != expected {
+            let reason = format!(
+                "`{arg}` is at offset {offset}, not {expected}: an unknown syscall tracepoint layout"
+            );
+            return Err(Unavailable { event, reason });
+        }
+    }
+    Ok(f)
 }
 
 /// Member offsets in kernel structs, from the kernel's BTF.

@@ -534,6 +534,11 @@ pub fn completeness_warning(report: &Report) -> Option<String> {
     if let Some(reason) = &report.cut_short {
         parts.push(format!("the trace was cut short: {reason}"));
     }
+    let missing = &report.header.missing_probes;
+    if !missing.is_empty() {
+        let probes: Vec<String> = missing.iter().map(|m| format!("{} ({})", m.probe, m.lacks)).collect();
+        parts.push(format!("recorded without {}", probes.join(", ")));
+    }
     (!parts.is_empty()).then(|| format!("incomplete: {}", parts.join("; ")))
 }
 

@@ -68,6 +68,10 @@ pub struct Header {
     pub clock: ClockReference,
     /// Names of the probes that were attached.
     pub probes: Vec<String>,
+    /// The optional probes that were not, and why (a default, as traces
+    /// recorded before probes were optional lack the field).
+    #[serde(default)]
+    pub missing_probes: Vec<MissingProbe>,
     /// Nanoseconds from starting to load the probes to the last one attached.
     pub attach_ns: u64,
     /// The dynamic loaders the loader probes are attached to. The kernel
@@ -78,6 +82,16 @@ pub struct Header {
     /// What was recorded: the command, or null for the whole system.
     pub command: Option<Vec<String>>,
     pub filters: Filters,
+}
+
+/// An optional probe a trace was recorded without.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingProbe {
+    pub probe: String,
+    /// "disabled with --no-probe", or what the kernel lacks.
+    pub reason: String,
+    /// What the trace lacks without it.
+    pub lacks: String,
 }
 
 /// Event timestamps are CLOCK_BOOTTIME; this pair, read together at start,
