@@ -454,6 +454,31 @@ fn record_refuses_to_overwrite_without_force() {
     Trace::load(&existing).stats();
 }
 
+/// Proves the kernel's types can come from a vmlinux file's .BTF section,
+/// as on kernels without /sys/kernel/btf/vmlinux: a vmlinux made with
+/// objcopy records the same exec, and a file without BTF is a one-line
+/// error that leaves no trace behind.
+#[test]
+fn record_reads_btf_from_a_vmlinux_file() {
+    let sandbox = Sandbox::new();
+    let vmlinux = sandbox.path("vmlinux");
+    let objcopy = run(Command::new("objcopy")
+        .args(["--add-section", ".BTF=/sys/kernel/btf/vmlinux", "/bin/true"])
+        .arg(&vmlinux));
+    assert!(objcopy.status.success(), "objcopy: {}", stderr_of(&objcopy));
+
+    let trace = sandbox.trace_path();
+    let output = run(record_cmd(&trace).arg("--btf").arg(&vmlinux).args(["-q", "--", "/bin/echo", "btf"]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    Trace::load(&trace).only_exec_of(Path::new("/bin/echo"), "btf");
+
+    let other = sandbox.path("other.ntr");
+    let refused = run(record_cmd(&other).args(["--btf", "/bin/true", "--", "/bin/true"]));
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(stderr_of(&refused), "nixtrace: error: /bin/true has no .BTF section\n");
+    assert!(!other.exists(), "a failed start left a trace behind");
+}
+
 /// Records `workload opens N PATH` with the given extra record arguments.
 fn record_opens(sandbox: &Sandbox, workload: &Path, count: u32, extra: &[&str]) -> (Output, Trace) {
     let trace_path = sandbox.trace_path();

@@ -140,6 +140,12 @@ pub struct RecordArgs {
     #[arg(long, value_name = "PROBE", value_parser = optional_probe())]
     pub no_probe: Vec<String>,
 
+    /// The running kernel's BTF, for a kernel without /sys/kernel/btf/vmlinux:
+    /// raw BTF, or a vmlinux with a .BTF section. Without it, nixtrace
+    /// also looks where libbpf does (/boot, /lib/modules, /usr/lib/debug).
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+
     /// No status line and no summary.
     #[arg(short, long)]
     pub quiet: bool,

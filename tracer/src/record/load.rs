@@ -24,7 +24,6 @@ use crate::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nixtrace-ebpf.o"));
 
 const TRACEFS: &str = "/sys/kernel/tracing";
-const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// One eBPF program (a function in `tracer-ebpf`) and its tracepoint.
 struct Attachment {
@@ -346,8 +345,9 @@ fn refused(program: &str, error: ProgramError) -> anyhow::Error {
 
 impl Probes {
     /// Loads and attaches every probe but the optional ones in `disabled`
-    /// and those this kernel cannot support.
-    pub fn load(self_pid: u32, filter: Filter, disabled: &[String]) -> Result<Probes> {
+    /// and those this kernel cannot support. The kernel's types come from
+    /// `btf` when given, else from wherever the kernel's BTF can be found.
+    pub fn load(self_pid: u32, filter: Filter, disabled: &[String], btf: Option<&Path>) -> Result<Probes> {
         if cfg!(nixtrace_stub_ebpf) {
             bail!(
                 "this nixtrace was built without its eBPF programs (bpf-linker was missing at build \
@@ -363,9 +363,7 @@ impl Probes {
         let aya_loader = thread::spawn(EbpfLoader::new);
         let glibc_loaders = thread::spawn(super::loader::find);
         let (tracepoints, missing) = choose_probes(Path::new(TRACEFS), disabled)?;
-        let kernel = KernelTypes::from_file(Path::new(KERNEL_BTF))
-            .context("nixtrace needs the kernel's BTF (CONFIG_DEBUG_INFO_BTF)")?
-            .resolve()?;
+        let kernel = KernelTypes::of_running_kernel(btf)?.resolve()?;
         let (cgroup_filter_id, cgroup_filter_level) = filter.cgroup.unwrap_or((0, 0));
         let config = Config {
             self_pid,

@@ -310,7 +310,8 @@ async fn record(mut args: RecordArgs) -> Result<i32> {
     let procs = if has_command { Vec::new() } else { procfs::processes() };
     let scope = scope(&args, &procs)?;
     let output = crate::output::create_private(&args.output, args.force)?;
-    let mut probes = match Probes::load(std::process::id(), scope.filter, &args.no_probe) {
+    let mut probes = match Probes::load(std::process::id(), scope.filter, &args.no_probe, args.btf.as_deref())
+    {
         Ok(probes) => probes,
         Err(e) => {
             // Leave no empty trace behind a failed start.

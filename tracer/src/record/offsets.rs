@@ -201,6 +201,17 @@ const BTF_KIND_TYPE_TAG: u32 = 18;
 /// A `struct btf_member`: name_off, type, offset.
 const BTF_MEMBER_LEN: usize = 12;
 
+/// The `.BTF` section of the ELF file `data` (read from `path`), copied.
+fn btf_section(data: &[u8], path: &Path) -> Result<BtfBytes> {
+    use object::{Object as _, ObjectSection as _};
+    let elf =
+        object::File::parse(data).with_context(|| format!("{} is not a valid ELF file", path.display()))?;
+    let section =
+        elf.section_by_name(".BTF").with_context(|| format!("{} has no .BTF section", path.display()))?;
+    let bytes = section.data().with_context(|| format!("reading the .BTF section of {}", path.display()))?;
+    Ok(BtfBytes::Read(bytes.to_vec()))
+}
+
 /// Bytes of kind-specific data after a type's 12-byte header (the kernel's
 /// `btf_type_size`), or None for a kind this code does not know.
 fn btf_extra_len(kind: u32, vlen: usize) -> Option<usize> {
@@ -220,11 +231,43 @@ fn btf_extra_len(kind: u32, vlen: usize) -> Option<usize> {
 }
 
 impl KernelTypes {
+    /// Reads raw BTF (`/sys/kernel/btf/vmlinux`) or the `.BTF` section of
+    /// an ELF file (a vmlinux).
     pub fn from_file(path: &Path) -> Result<Self> {
         let data = BtfBytes::map(path)
             .or_else(|_| fs::read(path).map(BtfBytes::Read))
             .with_context(|| format!("cannot read kernel BTF from {}", path.display()))?;
+        let data = if data.starts_with(&object::elf::ELFMAG) { btf_section(&data, path)? } else { data };
         Self::from_bytes(data).with_context(|| format!("{} is not BTF nixtrace can read", path.display()))
+    }
+
+    /// The running kernel's types: from the kernel itself, else from the
+    /// first vmlinux with BTF where libbpf looks for one (distributions
+    /// ship them for debugging), or from `explicit` alone when given.
+    pub fn of_running_kernel(explicit: Option<&Path>) -> Result<Self> {
+        if let Some(path) = explicit {
+            return Self::from_file(path);
+        }
+        let release =
+            fs::read_to_string("/proc/sys/kernel/osrelease").context("reading the kernel release")?;
+        let release = release.trim();
+        let candidates = [
+            "/sys/kernel/btf/vmlinux".to_string(),
+            format!("/boot/vmlinux-{release}"),
+            format!("/lib/modules/{release}/vmlinux-{release}"),
+            format!("/lib/modules/{release}/build/vmlinux"),
+            format!("/usr/lib/modules/{release}/kernel/vmlinux"),
+            format!("/usr/lib/debug/boot/vmlinux-{release}"),
+            format!("/usr/lib/debug/boot/vmlinux-{release}.debug"),
+            format!("/usr/lib/debug/lib/modules/{release}/vmlinux"),
+        ];
+        match candidates.iter().map(Path::new).find(|path| path.exists()) {
+            Some(path) => Self::from_file(path),
+            None => bail!(
+                "this kernel exposes no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF) and no vmlinux \
+                 with BTF was found in /boot, /lib/modules/{release} or /usr/lib/debug; pass one with --btf FILE"
+            ),
+        }
     }
 
     /// Checks the header and indexes every type (one pass, nothing decoded).
@@ -551,6 +594,25 @@ mod tests {
         let reference =
             kernel_offsets(|strukt, members| btf_rs_offset(&btf, strukt, members)).expect("offsets");
         assert_eq!(format!("{ours:?}"), format!("{reference:?}"));
+    }
+
+    /// A vmlinux-style ELF file with the kernel's BTF in its .BTF section
+    /// (made with objcopy) gives the offsets the raw BTF gives.
+    #[test]
+    fn reads_btf_from_an_elf_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let elf = dir.path().join("vmlinux");
+        let objcopy = std::process::Command::new("objcopy")
+            .args(["--add-section", ".BTF=/sys/kernel/btf/vmlinux", "/bin/true"])
+            .arg(&elf)
+            .status()
+            .expect("objcopy runs");
+        assert!(objcopy.success());
+        let from_elf = KernelTypes::from_file(&elf).expect("BTF in an ELF section").resolve().unwrap();
+        let raw = KernelTypes::from_file(Path::new("/sys/kernel/btf/vmlinux")).unwrap().resolve().unwrap();
+        assert_eq!(format!("{from_elf:?}"), format!("{raw:?}"));
+        let without = KernelTypes::from_file(Path::new("/bin/true")).err().expect("no BTF in /bin/true");
+        assert_eq!(format!("{without:#}"), "/bin/true has no .BTF section");
     }
 
     #[test]
