@@ -1071,18 +1071,6 @@ fn render_targets(measured: &[Measured], analysis: &Analysis) -> String {
     doc
 }
 
-/// Where the kernel programs send their records.
-const EMIT_RS: &str = "tracer-ebpf/src/emit.rs";
-
-/// Whether the kernel programs still ask the kernel to wake the recorder
-/// for every record (`bpf_ringbuf_output` with flags 0), which is what the
-/// explanations below blame; read from the source, so that they are not
-/// printed once that has changed.
-fn wakes_per_record() -> bool {
-    fs::read_to_string(repo_root().join(EMIT_RS))
-        .is_ok_and(|source| source.contains(".output::<[u8]>(record, 0)"))
-}
-
 /// An explanation of each missed target, from this run's figures and from
 /// what was found out about them (profiles and experiments on this
 /// machine kind, 2026-11-28). Each is printed only while its target is
@@ -1091,7 +1079,6 @@ fn why_missed(measured: &[Measured], analysis: &Analysis) -> Vec<String> {
     let mut why = Vec::new();
     let find = |name: &str| measured.iter().find(|m| m.name == name);
     let slowdown = |m: &Measured, c: Contender| m.summary(c).map_or(f64::NAN, |s| s.slowdown);
-    let wakes = wakes_per_record();
     if let Some(m) = find("open storm") {
         let (command, system, floor) = (
             slowdown(m, Contender::NixtraceCommand),
@@ -1105,27 +1092,18 @@ fn why_missed(measured: &[Measured], analysis: &Analysis) -> Vec<String> {
                  costs (with a syscall tracepoint on, every syscall takes the kernel's slow path). \
                  The rest is nixtrace's own work for each open:"
             );
-            if wakes {
-                text.push_str(&format!(
-                    "\n\n- Waking the recorder. The kernel programs send each record with \
-                     `bpf_ringbuf_output(record, 0)` ({EMIT_RS}), so the kernel wakes the recorder \
-                     whenever it has caught up, which one record at a time it always has: an \
-                     irq_work self-interrupt on the traced program's CPU (an APIC write, which exits \
-                     to the hypervisor on a VM like this one), then a context switch. In a profile of \
-                     this workload (`perf record -a -g`), `irq_work_queue` was 39% of the open storm's \
-                     CPU time. In an experiment on this machine, a build whose programs send with \
-                     `BPF_RB_NO_WAKEUP` and whose recorder drains the ring buffer every 10 ms instead \
-                     ran it at 2.09x where the same code without that change ran at 3.42x (medians of \
-                     5 alternating runs each, `record -- CMD`). Waking the recorder only once the buffer \
-                     fills past a threshold would keep that gain without the timer."
-                ));
-            }
             text.push_str(
                 "\n\n- The programs themselves: at entry the arguments are saved in a hash map keyed \
                  by thread; at exit they are taken out again, the path is copied from the program's \
                  memory, the opened file's inode and device are read from the kernel's structures and \
-                 the record is copied into the ring buffer. In the no-wakeup build's profile these \
-                 programs took about a third of the open storm's CPU time.",
+                 the record is copied into the ring buffer. In a profile (`perf record -a -g`) these \
+                 programs took about a third of the open storm's CPU time.\n\n\
+                 - Waking the recorder no longer costs much: the programs send without a wakeup until \
+                 an eighth of the ring buffer is pending, and the recorder drains it every 250 ms \
+                 (tracer-ebpf/src/emit.rs). When the kernel woke the recorder for every record (an \
+                 irq_work interrupt, which exits to the hypervisor on a VM like this one, then a \
+                 context switch), `irq_work_queue` was 39% of the open storm's CPU time and the open \
+                 storm ran at 3.52x with `-- CMD` (commit 36728fa).",
             );
             why.push(text);
         }
@@ -1156,12 +1134,6 @@ fn why_missed(measured: &[Measured], analysis: &Analysis) -> Vec<String> {
                  kernel), and its three loader uprobes trap into the kernel in each exec (the floor \
                  has no uprobes)."
             ));
-            if wakes {
-                text.push_str(
-                    " Each record wakes the recorder, as above: in the same experiment, the no-wakeup \
-                     build ran the exec storm at 1.18x against 1.36x.",
-                );
-            }
             why.push(text);
         }
     }

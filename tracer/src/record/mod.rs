@@ -374,6 +374,8 @@ async fn record(mut args: RecordArgs) -> Result<i32> {
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                // The programs wake us only once the ring fills up (emit.rs).
+                sink.drain(ring.get_mut())?;
                 if let Some(plan) = &boot
                     && std::fs::metadata(&args.output).is_ok_and(|m| m.len() >= plan.max_staged_bytes)
                 {
