@@ -717,9 +717,12 @@ fn floor_program() -> Result<String> {
     Ok(format!("{} {{ }}", probes.join(",")))
 }
 
-/// nixtrace's tracepoints as `category:name`, read from `PROBES` in
-/// tracer/src/record/load.rs (entries `tp("name", "category")`), so that the
-/// floor follows what nixtrace attaches.
+/// Where tracefs lists the tracepoints this kernel has.
+const TRACEFS_EVENTS: &str = "/sys/kernel/tracing/events";
+
+/// nixtrace's tracepoints that this kernel has, as `category:name`, read
+/// from `PROBES` in tracer/src/record/load.rs (entries `tp("name",
+/// "category")`), so that the floor follows what nixtrace attaches.
 fn nixtrace_tracepoints() -> Result<Vec<String>> {
     let path = repo_root().join("tracer/src/record/load.rs");
     let source = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -729,7 +732,8 @@ fn nixtrace_tracepoints() -> Result<Vec<String>> {
         .with_context(|| format!("{} has no PROBES table", path.display()))?
         .0;
     let mut tracepoints = Vec::new();
-    for entry in table.split("tp(\"").skip(1) {
+    // `tp_if_present` entries too: they are attached where the kernel has them.
+    for entry in table.replace("tp_if_present(\"", "tp(\"").split("tp(\"").skip(1) {
         let fields: Vec<&str> = entry.splitn(4, '"').collect();
         let [name, ", ", category, _] = fields[..] else {
             bail!(
@@ -738,7 +742,9 @@ fn nixtrace_tracepoints() -> Result<Vec<String>> {
                 entry.lines().next().unwrap_or("")
             );
         };
-        tracepoints.push(format!("{category}:{name}"));
+        if Path::new(TRACEFS_EVENTS).join(category).join(name).is_dir() {
+            tracepoints.push(format!("{category}:{name}"));
+        }
     }
     ensure!(!tracepoints.is_empty(), "{}: PROBES lists no tracepoints", path.display());
     Ok(tracepoints)

@@ -94,6 +94,14 @@ pub fn render(diff: &Diff, top: usize) -> String {
     }
     let totals: Vec<&Change> = diff.totals.iter().collect();
     table(&mut out, "", &totals);
+    if !diff.not_compared.is_empty() {
+        let labels: Vec<&str> = diff.not_compared.iter().map(|m| m.label()).collect();
+        let _ = writeln!(
+            out,
+            "Not compared: {} (a trace was recorded without the probe that measures it).\n",
+            labels.join(", ")
+        );
+    }
     section(&mut out, "Units", "unit", &diff.units, top);
     section(&mut out, "Binaries", "binary", &diff.binaries, top);
     for (label, names) in [("Only before", &diff.only_before), ("Only after", &diff.only_after)] {

@@ -56,6 +56,15 @@ impl Metric {
         }
     }
 
+    /// The probe that measures it, when not every trace has it.
+    fn probe(self) -> Option<&'static str> {
+        match self {
+            Metric::ProcessTime => None,
+            Metric::LoaderTime | Metric::FailedLookups => Some("loader"),
+            Metric::DiskReadBytes => Some("page_cache"),
+        }
+    }
+
     fn noise_floor(self) -> u64 {
         match self {
             Metric::ProcessTime | Metric::LoaderTime => 500_000,
@@ -190,6 +199,8 @@ pub struct Diff {
     pub after: TraceSummary,
     /// Every metric over all processes.
     pub totals: Vec<Change>,
+    /// Metrics left out because one trace was recorded without their probe.
+    pub not_compared: Vec<Metric>,
     /// Significant changes of units and of binaries seen in both traces,
     /// largest relative change first.
     pub units: Vec<Change>,
@@ -202,11 +213,18 @@ pub struct Diff {
     pub regressions: Vec<Change>,
 }
 
-fn changes(scope: Scope, before: &BTreeMap<String, Totals>, after: &BTreeMap<String, Totals>) -> Vec<Change> {
+fn changes(
+    scope: Scope,
+    metrics: &[Metric],
+    before: &BTreeMap<String, Totals>,
+    after: &BTreeMap<String, Totals>,
+) -> Vec<Change> {
     let mut changes: Vec<Change> = before
         .iter()
         .filter_map(|(name, b)| after.get(name).map(|a| (name, b, a)))
-        .flat_map(|(name, b, a)| Metric::ALL.map(|m| Change::new(scope, name, m, b.get(m), a.get(m))))
+        .flat_map(|(name, b, a)| {
+            metrics.iter().map(move |m| Change::new(scope, name, *m, b.get(*m), a.get(*m)))
+        })
         .filter(Change::significant)
         .collect();
     changes.sort_by(|x, y| {
@@ -223,12 +241,20 @@ fn only_in<'a>(a: &'a BTreeMap<String, Totals>, b: &BTreeMap<String, Totals>) ->
 /// Compares the reports of two traces.
 pub fn compare(before: &Report, after: &Report, threshold_percent: Option<f64>) -> Diff {
     let (b, a) = (groups(before), groups(after));
-    let totals: Vec<Change> = Metric::ALL
+    // A metric one trace was recorded without would read as growth from, or
+    // a fall to, nothing.
+    let recorded_by_both = |m: &Metric| {
+        m.probe()
+            .is_none_or(|probe| [before, after].iter().all(|r| r.header.probes.iter().any(|p| p == probe)))
+    };
+    let (metrics, not_compared): (Vec<Metric>, Vec<Metric>) =
+        Metric::ALL.into_iter().partition(recorded_by_both);
+    let totals: Vec<Change> = metrics
         .iter()
         .map(|m| Change::new(Scope::Total, "total", *m, b.all.get(*m), a.all.get(*m)))
         .collect();
-    let units = changes(Scope::Unit, &b.units, &a.units);
-    let binaries = changes(Scope::Binary, &b.binaries, &a.binaries);
+    let units = changes(Scope::Unit, &metrics, &b.units, &a.units);
+    let binaries = changes(Scope::Binary, &metrics, &b.binaries, &a.binaries);
     let regressions = threshold_percent.map_or_else(Vec::new, |pct| {
         totals.iter().chain(&units).chain(&binaries).filter(|c| c.regressed_beyond(pct)).cloned().collect()
     });
@@ -240,6 +266,7 @@ pub fn compare(before: &Report, after: &Report, threshold_percent: Option<f64>) 
         only_before: names(only_in(&b.units, &a.units), only_in(&b.binaries, &a.binaries)),
         only_after: names(only_in(&a.units, &b.units), only_in(&a.binaries, &b.binaries)),
         totals,
+        not_compared,
         units,
         binaries,
         threshold_percent,

@@ -22,24 +22,31 @@ pub struct Stack {
 /// Stacks in the order a flame chart draws them (depth-first, by start);
 /// a flamegraph sorts them itself.
 #[derive(Debug, Default)]
-pub struct Stacks(pub Vec<Stack>);
+pub struct Stacks {
+    stacks: Vec<Stack>,
+    total: u64,
+}
 
 impl Stacks {
+    /// Counts come from the trace, and inferno adds them up with plain
+    /// arithmetic: each is cut to what keeps the total within a u64.
     fn push(&mut self, frames: &[String], last: impl Into<String>, count: u64) {
+        let count = count.min(u64::MAX - self.total);
         if count > 0 {
             let mut frames = frames.to_vec();
             frames.push(frame(&last.into()));
-            self.0.push(Stack { frames, count });
+            self.stacks.push(Stack { frames, count });
+            self.total += count;
         }
     }
 
     /// Brendan Gregg's collapsed format: `a;b;c COUNT` per line.
     pub fn folded(&self) -> String {
-        self.0.iter().map(|s| format!("{} {}\n", s.frames.join(";"), s.count)).collect()
+        self.stacks.iter().map(|s| format!("{} {}\n", s.frames.join(";"), s.count)).collect()
     }
 
     pub fn total(&self) -> u64 {
-        self.0.iter().map(|s| s.count).saturating_sum()
+        self.total
     }
 }
 
@@ -294,6 +301,17 @@ fn exec(report: &Report) -> Stacks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_cut_so_the_total_fits_a_u64() {
+        let mut stacks = Stacks::default();
+        let root = ["root".to_string()];
+        stacks.push(&root, "a", u64::MAX - 5);
+        stacks.push(&root, "b", 10);
+        stacks.push(&root, "c", 1);
+        assert_eq!(stacks.total(), u64::MAX);
+        assert_eq!(stacks.folded(), format!("root;a {}\nroot;b 5\n", u64::MAX - 5));
+    }
 
     #[test]
     fn frames_cannot_break_the_folded_format_or_xml() {

@@ -13,7 +13,7 @@ use tracer_common::{Config, EventKind, ReadKey, TaskTimes, TracepointFields, los
 
 use super::{
     loader::Loader,
-    offsets::{KernelTypes, resolve_tracepoints},
+    offsets::{KernelTypes, Unavailable, resolve_tracepoints},
 };
 use crate::{
     model::elf::LoaderProbes,
@@ -166,14 +166,27 @@ impl Drop for Probes {
     /// written. Concurrent detaches overlap only in part, as the kernel
     /// holds one mutex over most of each: 1.3 s here.
     fn drop(&mut self) {
-        thread::scope(|scope| {
-            for (_, program) in self.ebpf.programs_mut() {
-                scope.spawn(move || match program {
+        let programs: Vec<&mut Program> = self.ebpf.programs_mut().map(|(_, program)| program).collect();
+        let threads = programs.len();
+        let queue = Mutex::new(programs);
+        let next = || queue.lock().ok()?.pop();
+        let work = || {
+            while let Some(program) = next() {
+                let _ = match program {
                     Program::TracePoint(p) => p.unload(),
                     Program::UProbe(p) => p.unload(),
                     _ => Ok(()),
-                });
+                };
             }
+        };
+        thread::scope(|scope| {
+            // Where no more threads can be had (a tight TasksMax), fewer do it all.
+            for _ in 1..threads {
+                if thread::Builder::new().spawn_scoped(scope, work).is_err() {
+                    break;
+                }
+            }
+            work();
         });
     }
 }
@@ -239,6 +252,18 @@ fn choose_probes(tracefs: &Path, disabled: &[String]) -> Result<(TracepointField
         .filter(|probe| disabled.iter().any(|name| name == probe.name))
         .filter_map(|probe| missing_probe(probe, "disabled with --no-probe".into()))
         .collect();
+    // Tracepoints whose fields the programs do not read (read's, say) are
+    // only looked for; resolve_tracepoints reads the others.
+    let wanted: Vec<&Probe> = PROBES.iter().filter(|p| !missing.iter().any(|m| m.probe == p.name)).collect();
+    for probe in wanted {
+        let mut events = probe.attachments.iter().filter(|a| !a.if_present).map(Attachment::event);
+        let Some(absent) = events.find(|e| !tracefs.join("events").join(e).is_dir()) else { continue };
+        let unavailable = Unavailable::absent(absent);
+        match missing_probe(probe, unavailable.to_string()) {
+            Some(probe) => missing.push(probe),
+            None => bail!("{unavailable}; nixtrace cannot record without it"),
+        }
+    }
     let probe_of = |event: &str| PROBES.iter().find(|p| p.attachments.iter().any(|a| a.event() == event));
     // Each round drops one more optional probe, so this ends.
     loop {
@@ -246,7 +271,7 @@ fn choose_probes(tracefs: &Path, disabled: &[String]) -> Result<(TracepointField
         match resolve_tracepoints(tracefs, has) {
             Ok(fields) => return Ok((fields, missing)),
             Err(unavailable) => {
-                match probe_of(unavailable.event).and_then(|p| missing_probe(p, unavailable.to_string())) {
+                match probe_of(&unavailable.event).and_then(|p| missing_probe(p, unavailable.to_string())) {
                     Some(probe) => missing.push(probe),
                     None => bail!("{unavailable}; nixtrace cannot record without it"),
                 }
@@ -627,7 +652,7 @@ mod tests {
 
     #[test]
     fn an_optional_probe_the_kernel_lacks_is_left_out_and_named() {
-        let tracefs = tracefs_without(&["filemap/mm_filemap_add_to_page_cache"]);
+        let tracefs = tracefs_without(&["filemap/mm_filemap_add_to_page_cache", "syscalls/sys_exit_pread64"]);
         let (fields, missing) = super::choose_probes(tracefs.path(), &["sched".to_string()]).unwrap();
         let summary: Vec<(&str, &str)> =
             missing.iter().map(|m| (m.probe.as_str(), m.reason.as_str())).collect();
@@ -638,7 +663,8 @@ mod tests {
                 (
                     "page_cache",
                     "tracepoint filemap/mm_filemap_add_to_page_cache: this kernel does not have it"
-                )
+                ),
+                ("read", "tracepoint syscalls/sys_exit_pread64: this kernel does not have it")
             ]
         );
         assert_eq!(missing[1].lacks, "disk reads per file and process, so the io flamegraph");

@@ -37,8 +37,14 @@ pub fn parse_format(text: &str) -> Vec<Field> {
 #[derive(Debug)]
 pub struct Unavailable {
     /// "category/name", as under tracefs `events/`.
-    pub event: &'static str,
+    pub event: String,
     pub reason: String,
+}
+
+impl Unavailable {
+    pub fn absent(event: impl Into<String>) -> Unavailable {
+        Unavailable { event: event.into(), reason: "this kernel does not have it".into() }
+    }
 }
 
 impl std::fmt::Display for Unavailable {
@@ -58,16 +64,17 @@ impl Format {
         let path = tracefs.join("events").join(event).join("format");
         match fs::read_to_string(&path) {
             Ok(text) => Ok(Format { event, fields: parse_format(&text) }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(Unavailable { event, reason: "this kernel does not have it".into() })
-            }
-            Err(e) => Err(Unavailable { event, reason: format!("{} is unreadable: {e}", path.display()) }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Unavailable::absent(event)),
+            Err(e) => Err(Unavailable {
+                event: event.into(),
+                reason: format!("{} is unreadable: {e}", path.display()),
+            }),
         }
     }
 
     fn field(&self, name: &str) -> Result<&Field, Unavailable> {
         self.fields.iter().find(|f| f.name == name).ok_or_else(|| Unavailable {
-            event: self.event,
+            event: self.event.into(),
             reason: format!("it has no field `{name}` on this kernel"),
         })
     }
@@ -151,7 +158,7 @@ pub fn resolve_tracepoints(
             let reason = format!(
                 "`{arg}` is at offset {offset}, not {expected}: an unknown syscall tracepoint layout"
             );
-            return Err(Unavailable { event, reason });
+            return Err(Unavailable { event: event.into(), reason });
         }
     }
     Ok(f)
@@ -261,13 +268,20 @@ impl KernelTypes {
             format!("/usr/lib/debug/boot/vmlinux-{release}.debug"),
             format!("/usr/lib/debug/lib/modules/{release}/vmlinux"),
         ];
-        match candidates.iter().map(Path::new).find(|path| path.exists()) {
-            Some(path) => Self::from_file(path),
-            None => bail!(
-                "this kernel exposes no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF) and no vmlinux \
-                 with BTF was found in /boot, /lib/modules/{release} or /usr/lib/debug; pass one with --btf FILE"
-            ),
+        // As libbpf does, a file that is there but has no BTF (a vmlinux
+        // built without it) does not end the search.
+        let mut unusable = Vec::new();
+        for path in candidates.iter().map(Path::new).filter(|path| path.exists()) {
+            match Self::from_file(path) {
+                Ok(types) => return Ok(types),
+                Err(e) => unusable.push(format!("{e:#}")),
+            }
         }
+        let tried = if unusable.is_empty() { String::new() } else { format!(" ({})", unusable.join("; ")) };
+        bail!(
+            "this kernel exposes no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF) and no vmlinux \
+             with BTF was found in /boot, /lib/modules/{release} or /usr/lib/debug{tried}; pass one with --btf FILE"
+        )
     }
 
     /// Checks the header and indexes every type (one pass, nothing decoded).
