@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::{
     Report,
     boot::{BootSection, BootUnit},
-    bytes, completeness_warning, duration,
+    bytes, completeness_warning, count, duration,
 };
 
 /// Escapes what Markdown (and the HTML it may contain) would interpret.
@@ -40,12 +40,16 @@ pub fn render(report: &Report, top: usize) -> String {
     let with_loader: Vec<_> = report.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
     let _ = writeln!(
         out,
-        "{} processes over {}; dynamic loader {} in {} of them, {} failed library lookups. Host `{}`, kernel `{}`.\n",
-        report.processes.len(),
+        "{} over {}; dynamic loader {} in {} of them, {}. Host `{}`, kernel `{}`.\n",
+        count(report.processes.len() as u64, "process", "processes"),
         duration(report.duration_ns),
         duration(with_loader.iter().map(|l| l.total_ns).saturating_sum()),
         with_loader.len(),
-        with_loader.iter().map(|l| l.failed_lookups).saturating_sum(),
+        count(
+            with_loader.iter().map(|l| l.failed_lookups).saturating_sum(),
+            "failed library lookup",
+            "failed library lookups"
+        ),
         escape(&h.host),
         escape(&h.kernel_release),
     );

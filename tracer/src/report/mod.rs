@@ -575,6 +575,11 @@ impl ProcessRow {
     }
 }
 
+/// "1 process", "3 processes": a count and its noun, agreeing.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// "12.3 ms", "1.20 s", "850 µs".
 pub fn duration(ns: u64) -> String {
     match ns {
@@ -603,6 +608,13 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(12 * 1024), "12.0 KiB");
         assert_eq!(bytes(3_565_158), "3.4 MiB");
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count(1, "process", "processes"), "1 process");
+        assert_eq!(count(0, "process", "processes"), "0 processes");
+        assert_eq!(count(2, "process", "processes"), "2 processes");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
-use super::{Report, bytes, completeness_warning, duration};
+use super::{Report, bytes, completeness_warning, count, duration};
 
 fn bold(s: &str, color: bool) -> String {
     if color { format!("\x1b[1m{s}\x1b[0m") } else { s.to_string() }
@@ -35,11 +35,11 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
     let lookups: u64 = with_loader.iter().map(|l| l.failed_lookups).saturating_sum();
     let _ = writeln!(
         out,
-        "{} processes; dynamic loader: {} in {} processes, {} failed library lookups",
-        report.processes.len(),
+        "{}; dynamic loader: {} in {}, {}",
+        count(report.processes.len() as u64, "process", "processes"),
         duration(loader_total),
-        with_loader.len(),
-        lookups
+        count(with_loader.len() as u64, "process", "processes"),
+        count(lookups, "failed library lookup", "failed library lookups")
     );
 
     let _ = writeln!(out, "\n{}", bold(&format!("Processes (top {top} by wall time)"), color));
