@@ -127,6 +127,18 @@ fn diff_into(before: &Path, after: &Path, dir: &Path) -> String {
     fs::read_to_string(dir.join("diff.md")).expect("diff -o writes diff.md")
 }
 
+/// `nixtrace diff BEFORE AFTER -F json`, parsed.
+fn diff_json(before: &Path, after: &Path) -> Value {
+    let output = nixtrace_ok(&[
+        OsStr::new("diff"),
+        before.as_os_str(),
+        after.as_os_str(),
+        OsStr::new("-F"),
+        OsStr::new("json"),
+    ]);
+    serde_json::from_slice(&output.stdout).expect("diff -F json prints JSON")
+}
+
 /// Drops `file` from the page cache, so the next read comes from disk
 /// (written back first: dirty pages cannot be dropped).
 fn evict(file: &Path) {
@@ -244,14 +256,7 @@ fn probes_left_out_are_named_wherever_the_trace_is_shown() {
     let full = sandbox.path("full.ntr");
     let output = run(record_cmd(&full).args(["-q", "--"]).args(dd).env_remove("LD_LIBRARY_PATH"));
     assert!(output.status.success(), "{}", stderr_of(&output));
-    let diff = nixtrace_ok(&[
-        OsStr::new("diff"),
-        trace.as_os_str(),
-        full.as_os_str(),
-        OsStr::new("-F"),
-        OsStr::new("json"),
-    ]);
-    let diff: Value = serde_json::from_slice(&diff.stdout).unwrap();
+    let diff = diff_json(&trace, &full);
     assert_eq!(diff["not_compared"], serde_json::json!(["disk_read_bytes"]));
     let metrics: Vec<&str> =
         diff["totals"].as_array().unwrap().iter().map(|c| c["metric"].as_str().unwrap()).collect();
@@ -640,13 +645,6 @@ fn lost_events_are_stamped_on_flamegraphs_and_diffs() {
     assert!(svg.subtitle.contains(&format!("INCOMPLETE: {lost} EVENTS LOST")), "{}", svg.subtitle);
     let markdown = diff_into(&trace, &trace, &sandbox.path("diff"));
     assert!(markdown.contains(&format!("incomplete: {lost} events lost")), "{markdown}");
-    let json = nixtrace_ok(&[
-        OsStr::new("diff"),
-        trace.as_os_str(),
-        trace.as_os_str(),
-        OsStr::new("-F"),
-        OsStr::new("json"),
-    ]);
-    let diff: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let diff = diff_json(&trace, &trace);
     assert!(diff["after"]["incomplete"].as_str().unwrap().contains(&format!("{lost} events lost")));
 }

@@ -168,27 +168,52 @@ impl Drop for Probes {
     fn drop(&mut self) {
         let programs: Vec<&mut Program> = self.ebpf.programs_mut().map(|(_, program)| program).collect();
         let threads = programs.len();
-        let queue = Mutex::new(programs);
-        let next = || queue.lock().ok()?.pop();
-        let work = || {
-            while let Some(program) = next() {
+        // Nothing is left to do about a program that fails to unload.
+        let _ = on_threads(
+            programs,
+            threads,
+            || (),
+            |program| {
                 let _ = match program {
                     Program::TracePoint(p) => p.unload(),
                     Program::UProbe(p) => p.unload(),
                     _ => Ok(()),
                 };
-            }
-        };
-        thread::scope(|scope| {
-            // Where no more threads can be had (a tight TasksMax), fewer do it all.
-            for _ in 1..threads {
-                if thread::Builder::new().spawn_scoped(scope, work).is_err() {
-                    break;
-                }
-            }
-            work();
-        });
+                Ok(())
+            },
+        );
     }
+}
+
+/// Runs `work` on every job, on `threads` threads (this one among them)
+/// that take jobs from one queue; this thread first runs `first`. Where
+/// fewer threads can be had (a tight TasksMax), fewer do it all. Returns
+/// what `first` returned, and the first error of `work`.
+fn on_threads<J: Send, R>(
+    jobs: Vec<J>,
+    threads: usize,
+    first: impl FnOnce() -> R,
+    work: impl Fn(J) -> Result<()> + Sync,
+) -> (R, Result<()>) {
+    let queue = Mutex::new(jobs);
+    let drain = || -> Result<()> {
+        loop {
+            let job = queue.lock().map_err(|_| anyhow!("a worker thread panicked"))?.pop();
+            let Some(job) = job else { return Ok(()) };
+            work(job)?;
+        }
+    };
+    thread::scope(|scope| {
+        let workers: Vec<_> =
+            (1..threads).map_while(|_| thread::Builder::new().spawn_scoped(scope, drain).ok()).collect();
+        let first = first();
+        let mut outcome = drain();
+        for worker in workers {
+            let done = worker.join().map_err(|_| anyhow!("a worker thread panicked")).and_then(|r| r);
+            outcome = outcome.and(done);
+        }
+        (first, outcome)
+    })
 }
 
 /// Mounts tracefs where it is missing (early boot, minimal systems): classic
@@ -238,6 +263,10 @@ pub fn check_privileges() -> Result<()> {
     bail!("recording needs root or the capabilities {} (missing here); run it with sudo", missing.join(", "))
 }
 
+fn is_missing(missing: &[MissingProbe], probe: &str) -> bool {
+    missing.iter().any(|m| m.probe == probe)
+}
+
 /// Which probes a recording gets: all but the optional ones `disabled` and
 /// those whose tracepoints this kernel lacks or lays out differently (the
 /// missing ones, returned), and the tracepoint fields of those it gets. A
@@ -254,7 +283,7 @@ fn choose_probes(tracefs: &Path, disabled: &[String]) -> Result<(TracepointField
         .collect();
     // Tracepoints whose fields the programs do not read (read's, say) are
     // only looked for; resolve_tracepoints reads the others.
-    let wanted: Vec<&Probe> = PROBES.iter().filter(|p| !missing.iter().any(|m| m.probe == p.name)).collect();
+    let wanted: Vec<&Probe> = PROBES.iter().filter(|p| !is_missing(&missing, p.name)).collect();
     for probe in wanted {
         let mut events = probe.attachments.iter().filter(|a| !a.if_present).map(Attachment::event);
         let Some(absent) = events.find(|e| !tracefs.join("events").join(e).is_dir()) else { continue };
@@ -267,7 +296,7 @@ fn choose_probes(tracefs: &Path, disabled: &[String]) -> Result<(TracepointField
     let probe_of = |event: &str| PROBES.iter().find(|p| p.attachments.iter().any(|a| a.event() == event));
     // Each round drops one more optional probe, so this ends.
     loop {
-        let has = |event: &str| !probe_of(event).is_some_and(|p| missing.iter().any(|m| m.probe == p.name));
+        let has = |event: &str| !probe_of(event).is_some_and(|p| is_missing(&missing, p.name));
         match resolve_tracepoints(tracefs, has) {
             Ok(fields) => return Ok((fields, missing)),
             Err(unavailable) => {
@@ -283,8 +312,7 @@ fn choose_probes(tracefs: &Path, disabled: &[String]) -> Result<(TracepointField
 /// The loader uprobes, in the order of [`LoaderProbes`]' fields.
 const LOADER_PROGRAMS: [&str; 3] = ["loader_start", "loader_done", "loader_entry"];
 
-/// Loads every program and attaches it: each tracepoint of [`PROBES`] but
-/// the `missing` ones, and
+/// Loads every program and attaches it: each tracepoint of `probes`, and
 /// the loader uprobes to each glibc loader in `loaders`. The kernel verifies
 /// each program on its own, and verifying takes most of the time to attach
 /// (the programs that walk dentries the longest), so this runs on as many
@@ -294,10 +322,9 @@ const LOADER_PROGRAMS: [&str; 3] = ["loader_start", "loader_done", "loader_entry
 ///
 /// A tracepoint that fails fails the recording (the error); the uprobes'
 /// outcome is returned, as without them only the loader timings are missing.
-fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], missing: &[MissingProbe]) -> Result<Result<()>> {
-    let wanted: StdHashMap<&str, &Attachment> = PROBES
+fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], probes: &[&Probe]) -> Result<Result<()>> {
+    let wanted: StdHashMap<&str, &Attachment> = probes
         .iter()
-        .filter(|probe| !missing.iter().any(|m| m.probe == probe.name))
         .flat_map(|probe| probe.attachments.iter())
         .filter(|a| !a.if_present || Path::new(TRACEFS).join("events").join(a.event()).is_dir())
         .map(|a| (a.program, a))
@@ -313,25 +340,14 @@ fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], missing: &[MissingProbe]
     if let Some(missing) = wanted.keys().find(|name| !tracepoints.iter().any(|(a, _)| a.program == **name)) {
         bail!("the eBPF object has no program {missing}");
     }
-    let queue = Mutex::new(tracepoints);
-    let work = || -> Result<()> {
-        loop {
-            let job = queue.lock().map_err(|_| anyhow!("a loading thread panicked"))?.pop();
-            let Some((attachment, program)) = job else { return Ok(()) };
-            load_and_attach(attachment, program)?;
-        }
-    };
     let threads = thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-    thread::scope(|scope| {
-        let workers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let uprobes = attach_uprobes(uprobes, loaders);
-        let mut outcome = work();
-        for worker in workers {
-            let done = worker.join().map_err(|_| anyhow!("a loading thread panicked")).and_then(|r| r);
-            outcome = outcome.and(done);
-        }
-        outcome.map(|()| uprobes)
-    })
+    let (uprobes, tracepoints) = on_threads(
+        tracepoints,
+        threads,
+        || attach_uprobes(uprobes, loaders),
+        |(attachment, program)| load_and_attach(attachment, program),
+    );
+    tracepoints.map(|()| uprobes)
 }
 
 /// Loads the loader uprobes and attaches each to every loader (where it
@@ -414,7 +430,7 @@ impl Probes {
             follow_only: filter.follow_only.into(),
             follow_own_children: filter.follow_own_children.into(),
             cgroup_filter_level,
-            sched_times: (!missing.iter().any(|m| m.probe == "sched")).into(),
+            sched_times: (!is_missing(&missing, "sched")).into(),
             _pad: 0,
             cgroup_filter_id,
             tracepoints,
@@ -434,18 +450,15 @@ impl Probes {
             .context("loading the eBPF object")?;
         let (glibc_loaders, unprobeable) =
             glibc_loaders.join().map_err(|_| anyhow!("finding the glibc loaders panicked"))?;
-        let mut names: Vec<String> = PROBES
-            .iter()
-            .filter(|probe| !missing.iter().any(|m| m.probe == probe.name))
-            .map(|probe| probe.name.to_string())
-            .collect();
+        let probes: Vec<&Probe> = PROBES.iter().filter(|probe| !is_missing(&missing, probe.name)).collect();
+        let mut names: Vec<String> = probes.iter().map(|probe| probe.name.to_string()).collect();
         // The user knows which probes they disabled; the kernel's gaps are news.
         let mut warnings: Vec<String> = missing
             .iter()
             .filter(|m| !disabled.contains(&m.probe))
             .map(|m| format!("probe {} is unavailable ({}): the trace lacks {}", m.probe, m.reason, m.lacks))
             .collect();
-        let uprobes = attach_programs(&mut ebpf, &glibc_loaders, &missing)?;
+        let uprobes = attach_programs(&mut ebpf, &glibc_loaders, &probes)?;
         warnings.extend(unprobeable.iter().map(|e| format!("{e:#}: its processes have no loader timings")));
         for loader in glibc_loaders.iter().filter(|loader| loader.probes.entry.is_none()) {
             warnings.push(format!(
