@@ -60,7 +60,7 @@ fn bad_trace_files_get_one_line_errors_from_every_command() {
     let block = first_block(&good_bytes);
 
     let mut future = good_bytes.clone();
-    future[8..12].copy_from_slice(&2u32.to_le_bytes());
+    future[8..12].copy_from_slice(&3u32.to_le_bytes());
     let mut flipped = good_bytes.clone();
     flipped[block + 12] ^= 0x55;
     let mut random_after_magic = b"NIXTRACE".to_vec();
@@ -76,7 +76,7 @@ fn bad_trace_files_get_one_line_errors_from_every_command() {
         ("text", b"this is a text file\nnot a trace\n".to_vec(), "not a nixtrace trace"),
         ("random", noise(65536, 42), "not a nixtrace trace"),
         ("random-after-magic", random_after_magic, random_problem),
-        ("future-version", future, "version 2 is newer than this nixtrace reads"),
+        ("future-version", future, "version 3 is newer than this nixtrace reads"),
         ("cut-in-header", good_bytes[..block - 3].to_vec(), "file ends inside the header"),
         ("huge-header", huge_header, "header length 4294967295 is implausible"),
         ("flipped-bit", flipped, "corrupt trace"),
@@ -118,6 +118,33 @@ fn a_trace_cut_short_reads_back_and_says_so() {
     for args in commands(&cut, &good).into_iter().filter(|a| a[0] != "report") {
         let output = run(Command::new(NIXTRACE).args(&args));
         assert!(output.status.success(), "nixtrace {}: {}", args.join(" "), stderr_of(&output));
+    }
+}
+
+/// Proves misuse of `record`'s options is a usage error found before
+/// anything runs: clap's error (with the usage, or for a bad value the
+/// pointer to --help), status 2, and no trace file.
+#[test]
+fn record_misuse_gets_usage() {
+    let sandbox = Sandbox::new();
+    let cases: [&[&str]; 7] = [
+        &["--duration", "0"],
+        &["--duration", "-3"],
+        &["--buffer-size", "5000"],
+        &["--boot", "--keep", "0"],
+        &["--boot", "-o", "boot.ntr"],
+        &["--pid", "1", "--", "true"],
+        &["--duration", "1", "--", "true"],
+    ];
+    for args in cases {
+        // In the sandbox, where the default output (nixtrace.ntr) would go.
+        let output = run(Command::new(NIXTRACE).current_dir(sandbox.path("")).arg("record").args(args));
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "record {args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "record {args:?}: {stderr}");
+        assert!(stderr.contains("Usage:") || stderr.contains("try '--help'"), "record {args:?}: {stderr}");
+        let left: Vec<_> = fs::read_dir(sandbox.path("")).unwrap().collect();
+        assert!(left.is_empty(), "record {args:?} left {left:?}");
     }
 }
 

@@ -454,6 +454,57 @@ fn record_refuses_to_overwrite_without_force() {
     Trace::load(&existing).stats();
 }
 
+/// Proves outputs written over an existing world-readable file end up
+/// private (0600), as new ones are: a trace with --force, a report with -o.
+#[test]
+fn overwritten_outputs_end_up_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sandbox = Sandbox::new();
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    let trace = sandbox.path("public.ntr");
+    fs::write(&trace, "old\n").unwrap();
+    fs::set_permissions(&trace, fs::Permissions::from_mode(0o644)).unwrap();
+    let forced = run(record_cmd(&trace).args(["-q", "--force", "--", "true"]));
+    assert_eq!(forced.status.code(), Some(0), "{}", stderr_of(&forced));
+    assert_eq!(mode(&trace), 0o600, "the trace");
+
+    let report = sandbox.path("public.txt");
+    fs::write(&report, "old\n").unwrap();
+    fs::set_permissions(&report, fs::Permissions::from_mode(0o644)).unwrap();
+    let output = run(Command::new(NIXTRACE).arg("report").arg(&trace).arg("-o").arg(&report));
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(mode(&report), 0o600, "the report");
+    assert!(fs::read_to_string(&report).unwrap().starts_with("nixtrace report:"));
+}
+
+/// Proves a recording that never started leaves nothing behind: a command
+/// that does not exist gets an error, no trace file (nor a hidden partial
+/// one), an existing file given with --force is left as it was, and the
+/// next run is not refused with "already exists".
+#[test]
+fn a_failed_start_leaves_nothing_behind() {
+    let sandbox = Sandbox::new();
+    let trace = sandbox.path("never.ntr");
+    let failed = run(record_cmd(&trace).args(["-q", "--", "/nonexistent/program"]));
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr_of(&failed));
+    assert!(stderr_of(&failed).contains("/nonexistent/program"), "{}", stderr_of(&failed));
+    let left: Vec<String> = fs::read_dir(sandbox.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!left.iter().any(|name| name.contains("never.ntr")), "left behind: {left:?}");
+
+    let existing = sandbox.path("existing.ntr");
+    fs::write(&existing, "precious\n").unwrap();
+    let failed = run(record_cmd(&existing).args(["-q", "--force", "--", "/nonexistent/program"]));
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr_of(&failed));
+    assert_eq!(fs::read_to_string(&existing).unwrap(), "precious\n", "a failed start replaced the file");
+
+    let next = run(record_cmd(&trace).args(["-q", "--", "true"]));
+    assert_eq!(next.status.code(), Some(0), "{}", stderr_of(&next));
+    Trace::load(&trace).stats();
+}
+
 /// Proves the kernel's types can come from a vmlinux file's .BTF section,
 /// as on kernels without /sys/kernel/btf/vmlinux: a vmlinux made with
 /// objcopy records the same exec, and a file without BTF is a one-line

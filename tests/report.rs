@@ -409,3 +409,72 @@ fn loader_time_matches_ld_debug_statistics() {
     // Shown with --nocapture: how close each one was.
     eprintln!("LD_DEBUG counter: {ticks_per_ns:.3} ticks/ns\n{}", comparisons.join("\n"));
 }
+
+/// Proves the ELF facts come from the trace, read while the program ran,
+/// not from whatever is at its path when the report is made: a copy of
+/// /bin/true is recorded, then overwritten with text, and the report still
+/// gives the build id, interpreter and size of the program that ran.
+#[test]
+fn elf_facts_are_those_of_the_file_that_ran() {
+    let sandbox = Sandbox::new();
+    let program = sandbox.path("copied-true");
+    fs::copy("/bin/true", &program).unwrap();
+    let size = fs::metadata(&program).unwrap().len();
+    let recording = record_command(&sandbox, &[&program]);
+    recording.assert_exit_code(0);
+    let binary_records = recording.trace.of_type("binary");
+    let recorded = binary_records
+        .iter()
+        .find(|b| b["path"] == text_of(&program))
+        .unwrap_or_else(|| panic!("no binary record for the program: {binary_records:#?}"));
+    fs::write(&program, "not an ELF file any more\n").unwrap();
+
+    let report = report_json(&sandbox.trace_path(), &[]);
+    let row = report["binaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["path"] == text_of(&program))
+        .unwrap_or_else(|| panic!("no binaries[] row: {}", report["binaries"]));
+    assert_eq!(row["error"], Value::Null, "{row}");
+    assert_eq!(row["size_bytes"].as_u64(), Some(size), "{row}");
+    assert_eq!(row["interpreter"], "/lib64/ld-linux-x86-64.so.2", "{row}");
+    let build_id = row["build_id"].as_str().unwrap_or_default();
+    assert!(build_id.len() == 40 && build_id.bytes().all(|b| b.is_ascii_hexdigit()), "{row}");
+    assert_eq!(row["build_id"], recorded["facts"]["build_id"], "{row} vs {recorded}");
+    assert_eq!(
+        (row["dev"].as_u64(), row["ino"].as_u64()),
+        (recorded["dev"].as_u64(), recorded["ino"].as_u64())
+    );
+}
+
+/// Proves `--color`: `always` colours the text report and `never` does not,
+/// and on a real terminal (script(1) gives the report a pty) `auto`
+/// colours unless NO_COLOR is set.
+#[test]
+fn colour_follows_color_and_no_color() {
+    let sandbox = Sandbox::new();
+    record_command(&sandbox, &["/bin/true"]).assert_exit_code(0);
+    let trace = sandbox.trace_path();
+    let report = |color: &str| {
+        let output = run(Command::new(NIXTRACE).arg("report").arg(&trace).args(["--color", color]));
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(report("always").contains("\x1b["), "--color always");
+    assert!(!report("never").contains('\x1b'), "--color never");
+    assert!(!report("auto").contains('\x1b'), "--color auto into a pipe");
+    let on_a_terminal = |no_color: Option<&str>| {
+        let mut script = Command::new("script");
+        script.args(["-q", "-e", "-c", &format!("{NIXTRACE} report {}", text_of(&trace)), "/dev/null"]);
+        script.env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            script.env("NO_COLOR", value);
+        }
+        let output = run(&mut script);
+        assert!(output.status.success(), "script: {}", stderr_of(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(on_a_terminal(None).contains("\x1b[1m"), "auto on a terminal");
+    assert!(!on_a_terminal(Some("1")).contains("\x1b[1m"), "NO_COLOR=1 on a terminal");
+}

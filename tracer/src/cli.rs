@@ -1,8 +1,16 @@
-//! The command line.
+//! The command line: clap parses it into the argument structs here, and
+//! each becomes the options type its command owns (`record::Options`,
+//! `report::Options`, ...). Nothing below this module knows about clap,
+//! and every usage error is clap's: exit status 2, with the usage.
 
-use std::{ffi::OsString, path::PathBuf};
+use std::{ffi::OsString, io::IsTerminal as _, path::PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{
+    Args, Parser, Subcommand, ValueEnum,
+    builder::{PossibleValue, PossibleValuesParser, TypedValueParser},
+};
+
+use crate::{analysis::Filter, diff, export, flamegraph, record, report};
 
 /// Trace program startup and boot with eBPF: every exec, open and mmap, with
 /// the process tree and cgroups, into a compact trace file.
@@ -61,15 +69,16 @@ pub enum Command {
     /// Compares process time (wall time summed over processes), dynamic
     /// loader time, failed library lookups and bytes read from disk, with
     /// Nix store hashes elided so a rebuilt package compares with its old
-    /// self. Markdown is what a pull-request comment holds. With -o DIR it
-    /// writes DIR/diff.md (or diff.json) and DIR/diff-KIND.svg.
+    /// self. Markdown is what a pull-request comment holds. With
+    /// --output-dir DIR it writes DIR/diff.md (or diff.json) and
+    /// DIR/diff-KIND.svg.
     ///
     /// Exit status: 0; 3 when --fail-on-regression is given and something
     /// grew by more than that percentage (and more than its noise floor:
     /// 0.5 ms, 1 lookup, 64 KiB); 1 on errors.
     #[command(after_help = "Examples:\n  \
         nixtrace diff before.ntr after.ntr\n  \
-        nixtrace diff before.ntr after.ntr -o diff/ --fail-on-regression 10\n  \
+        nixtrace diff before.ntr after.ntr --output-dir diff/ --fail-on-regression 10\n  \
         nixtrace diff before.ntr after.ntr --format json | jq '.regressions'")]
     Diff(DiffArgs),
     /// Export a trace as a timeline for the Perfetto UI or chrome://tracing.
@@ -90,65 +99,73 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("narrowing").multiple(true).args(["pids", "cgroup", "duration"]))]
 pub struct RecordArgs {
     /// Where to write the trace.
     #[arg(short, long, value_name = "FILE", default_value = "nixtrace.ntr")]
-    pub output: PathBuf,
+    output: PathBuf,
 
     /// Overwrite the output file if it exists.
     #[arg(short, long)]
-    pub force: bool,
+    force: bool,
 
-    /// Stop after this many seconds (decimals allowed).
-    #[arg(short, long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
+    /// Stop after this many seconds (decimals allowed). Only without a
+    /// command: with one, nixtrace stops when it exits.
+    #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
+    duration: Option<f64>,
 
-    /// Only trace this process and its descendants (repeatable).
+    /// Only trace this process and its descendants (repeatable). Only
+    /// without a command.
     #[arg(short, long = "pid", value_name = "PID")]
-    pub pids: Vec<u32>,
+    pids: Vec<u32>,
 
     /// Only trace tasks in this cgroup v2 directory or below it (a path
-    /// relative to the cgroup root, e.g. /system.slice/foo.service).
+    /// relative to the cgroup root, e.g. /system.slice/foo.service). Only
+    /// without a command.
     #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
+    cgroup: Option<PathBuf>,
 
     /// Size of the kernel-to-recorder ring buffer, in bytes (a power of two,
     /// at least 4096). When it fills up, events are dropped in the kernel
     /// and counted as lost.
-    #[arg(long, value_name = "BYTES", default_value_t = tracer_common::RING_BUFFER_BYTES)]
-    pub buffer_size: u32,
+    #[arg(long, value_name = "BYTES", default_value_t = tracer_common::RING_BUFFER_BYTES, value_parser = parse_buffer_size)]
+    buffer_size: u32,
 
     /// Drop the page cache first (sync, then drop_caches), so the trace shows
     /// a cold start: every file is read from disk again. This slows down
     /// the whole machine for a while; nixtrace says so when it does it.
     #[arg(long)]
-    pub cold: bool,
+    cold: bool,
 
     /// Mask what matches this regular expression in every recorded command
     /// line (repeatable), e.g. --redact 'password=\S+'. Matches become
     /// `<redacted>` before anything is written.
     #[arg(long, value_name = "REGEX", value_parser = parse_redaction)]
-    pub redact: Vec<regex::bytes::Regex>,
+    redact: Vec<regex::bytes::Regex>,
 
     /// Under sudo, run the command as root instead of the invoking user.
     #[arg(long)]
-    pub run_as_root: bool,
+    run_as_root: bool,
 
     /// Record without an optional probe (repeatable), to cut what tracing
     /// costs: sched and page_cache fire the most. Reports made from the
     /// trace say what it lacks.
     #[arg(long, value_name = "PROBE", value_parser = optional_probe())]
-    pub no_probe: Vec<String>,
+    no_probe: Vec<String>,
 
     /// The running kernel's BTF, for a kernel without /sys/kernel/btf/vmlinux:
     /// raw BTF, or a vmlinux with a .BTF section. Without it, nixtrace
     /// also looks where libbpf does (/boot, /lib/modules, /usr/lib/debug).
     #[arg(long, value_name = "FILE")]
-    pub btf: Option<PathBuf>,
+    btf: Option<PathBuf>,
 
     /// No status line and no summary.
     #[arg(short, long)]
-    pub quiet: bool,
+    quiet: bool,
+
+    /// When to colour the status line.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    color: ColorWhen,
 
     /// Trace this boot, as the early systemd unit does
     /// (systemd/nixtrace-boot.service): record the whole system into /run,
@@ -156,29 +173,87 @@ pub struct RecordArgs {
     /// the boot has finished (or after --duration, default 300 s), then
     /// write OUTPUT_DIR/<boot-id>.ntr with its report (.report.md,
     /// .report.json) and flamegraphs (.startup.svg, .io.svg), keeping the
-    /// last --keep boots. -o is ignored.
-    #[arg(long)]
-    pub boot: bool,
+    /// last --keep boots.
+    #[arg(long, conflicts_with_all = ["output", "force", "pids", "cgroup", "command"])]
+    boot: bool,
 
     /// With --boot: where the boots' traces and reports go.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/nixtrace/boots", requires = "boot")]
-    pub output_dir: PathBuf,
+    output_dir: PathBuf,
 
     /// With --boot: how many boots to keep (the oldest are removed).
-    #[arg(long, value_name = "N", default_value_t = 10, requires = "boot")]
-    pub keep: usize,
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "boot",
+          value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    keep: usize,
 
     /// The command to run and trace.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
+    #[arg(last = true, value_name = "COMMAND", conflicts_with = "narrowing")]
+    command: Vec<OsString>,
+}
+
+impl From<RecordArgs> for record::Options {
+    fn from(args: RecordArgs) -> record::Options {
+        record::Options {
+            output: args.output,
+            force: args.force,
+            duration: args.duration,
+            pids: args.pids,
+            cgroup: args.cgroup,
+            buffer_size: args.buffer_size,
+            cold: args.cold,
+            redact: args.redact,
+            run_as_root: args.run_as_root,
+            no_probe: args.no_probe,
+            btf: args.btf,
+            quiet: args.quiet,
+            color: args.color.enabled_on_stderr(),
+            boot: args.boot.then_some(record::BootOptions { output_dir: args.output_dir, keep: args.keep }),
+            command: args.command,
+        }
+    }
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorWhen {
+    fn enabled(self, terminal: bool) -> bool {
+        match self {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            // https://no-color.org: set and not empty.
+            ColorWhen::Auto => terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    fn enabled_on_stderr(self) -> bool {
+        self.enabled(std::io::stderr().is_terminal())
+    }
+}
+
+/// A value parser for one of a domain enum's `ALL` values, by `name`.
+fn one_of<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+    help: fn(T) -> &'static str,
+) -> impl TypedValueParser<Value = T> {
+    let values = all.iter().map(move |v| PossibleValue::new(name(*v)).help(help(*v)));
+    PossibleValuesParser::new(values).map(move |chosen| {
+        *all.iter().find(|v| name(**v) == chosen).expect("clap admits only the possible values")
+    })
 }
 
 /// `--no-probe`'s values, each with what the trace lacks without it.
-fn optional_probe() -> clap::builder::PossibleValuesParser {
-    let values = crate::record::optional_probes().map(|(name, lacks)| {
-        clap::builder::PossibleValue::new(name).help(format!("the trace lacks {lacks}"))
-    });
-    clap::builder::PossibleValuesParser::new(values)
+fn optional_probe() -> PossibleValuesParser {
+    let values = crate::record::optional_probes()
+        .map(|(name, lacks)| PossibleValue::new(name).help(format!("the trace lacks {lacks}")));
+    PossibleValuesParser::new(values)
 }
 
 fn parse_redaction(pattern: &str) -> Result<regex::bytes::Regex, String> {
@@ -192,25 +267,67 @@ fn parse_percent(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 => Ok(seconds),
+        _ => Err(format!("expected a positive number of seconds such as 30 or 0.5, not {text:?}")),
+    }
+}
+
+fn parse_buffer_size(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(size) if size.is_power_of_two() && size >= 4096 => Ok(size),
+        _ => Err(format!("expected a power of two of at least 4096 bytes, not {text:?}")),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The trace file.
-    pub file: PathBuf,
+    file: PathBuf,
 
     /// Output format.
-    #[arg(short = 'F', long, value_enum, default_value = "text")]
-    pub format: crate::report::Format,
+    #[arg(short = 'F', long, default_value = "text",
+          value_parser = one_of(&report::Format::ALL, report::Format::name, report_format_help))]
+    format: report::Format,
 
     /// Rows per table in text and Markdown (JSON has every process).
     #[arg(short = 'n', long, value_name = "N", default_value_t = 15)]
-    pub top: usize,
+    top: usize,
 
     #[command(flatten)]
-    pub processes: ProcessFilter,
+    processes: ProcessFilter,
 
     /// Write the report here instead of standard output.
     #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    output: Option<PathBuf>,
+
+    /// When to colour the text format.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    color: ColorWhen,
+}
+
+fn report_format_help(format: report::Format) -> &'static str {
+    match format {
+        report::Format::Text => "tables for a terminal",
+        report::Format::Markdown => "a pull-request comment: the summary first, tables folded",
+        report::Format::Json => "for programs (docs/report-schema.md)",
+    }
+}
+
+impl From<ReportArgs> for report::Options {
+    fn from(args: ReportArgs) -> report::Options {
+        // Colour only where it is seen: on a terminal, not in a file.
+        let terminal = args.output.is_none() && std::io::stdout().is_terminal();
+        report::Options {
+            file: args.file,
+            format: args.format,
+            top: args.top,
+            filter: args.processes.into(),
+            output: args.output,
+            color: args.color.enabled(terminal),
+        }
+    }
 }
 
 /// Which processes a report or a flamegraph covers.
@@ -218,85 +335,145 @@ pub struct ReportArgs {
 pub struct ProcessFilter {
     /// Only processes in this systemd unit (e.g. systemd-udevd.service).
     #[arg(long, value_name = "UNIT")]
-    pub unit: Option<String>,
+    unit: Option<String>,
 
     /// Only processes whose executable path contains this.
     #[arg(long, value_name = "TEXT")]
-    pub binary: Option<String>,
+    binary: Option<String>,
+}
+
+impl From<ProcessFilter> for Filter {
+    fn from(filter: ProcessFilter) -> Filter {
+        Filter { unit: filter.unit, binary: filter.binary }
+    }
+}
+
+fn kind_parser() -> impl TypedValueParser<Value = flamegraph::Kind> {
+    one_of(&flamegraph::Kind::ALL, flamegraph::Kind::name, flamegraph::Kind::help)
 }
 
 #[derive(Debug, Args)]
 pub struct FlamegraphArgs {
     /// The trace file.
-    pub file: PathBuf,
+    file: PathBuf,
 
     /// What to draw.
-    #[arg(short, long, value_enum, default_value = "startup")]
-    pub kind: crate::flamegraph::Kind,
+    #[arg(short, long, default_value = "startup", value_parser = kind_parser())]
+    kind: flamegraph::Kind,
 
     /// Write the collapsed stacks (`a;b;c COUNT` lines) instead of an SVG,
     /// for inferno, flamegraph.pl, speedscope or grep.
     #[arg(long)]
-    pub folded: bool,
+    folded: bool,
 
     /// A flame chart: units in the order their first process started, each
     /// unit's processes depth-first by start, instead of sorted by name
     /// (only neighbouring identical stacks merge). Best for a boot with
     /// --kind startup.
     #[arg(long)]
-    pub chart: bool,
+    chart: bool,
 
     #[command(flatten)]
-    pub processes: ProcessFilter,
+    processes: ProcessFilter,
 
     /// Write the SVG (or stacks) here instead of standard output.
     #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    output: Option<PathBuf>,
+}
+
+impl From<FlamegraphArgs> for flamegraph::Options {
+    fn from(args: FlamegraphArgs) -> flamegraph::Options {
+        flamegraph::Options {
+            file: args.file,
+            kind: args.kind,
+            folded: args.folded,
+            chart: args.chart,
+            filter: args.processes.into(),
+            output: args.output,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// The trace before the change.
-    pub before: PathBuf,
+    before: PathBuf,
 
     /// The trace after the change.
-    pub after: PathBuf,
+    after: PathBuf,
 
     /// Output format.
-    #[arg(short = 'F', long, value_enum, default_value = "markdown")]
-    pub format: crate::diff::Format,
+    #[arg(short = 'F', long, default_value = "markdown",
+          value_parser = one_of(&diff::Format::ALL, diff::Format::name, diff_format_help))]
+    format: diff::Format,
 
     /// Write diff.md (or diff.json) and the differential flamegraph into
     /// this directory (created if needed) instead of printing.
-    #[arg(short, long, value_name = "DIR")]
-    pub output: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+
+    /// Deprecated spelling of --output-dir (a directory, unlike every other
+    /// command's -o).
+    #[arg(short = 'o', long = "output", value_name = "DIR", hide = true, conflicts_with = "output_dir")]
+    deprecated_output: Option<PathBuf>,
 
     /// The kind of the differential flamegraph.
-    #[arg(short, long, value_enum, default_value = "startup")]
-    pub kind: crate::flamegraph::Kind,
+    #[arg(short, long, default_value = "startup", value_parser = kind_parser())]
+    kind: flamegraph::Kind,
 
     /// Rows per table.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 10)]
-    pub top: usize,
+    top: usize,
 
     /// Exit with status 3 when a total, a unit or a binary grew by more
     /// than this percentage.
     #[arg(long, value_name = "PCT", value_parser = parse_percent)]
-    pub fail_on_regression: Option<f64>,
+    fail_on_regression: Option<f64>,
+}
+
+fn diff_format_help(format: diff::Format) -> &'static str {
+    match format {
+        diff::Format::Markdown => "a pull-request comment",
+        diff::Format::Json => "for programs (docs/diff-schema.md)",
+    }
+}
+
+impl From<DiffArgs> for diff::Options {
+    fn from(args: DiffArgs) -> diff::Options {
+        if args.deprecated_output.is_some() {
+            eprintln!("nixtrace: warning: `diff -o DIR` is deprecated; use --output-dir DIR");
+        }
+        diff::Options {
+            before: args.before,
+            after: args.after,
+            format: args.format,
+            output_dir: args.output_dir.or(args.deprecated_output),
+            kind: args.kind,
+            top: args.top,
+            fail_on_regression: args.fail_on_regression,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The trace file.
-    pub file: PathBuf,
+    file: PathBuf,
 
     /// Output format.
-    #[arg(short = 'F', long, value_enum, default_value = "chrome-json")]
-    pub format: crate::export::Format,
+    #[arg(short = 'F', long, default_value = "chrome-json",
+          value_parser = one_of(&export::Format::ALL, export::Format::name, export::Format::help))]
+    format: export::Format,
 
     /// Write the timeline here instead of standard output.
     #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    output: Option<PathBuf>,
+}
+
+impl From<ExportArgs> for export::Options {
+    fn from(args: ExportArgs) -> export::Options {
+        export::Options { file: args.file, format: args.format, output: args.output }
+    }
 }
 
 #[derive(Debug, Args)]

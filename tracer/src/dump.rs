@@ -137,6 +137,10 @@ pub fn event_json(event: &Event) -> Value {
             "type": kind, "ts_ns": ts_ns, "pid": pid, "ppid": ppid, "start_ns": start_ns,
             "cgroup_id": cgroup_id, "exe": exe.as_deref().map(text), "argv": texts(argv), "seeded": true,
         }),
+        Event::Binary { ts_ns, dev, ino, path, size_bytes, facts, error } => json!({
+            "type": kind, "ts_ns": ts_ns, "dev": dev, "ino": ino, "path": text(path),
+            "size_bytes": size_bytes, "facts": facts, "error": error.as_deref().map(text),
+        }),
         Event::Stats(stats) => json!({
             "type": kind, "ts_ns": stats.ts_ns, "events": stats.events, "lost": stats.lost,
             "lost_total": stats.lost_total(),

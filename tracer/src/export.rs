@@ -1,7 +1,10 @@
 //! `nixtrace export`: a trace as a timeline for the Perfetto UI or
 //! chrome://tracing, in the JSON trace event format. Processes and threads
-//! are tracks; each process's life, its execs, the dynamic loader's phases,
-//! opens and mmaps are slices on its threads.
+//! are tracks; each process's life, its execs and the dynamic loader's
+//! phases come from the analysis (so a reused pid is the analysis's two
+//! processes, on two tracks); opens and mmaps, too many to keep in an
+//! analysis, come from a second pass over the events, each on the track of
+//! the process the analysis says was that pid at that moment.
 //!
 //! Viewers need the slices of one track to nest strictly, and the kernel's
 //! clocks do not promise that (an exec slice ends at the next exec, an open
@@ -11,19 +14,47 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
-    io::BufReader,
-    path::Path,
+    io::{BufReader, Read},
+    path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
-use crate::trace::{Event, LoaderPhase, TraceReader, event::text};
+use crate::{
+    analysis::{Analysis, Filter, ProcessFigures, analyse},
+    trace::{Event, TraceReader, event::text},
+};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// The JSON trace event format: opens in ui.perfetto.dev and chrome://tracing.
     ChromeJson,
+}
+
+impl Format {
+    pub const ALL: [Format; 1] = [Format::ChromeJson];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::ChromeJson => "chrome-json",
+        }
+    }
+
+    pub fn help(self) -> &'static str {
+        match self {
+            Format::ChromeJson => "the JSON trace event format: ui.perfetto.dev and chrome://tracing open it",
+        }
+    }
+}
+
+/// What `nixtrace export` was asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub file: PathBuf,
+    pub format: Format,
+    /// None for standard output.
+    pub output: Option<PathBuf>,
 }
 
 /// A slice on one thread's track, in trace nanoseconds.
@@ -36,158 +67,144 @@ struct Slice {
     args: Value,
 }
 
-/// Viewers give a pid or tid one track for the whole trace; a reused id
-/// gets a fresh track id so two processes (or threads) never share one.
-/// Pids and tids share one allocator, as they share the kernel's id space:
-/// a process's main thread is on its process's track.
+fn basename(path: &str) -> &str {
+    path.rsplit('/').find(|s| !s.is_empty()).unwrap_or(path)
+}
+
+/// Track ids: viewers give an id one track for the whole trace, so the
+/// second process (or thread) with an id gets a fresh one. Pids and tids
+/// share one allocator, as they share the kernel's id space: a process's
+/// main thread is on its process's track.
 #[derive(Debug, Default)]
-struct Ids {
-    /// Real id -> track id of its current incarnation.
-    current: HashMap<u32, u32>,
+struct TrackIds {
+    used: std::collections::HashSet<u32>,
     next_synthetic: u32,
 }
 
-impl Ids {
+impl TrackIds {
     /// Track ids of reused pids/tids start here: above any real pid
     /// (`PID_MAX_LIMIT` is 2^22).
     const SYNTHETIC: u32 = 1 << 22;
 
-    fn get(&mut self, id: u32) -> u32 {
-        *self.current.entry(id).or_insert(id)
-    }
-
-    /// `id` starts a new life: a new track if it had one already.
-    fn renew(&mut self, id: u32) -> u32 {
-        let track = match self.current.get(&id) {
-            Some(_) => {
-                self.next_synthetic += 1;
-                Self::SYNTHETIC + self.next_synthetic
-            }
-            None => id,
-        };
-        self.current.insert(id, track);
-        track
+    /// A track for a new life of `id`.
+    fn allocate(&mut self, id: u32) -> u32 {
+        if self.used.insert(id) {
+            return id;
+        }
+        self.next_synthetic += 1;
+        Self::SYNTHETIC + self.next_synthetic
     }
 }
 
-fn basename(path: &[u8]) -> String {
-    text(path.rsplit(|b| *b == b'/').find(|s| !s.is_empty()).unwrap_or(path))
+/// A process of the analysis, on its track.
+struct ProcessTrack {
+    track: u32,
+    start: u64,
 }
 
-/// What one pass over the events collects.
+/// What the timeline holds.
 #[derive(Default)]
 struct Timeline {
-    ids: Ids,
+    ids: TrackIds,
     /// (pid track, tid track) -> its slices.
     slices: BTreeMap<(u32, u32), Vec<Slice>>,
     /// pid track -> (real pid, name).
     processes: BTreeMap<u32, (u32, String)>,
     /// tid track -> (pid track, real tid).
     threads: BTreeMap<u32, (u32, u32)>,
-    /// pid track -> when the process started, while it lives.
-    lives: HashMap<u32, u64>,
-    /// pid track -> its current exec's slice, still open.
-    execs: HashMap<u32, Slice>,
-    /// pid track -> the loader's start, and when it was done.
-    loaders: HashMap<u32, (u64, Option<u64>)>,
-    last_ts: u64,
+    /// real pid -> its processes, by start.
+    lives: HashMap<u32, Vec<ProcessTrack>>,
+    /// real tid -> its current thread track.
+    current_thread: HashMap<u32, u32>,
 }
 
 impl Timeline {
-    fn track(&mut self, pid: u32, tid: u32) -> (u32, u32) {
-        let p = self.ids.get(pid);
-        let t = self.ids.get(tid);
-        self.threads.entry(t).or_insert((p, tid));
-        self.processes.entry(p).or_insert_with(|| (pid, format!("pid {pid}")));
-        (p, t)
-    }
-
     fn push(&mut self, track: (u32, u32), slice: Slice) {
         self.slices.entry(track).or_default().push(slice);
     }
 
-    fn end_exec(&mut self, p: u32, ts: u64) {
-        if let Some(mut exec) = self.execs.remove(&p) {
-            exec.end = ts;
-            self.push((p, p), exec);
-        }
-    }
-
-    fn end_life(&mut self, p: u32, pid: u32, ts: u64, args: Value) {
-        self.end_exec(p, ts);
-        if let Some(start) = self.lives.remove(&p) {
+    /// The life, execs and loader phases of one process of the analysis.
+    fn add_process(&mut self, process: &ProcessFigures, trace_start: u64) {
+        let track = self.ids.allocate(process.pid);
+        let start = process.start_ns;
+        let end = process.start_ns.max(trace_start).saturating_add(process.wall_ns);
+        let name = process
+            .exe
+            .as_deref()
+            .map_or_else(|| format!("pid {}", process.pid), |e| basename(e).to_string());
+        self.processes.insert(track, (process.pid, name));
+        self.threads.insert(track, (track, process.pid));
+        self.lives.entry(process.pid).or_default().push(ProcessTrack { track, start });
+        let life_args = match (process.running, process.exit_code, process.signal) {
+            (true, ..) => json!({ "running_at_end": true }),
+            (false, code, signal) => json!({ "exit_code": code, "signal": signal }),
+        };
+        let life = Slice {
+            start,
+            end,
+            name: format!("process {}", process.pid),
+            category: "process",
+            args: life_args,
+        };
+        self.push((track, track), life);
+        let ends = process.execs.iter().skip(1).map(|e| e.ts_ns).chain([end]);
+        for (exec, exec_end) in process.execs.iter().zip(ends) {
+            let args = json!({ "filename": exec.filename, "argv": exec.argv });
+            let name = format!("exec {}", basename(&exec.filename));
             self.push(
-                (p, p),
-                Slice { start, end: ts, name: format!("process {pid}"), category: "process", args },
+                (track, track),
+                Slice { start: exec.ts_ns, end: exec_end, name, category: "exec", args },
             );
-        }
-    }
-
-    fn add(&mut self, event: &Event) {
-        let ts = event.ts_ns();
-        self.last_ts = self.last_ts.max(ts);
-        match event {
-            Event::Fork { common, child_pid, child_tid, .. } if child_pid == &common.pid => {
-                let p = self.ids.get(*child_pid);
-                let t = self.ids.renew(*child_tid);
-                self.threads.insert(t, (p, *child_tid));
-            }
-            Event::Fork { common, child_pid, .. } => {
-                let parent_name = self.processes.get(&self.ids.get(common.pid)).map(|(_, n)| n.clone());
-                let p = self.ids.renew(*child_pid);
-                self.threads.insert(p, (p, *child_pid));
-                self.processes.insert(p, (*child_pid, parent_name.unwrap_or_else(|| "?".into())));
-                self.lives.insert(p, common.ts_ns);
-            }
-            Event::Process { pid, start_ns, exe, .. } => {
-                let (p, _) = self.track(*pid, *pid);
-                let name = exe.as_deref().map_or_else(|| format!("pid {pid}"), basename);
-                self.processes.insert(p, (*pid, name));
-                self.lives.insert(p, *start_ns);
-            }
-            Event::Exec { common, filename, argv, .. } => {
-                let (p, _) = self.track(common.pid, common.pid);
-                self.end_exec(p, ts);
-                let name = basename(filename);
-                self.processes.insert(p, (common.pid, name.clone()));
-                let args = json!({ "filename": text(filename), "argv": argv.iter().map(|a| text(a)).collect::<Vec<_>>() });
-                self.execs.insert(
-                    p,
-                    Slice { start: ts, end: ts, name: format!("exec {name}"), category: "exec", args },
-                );
-                self.lives.entry(p).or_insert(ts);
-            }
-            Event::Exit { common, status, group_dead } => {
-                let (p, _) = self.track(common.pid, common.tid);
-                if *group_dead {
-                    self.end_life(p, common.pid, ts, json!({ "wait_status": status }));
+            let phases = [
+                (exec.loader_start_ns, exec.loader_done_ns, "dynamic loader"),
+                (exec.loader_done_ns, exec.entry_ns, "library initialisers"),
+            ];
+            for (from, to, name) in phases {
+                if let (Some(start), Some(end)) = (from, to) {
+                    let slice = Slice { start, end, name: name.into(), category: "loader", args: json!({}) };
+                    self.push((track, track), slice);
                 }
             }
-            Event::Loader { common, phase } => {
-                let track = self.track(common.pid, common.tid);
-                let slice = match (phase, self.loaders.get(&track.0).copied()) {
-                    (LoaderPhase::Start, _) => {
-                        self.loaders.insert(track.0, (ts, None));
-                        None
-                    }
-                    (LoaderPhase::Done, Some((start, None))) => {
-                        self.loaders.insert(track.0, (start, Some(ts)));
-                        Some((start, "dynamic loader"))
-                    }
-                    (LoaderPhase::Entry, Some((_, Some(done)))) => {
-                        self.loaders.remove(&track.0);
-                        Some((done, "library initialisers"))
-                    }
-                    _ => None,
-                };
-                if let Some((start, name)) = slice {
-                    let slice =
-                        Slice { start, end: ts, name: name.into(), category: "loader", args: json!({}) };
-                    self.push(track, slice);
+        }
+    }
+
+    /// The track of the process that was `pid` at `ts`: the latest one
+    /// started by then (the lives of one pid never overlap).
+    fn process_track(&self, pid: u32, ts: u64) -> Option<u32> {
+        let lives = self.lives.get(&pid)?;
+        lives.iter().rev().find(|p| p.start <= ts).or(lives.first()).map(|p| p.track)
+    }
+
+    /// The (process, thread) track of an event of `pid`/`tid` at `ts`.
+    fn track(&mut self, pid: u32, tid: u32, ts: u64) -> Option<(u32, u32)> {
+        let process = self.process_track(pid, ts)?;
+        if tid == pid {
+            return Some((process, process));
+        }
+        let thread = match self.current_thread.get(&tid) {
+            Some(thread) => *thread,
+            None => self.new_thread(process, tid),
+        };
+        Some((process, thread))
+    }
+
+    fn new_thread(&mut self, process: u32, tid: u32) -> u32 {
+        let thread = self.ids.allocate(tid);
+        self.current_thread.insert(tid, thread);
+        self.threads.insert(thread, (process, tid));
+        thread
+    }
+
+    /// Threads and the slices of opens and mmaps.
+    fn add_event(&mut self, event: &Event) {
+        match event {
+            Event::Fork { common, child_pid, child_tid, .. } if child_pid == &common.pid => {
+                if let Some(process) = self.process_track(common.pid, common.ts_ns) {
+                    self.new_thread(process, *child_tid);
                 }
             }
             Event::Open { common, path, ret, duration_ns, .. } => {
-                let track = self.track(common.pid, common.tid);
+                let Some(track) = self.track(common.pid, common.tid, common.ts_ns) else { return };
                 let outcome = if *ret < 0 {
                     json!(
                         nix::errno::Errno::from_raw(i32::try_from(ret.unsigned_abs()).unwrap_or(0))
@@ -196,33 +213,21 @@ impl Timeline {
                 } else {
                     json!(ret)
                 };
-                let name = format!("open {}", basename(path));
-                let args = json!({ "path": text(path), "result": outcome });
-                self.push(
-                    track,
-                    Slice { start: ts.saturating_sub(*duration_ns), end: ts, name, category: "open", args },
-                );
+                let path = text(path);
+                let name = format!("open {}", basename(&path));
+                let args = json!({ "path": path, "result": outcome });
+                let start = common.ts_ns.saturating_sub(*duration_ns);
+                self.push(track, Slice { start, end: common.ts_ns, name, category: "open", args });
             }
             Event::Mmap { common, path: Some(path), len, duration_ns, .. } => {
-                let track = self.track(common.pid, common.tid);
-                let name = format!("mmap {}", basename(path));
-                let args = json!({ "path": text(path), "len": len });
-                self.push(
-                    track,
-                    Slice { start: ts.saturating_sub(*duration_ns), end: ts, name, category: "mmap", args },
-                );
+                let Some(track) = self.track(common.pid, common.tid, common.ts_ns) else { return };
+                let path = text(path);
+                let name = format!("mmap {}", basename(&path));
+                let args = json!({ "path": path, "len": len });
+                let start = common.ts_ns.saturating_sub(*duration_ns);
+                self.push(track, Slice { start, end: common.ts_ns, name, category: "mmap", args });
             }
             _ => {}
-        }
-    }
-
-    /// Closes what the trace left open at its end.
-    fn finish(&mut self) {
-        let end = self.last_ts;
-        let open: Vec<u32> = self.lives.keys().chain(self.execs.keys()).copied().collect();
-        for p in open {
-            let pid = self.processes.get(&p).map_or(p, |(pid, _)| *pid);
-            self.end_life(p, pid, end, json!({ "running_at_end": true }));
         }
     }
 }
@@ -274,20 +279,32 @@ fn micros(ns: u64, origin: u64) -> f64 {
 
 /// The trace at `path` in the JSON trace event format.
 pub fn chrome_json(path: &Path) -> Result<Value> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    chrome_json_from(BufReader::new(file), &path.display().to_string())
+    let open = || -> Result<BufReader<File>> {
+        Ok(BufReader::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?))
+    };
+    chrome_json_from(open, &path.display().to_string())
 }
 
-/// The trace `input` holds in the JSON trace event format; `name` names it
-/// in errors.
-pub fn chrome_json_from(input: impl std::io::Read, name: &str) -> Result<Value> {
-    let mut reader = TraceReader::new(input).with_context(|| name.to_string())?;
+/// The trace that `open` reads (twice: the analysis, then the opens and
+/// mmaps) in the JSON trace event format; `name` names it in errors.
+pub fn chrome_json_from<R: Read>(open: impl Fn() -> Result<R>, name: &str) -> Result<Value> {
+    let analysis = analyse(open()?, name, &Filter::default())?;
     let mut timeline = Timeline::default();
-    for event in reader.by_ref() {
-        timeline.add(&event.with_context(|| name.to_string())?);
+    let trace_start = analysis.header.clock.boottime_ns;
+    let mut by_start: Vec<&ProcessFigures> = analysis.processes.iter().collect();
+    by_start.sort_by_key(|p| (p.start_ns, p.pid));
+    for process in by_start {
+        timeline.add_process(process, trace_start);
     }
-    timeline.finish();
-    let header = reader.header();
+    let mut reader = TraceReader::new(open()?).with_context(|| name.to_string())?;
+    for event in reader.by_ref() {
+        timeline.add_event(&event.with_context(|| name.to_string())?);
+    }
+    Ok(render(&analysis, timeline))
+}
+
+fn render(analysis: &Analysis, mut timeline: Timeline) -> Value {
+    let header = &analysis.header;
     let origin = header.clock.boottime_ns;
     let mut events = Vec::new();
     for (p, (pid, name)) in &timeline.processes {
@@ -305,22 +322,22 @@ pub fn chrome_json_from(input: impl std::io::Read, name: &str) -> Result<Value> 
             }));
         }
     }
-    Ok(json!({
+    json!({
         "traceEvents": events,
         "displayTimeUnit": "ms",
         "otherData": {
             "host": header.host, "kernel": header.kernel_release, "boot_id": header.boot_id,
-            "incomplete": reader.cut_short(),
+            "incomplete": analysis.incomplete(),
         },
-    }))
+    })
 }
 
 /// `nixtrace export`.
-pub fn run(args: &crate::cli::ExportArgs) -> Result<()> {
-    let Format::ChromeJson = args.format;
-    let value = chrome_json(&args.file)?;
+pub fn run(options: &Options) -> Result<()> {
+    let Format::ChromeJson = options.format;
+    let value = chrome_json(&options.file)?;
     let text = serde_json::to_string(&value).context("serialising the timeline")? + "\n";
-    crate::output::write_or_print(args.output.as_deref(), text.as_bytes())
+    crate::output::write_or_print(options.output.as_deref(), text.as_bytes())
 }
 
 #[cfg(test)]
@@ -352,11 +369,11 @@ mod tests {
 
     #[test]
     fn reused_ids_get_new_tracks() {
-        let mut ids = Ids::default();
-        assert_eq!(ids.renew(7), 7);
-        assert_eq!(ids.get(7), 7);
-        let again = ids.renew(7);
-        assert!(again > Ids::SYNTHETIC);
-        assert_eq!(ids.get(7), again);
+        let mut ids = TrackIds::default();
+        assert_eq!(ids.allocate(7), 7);
+        let again = ids.allocate(7);
+        assert!(again > TrackIds::SYNTHETIC);
+        assert_ne!(ids.allocate(7), again);
+        assert_eq!(ids.allocate(8), 8);
     }
 }

@@ -1,19 +1,23 @@
 //! nixtrace: an eBPF startup and boot tracer.
 //!
 //! Data flows one way: kernel probes (`tracer-ebpf`) → `record` → the trace
-//! file (`trace`) → the model of processes and units (`model`) → outputs
-//! (`report`, `flamegraph`, `diff`, `export`, `dump`). See
-//! docs/architecture.md.
+//! file (`trace`) → the model of processes and units (`model`) → the
+//! figures computed from it (`analysis`) → outputs (`report`, `flamegraph`,
+//! `diff`, `export`, `dump`), with `boots` filing a recorded boot and `cli`
+//! on top. See docs/architecture.md.
 //!
 //! The binary is [`main`]; the library exists so that the fuzz targets
 //! (`fuzz/`) can feed arbitrary bytes to the reader and the report
 //! pipeline ([`fuzzing`]).
 
+mod analysis;
+mod boots;
 mod cli;
 mod diff;
 mod dump;
 mod export;
 mod flamegraph;
+mod human;
 mod model;
 mod output;
 mod record;
@@ -29,12 +33,12 @@ use clap::Parser as _;
 pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Record(args) => record::run(args),
-        cli::Command::Flamegraph(args) => flamegraph::run(&args).map(|()| 0),
-        cli::Command::Diff(args) => diff::run(&args),
-        cli::Command::Export(args) => export::run(&args).map(|()| 0),
+        cli::Command::Record(args) => record_and_file(args.into()),
+        cli::Command::Flamegraph(args) => flamegraph::run(&args.into()).map(|()| 0),
+        cli::Command::Diff(args) => diff::run(&args.into()),
+        cli::Command::Export(args) => export::run(&args.into()).map(|()| 0),
         cli::Command::Dump(args) => dump::run(&args.file).map(|()| 0),
-        cli::Command::Report(args) => report::run(&args).map(|()| 0),
+        cli::Command::Report(args) => report::run(&args.into()).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
@@ -47,12 +51,25 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `nixtrace record`, and with `--boot` the filing of the boot it recorded.
+fn record_and_file(options: record::Options) -> anyhow::Result<i32> {
+    let quiet = options.quiet;
+    let recorded = record::run(options)?;
+    if let Some(staged) = &recorded.boot {
+        let trace = boots::file(staged)?;
+        if !quiet {
+            eprintln!("nixtrace: boot {} filed as {}", staged.boot_id, trace.display());
+        }
+    }
+    Ok(recorded.exit_code)
+}
+
 /// What the fuzz targets call: everything that reads a trace, on bytes
 /// that may be anything. Errors are fine; panics, hangs and unbounded
 /// memory are the bugs.
 #[doc(hidden)]
 pub mod fuzzing {
-    use crate::{diff, export, flamegraph, report, trace::TraceReader};
+    use crate::{analysis, diff, export, flamegraph, report, trace::TraceReader};
 
     /// Reads every event of `bytes` as a trace.
     pub fn read_trace(bytes: &[u8]) {
@@ -69,16 +86,15 @@ pub mod fuzzing {
     /// draws every kind of flamegraph, compares it with itself and exports
     /// its timeline.
     pub fn report_pipeline(bytes: &[u8]) {
-        let selection = report::Selection { top: 10, ..Default::default() };
-        let Ok(report) = report::build_from(bytes, "fuzz", &selection) else { return };
-        for format in [report::Format::Text, report::Format::Markdown, report::Format::Json] {
-            report::render(&report, format, &selection, false);
+        let Ok(analysis) = analysis::analyse(bytes, "fuzz", &analysis::Filter::default()) else { return };
+        for format in report::Format::ALL {
+            report::render(&analysis, format, 10, false);
         }
         for kind in flamegraph::Kind::ALL {
-            let stacks = flamegraph::stacks(&report, kind);
-            let _ = flamegraph::svg(&stacks, kind, &report, false);
+            let stacks = flamegraph::stacks(&analysis, kind);
+            let _ = flamegraph::svg(&stacks, kind, &analysis, false);
         }
-        let _ = diff::compare(&report, &report, Some(0.0));
-        let _ = export::chrome_json_from(bytes, "fuzz");
+        let _ = diff::compare(&analysis, &analysis, Some(0.0));
+        let _ = export::chrome_json_from(|| Ok(bytes), "fuzz");
     }
 }

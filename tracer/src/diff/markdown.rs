@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{Change, Diff, Scope};
-use crate::report::markdown::escape;
+use crate::human::markdown_escape as escape;
 
 /// "+12.5%", "−3.0%", or "from 0" when there was nothing before.
 fn percent(change: &Change) -> String {

@@ -5,15 +5,16 @@
 
 mod markdown;
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
+    analysis::{Analysis, Filter, analyse_file},
     flamegraph,
+    human::{bytes, duration},
     model::nix::without_hash,
-    report::{self, Report, Selection, completeness_warning},
 };
 
 /// Version of the JSON output (`docs/diff-schema.md`).
@@ -23,10 +24,29 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// error, 2 a usage error).
 pub const REGRESSION_EXIT: i32 = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Markdown,
     Json,
+}
+
+impl Format {
+    pub const ALL: [Format; 2] = [Format::Markdown, Format::Json];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Markdown => "markdown",
+            Format::Json => "json",
+        }
+    }
+
+    /// The file `--output-dir` writes the comparison to.
+    fn file_name(self) -> &'static str {
+        match self {
+            Format::Markdown => "diff.md",
+            Format::Json => "diff.json",
+        }
+    }
 }
 
 /// What is compared. Each has a noise floor: a change smaller than it is
@@ -75,9 +95,9 @@ impl Metric {
 
     pub fn format(self, value: u64) -> String {
         match self {
-            Metric::ProcessTime | Metric::LoaderTime => report::duration(value),
+            Metric::ProcessTime | Metric::LoaderTime => duration(value),
             Metric::FailedLookups => value.to_string(),
-            Metric::DiskReadBytes => report::bytes(value),
+            Metric::DiskReadBytes => bytes(value),
         }
     }
 }
@@ -111,16 +131,14 @@ struct Groups {
     binaries: BTreeMap<String, Totals>,
 }
 
-fn groups(report: &Report) -> Groups {
+fn groups(analysis: &Analysis) -> Groups {
     let mut groups = Groups { all: Totals::default(), units: BTreeMap::new(), binaries: BTreeMap::new() };
-    for row in &report.processes {
-        let loader = row.loader.as_ref();
+    for row in &analysis.processes {
         let add = |t: &mut Totals| {
             t.processes += 1;
             t.process_time_ns = t.process_time_ns.saturating_add(row.wall_ns);
-            t.loader_time_ns =
-                t.loader_time_ns.saturating_add(loader.map_or(0, |l| l.total_ns.saturating_add(l.init_ns)));
-            t.failed_lookups = t.failed_lookups.saturating_add(loader.map_or(0, |l| l.failed_lookups));
+            t.loader_time_ns = t.loader_time_ns.saturating_add(row.loader_and_init_ns());
+            t.failed_lookups = t.failed_lookups.saturating_add(row.failed_lookups());
             t.disk_read_bytes = t.disk_read_bytes.saturating_add(row.io.disk_read_bytes);
         };
         add(&mut groups.all);
@@ -180,14 +198,14 @@ pub struct TraceSummary {
     pub incomplete: Option<String>,
 }
 
-impl From<&Report> for TraceSummary {
-    fn from(report: &Report) -> TraceSummary {
+impl From<&Analysis> for TraceSummary {
+    fn from(analysis: &Analysis) -> TraceSummary {
         TraceSummary {
-            trace: report.trace.clone(),
-            host: report.header.host.clone(),
-            kernel_release: report.header.kernel_release.clone(),
-            events: report.events,
-            incomplete: completeness_warning(report),
+            trace: analysis.trace.clone(),
+            host: analysis.header.host.clone(),
+            kernel_release: analysis.header.kernel_release.clone(),
+            events: analysis.events,
+            incomplete: analysis.incomplete(),
         }
     }
 }
@@ -238,8 +256,8 @@ fn only_in<'a>(a: &'a BTreeMap<String, Totals>, b: &BTreeMap<String, Totals>) ->
     a.keys().filter(|k| !b.contains_key(*k)).collect()
 }
 
-/// Compares the reports of two traces.
-pub fn compare(before: &Report, after: &Report, threshold_percent: Option<f64>) -> Diff {
+/// Compares the analyses of two traces.
+pub fn compare(before: &Analysis, after: &Analysis, threshold_percent: Option<f64>) -> Diff {
     let (b, a) = (groups(before), groups(after));
     // A metric one trace was recorded without would read as growth from, or
     // a fall to, nothing.
@@ -274,36 +292,45 @@ pub fn compare(before: &Report, after: &Report, threshold_percent: Option<f64>) 
     }
 }
 
-fn read(path: &Path) -> Result<Report> {
-    report::build(path, &Selection::default())
+/// What `nixtrace diff` was asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub before: PathBuf,
+    pub after: PathBuf,
+    pub format: Format,
+    /// Write the comparison and the differential flamegraph here instead
+    /// of printing the comparison.
+    pub output_dir: Option<PathBuf>,
+    /// The kind of the differential flamegraph.
+    pub kind: flamegraph::Kind,
+    /// Rows per table.
+    pub top: usize,
+    pub fail_on_regression: Option<f64>,
 }
 
 /// `nixtrace diff`. Returns the exit status: 0, or [`REGRESSION_EXIT`].
-pub fn run(args: &crate::cli::DiffArgs) -> Result<i32> {
-    let before = read(&args.before)?;
-    let after = read(&args.after)?;
-    let diff = compare(&before, &after, args.fail_on_regression);
-    let text = match args.format {
-        Format::Markdown => markdown::render(&diff, args.top),
+pub fn run(options: &Options) -> Result<i32> {
+    let before = analyse_file(&options.before, &Filter::default())?;
+    let after = analyse_file(&options.after, &Filter::default())?;
+    let diff = compare(&before, &after, options.fail_on_regression);
+    let text = match options.format {
+        Format::Markdown => markdown::render(&diff, options.top),
         Format::Json => serde_json::to_string_pretty(&diff).context("serialising the diff")? + "\n",
     };
-    match &args.output {
+    match &options.output_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            let name = match args.format {
-                Format::Markdown => "diff.md",
-                Format::Json => "diff.json",
-            };
-            crate::output::write_private(&dir.join(name), text.as_bytes())?;
+            crate::output::write_private(&dir.join(options.format.file_name()), text.as_bytes())?;
+            let kind = options.kind;
             let subtitle = format!(
                 "before: {} | after: {}",
                 flamegraph::subtitle(&before),
                 flamegraph::subtitle(&after)
             );
             let svg = flamegraph::differential_svg(
-                &flamegraph::stacks(&before, args.kind),
-                &flamegraph::stacks(&after, args.kind),
-                args.kind,
+                &flamegraph::stacks(&before, kind),
+                &flamegraph::stacks(&after, kind),
+                kind,
                 &after.header,
                 flamegraph::xml_text(&subtitle),
             );
@@ -311,7 +338,7 @@ pub fn run(args: &crate::cli::DiffArgs) -> Result<i32> {
             // reason to lose the comparison or its exit status.
             match svg {
                 Ok(svg) => {
-                    crate::output::write_private(&dir.join(format!("diff-{}.svg", args.kind.name())), &svg)?
+                    crate::output::write_private(&dir.join(format!("diff-{}.svg", kind.name())), &svg)?
                 }
                 Err(e) => eprintln!("nixtrace: warning: no differential flamegraph: {e:#}"),
             }

@@ -1,5 +1,5 @@
-//! `nixtrace flamegraph`: the report's rows as flamegraphs drawn by
-//! inferno. `stacks` folds the rows into stacks for each kind; this module
+//! `nixtrace flamegraph`: an analysis drawn as flamegraphs by inferno.
+//! `stacks` folds the analysis into stacks for each kind; this module
 //! names the kinds and draws them, stamped with where the trace came from
 //! and whether it is complete.
 
@@ -12,22 +12,19 @@ use inferno::flamegraph::{
 };
 pub use stacks::{Stacks, stacks, xml_text};
 
+use std::path::PathBuf;
+
 use crate::{
-    report::{Report, Selection, completeness_warning},
+    analysis::{Analysis, Filter, analyse_file},
     trace::Header,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Wall time (µs): unit; process chain; binary; phase.
     Startup,
-    /// Bytes read from disk: unit; binary; package; file.
     Io,
-    /// Dynamic-loader time (ns): binary; library; search, open and map.
     Linker,
-    /// Failed library lookups: binary; library; directory probed.
     Lookups,
-    /// Exec counts by the process tree.
     Exec,
 }
 
@@ -41,6 +38,17 @@ impl Kind {
             Kind::Linker => "linker",
             Kind::Lookups => "lookups",
             Kind::Exec => "exec",
+        }
+    }
+
+    /// What the kind draws, for `--help`.
+    pub fn help(self) -> &'static str {
+        match self {
+            Kind::Startup => "wall time (µs): unit; process chain; binary; phase",
+            Kind::Io => "bytes read from disk: unit; binary; package; file",
+            Kind::Linker => "dynamic-loader time (ns): binary; library; search, open and map",
+            Kind::Lookups => "failed library lookups: binary; library; directory probed",
+            Kind::Exec => "exec counts by the process tree",
         }
     }
 
@@ -87,10 +95,10 @@ impl Kind {
     }
 }
 
-/// The title block of a picture of `report`: host, kernel, when it was
+/// The title block of a picture of `analysis`: host, kernel, when it was
 /// recorded, and the lost-event warning when there is one.
-pub fn subtitle(report: &Report) -> String {
-    let h = &report.header;
+pub fn subtitle(analysis: &Analysis) -> String {
+    let h = &analysis.header;
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(h.clock.realtime_ns);
     let mut text = format!(
         "host {}, kernel {}, recorded {}",
@@ -98,7 +106,7 @@ pub fn subtitle(report: &Report) -> String {
         h.kernel_release,
         humantime::format_rfc3339_seconds(when)
     );
-    if let Some(warning) = completeness_warning(report) {
+    if let Some(warning) = analysis.incomplete() {
         text.push_str(&format!(" | {}", warning.to_uppercase()));
     }
     xml_text(&text)
@@ -119,20 +127,20 @@ fn options(kind: Kind, title: String, subtitle: String) -> inferno_fg::Options<'
 
 /// Draws `stacks` as an SVG; a flame chart (time order, left to right)
 /// when `chart`.
-pub fn svg(stacks: &Stacks, kind: Kind, report: &Report, chart: bool) -> Result<Vec<u8>> {
+pub fn svg(stacks: &Stacks, kind: Kind, analysis: &Analysis, chart: bool) -> Result<Vec<u8>> {
     if stacks.total() == 0 {
         bail!(
             "{}: nothing to draw for --kind {}: {}",
-            report.trace,
+            analysis.trace,
             kind.name(),
-            kind.empty_hint(&report.header)
+            kind.empty_hint(&analysis.header)
         );
     }
     let mut title = kind.title().to_string();
     if chart {
         title = format!("{title} (flame chart: time order)");
     }
-    let mut options = options(kind, title, subtitle(report));
+    let mut options = options(kind, title, subtitle(analysis));
     options.flame_chart = chart;
     let folded = stacks.folded();
     let mut lines: Vec<&str> = folded.lines().collect();
@@ -178,15 +186,28 @@ pub fn differential_svg(
     Ok(out)
 }
 
+/// What `nixtrace flamegraph` was asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub file: PathBuf,
+    pub kind: Kind,
+    /// Write the collapsed stacks instead of an SVG.
+    pub folded: bool,
+    /// A flame chart (time order) instead of a flamegraph.
+    pub chart: bool,
+    pub filter: Filter,
+    /// None for standard output.
+    pub output: Option<PathBuf>,
+}
+
 /// `nixtrace flamegraph`.
-pub fn run(args: &crate::cli::FlamegraphArgs) -> Result<()> {
-    let selection = Selection::new(0, &args.processes);
-    let report = crate::report::build(&args.file, &selection)?;
-    let stacks = stacks(&report, args.kind);
-    let bytes = if args.folded {
+pub fn run(options: &Options) -> Result<()> {
+    let analysis = analyse_file(&options.file, &options.filter)?;
+    let stacks = stacks(&analysis, options.kind);
+    let bytes = if options.folded {
         stacks.folded().into_bytes()
     } else {
-        svg(&stacks, args.kind, &report, args.chart)?
+        svg(&stacks, options.kind, &analysis, options.chart)?
     };
-    crate::output::write_or_print(args.output.as_deref(), &bytes)
+    crate::output::write_or_print(options.output.as_deref(), &bytes)
 }

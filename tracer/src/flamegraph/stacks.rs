@@ -1,4 +1,4 @@
-//! The report's rows folded into stacks, one function per kind of
+//! The analysis folded into stacks, one function per kind of
 //! flamegraph. A stack is a list of frames and a count; frame names pass
 //! through [`frame`] so nothing read from the traced system can break the
 //! folded format or the SVG.
@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use super::Kind;
 use crate::{
+    analysis::{Analysis, ProcessFigures},
     model::nix::without_hash,
-    report::{ProcessRow, Report},
 };
 
 /// One folded stack: frames from the root, and its count.
@@ -89,28 +89,28 @@ fn basename(path: &str) -> &str {
 }
 
 /// What a process is called in a chain of processes.
-fn process_name(row: &ProcessRow) -> String {
+fn process_name(row: &ProcessFigures) -> String {
     row.exe.as_deref().map_or_else(|| format!("[pid {}]", row.pid), |exe| basename(exe).to_string())
 }
 
 /// The program a process ran, with Nix store hashes elided so the same
 /// program compares equal across rebuilds.
-fn binary(row: &ProcessRow) -> String {
+fn binary(row: &ProcessFigures) -> String {
     row.exe.as_deref().map_or_else(|| process_name(row), |exe| frame(&without_hash(exe)))
 }
 
-/// The processes of a report as a forest: parents before children.
+/// The processes of an analysis as a forest: parents before children.
 struct Tree<'a> {
-    rows: &'a [ProcessRow],
+    rows: &'a [ProcessFigures],
     /// Children of each row, by start.
     children: Vec<Vec<usize>>,
-    /// Rows without a parent in the report, by start.
+    /// Rows without a parent in the analysis, by start.
     roots: Vec<usize>,
     parent: Vec<Option<usize>>,
 }
 
 impl<'a> Tree<'a> {
-    fn new(rows: &'a [ProcessRow]) -> Tree<'a> {
+    fn new(rows: &'a [ProcessFigures]) -> Tree<'a> {
         let index: HashMap<(u32, u64), usize> =
             rows.iter().enumerate().map(|(i, r)| ((r.pid, r.start_ns), i)).collect();
         let parent: Vec<Option<usize>> = rows
@@ -133,7 +133,7 @@ impl<'a> Tree<'a> {
     /// Frames of the ancestors of `i`, root first, each called `name`,
     /// stopping at the first one in another unit when `same_unit` (units
     /// are roots of their own).
-    fn ancestors(&self, i: usize, same_unit: bool, name: fn(&ProcessRow) -> String) -> Vec<String> {
+    fn ancestors(&self, i: usize, same_unit: bool, name: fn(&ProcessFigures) -> String) -> Vec<String> {
         let mut names = Vec::new();
         let mut at = self.parent[i];
         while let Some(p) = at {
@@ -159,13 +159,13 @@ impl<'a> Tree<'a> {
     }
 }
 
-pub fn stacks(report: &Report, kind: Kind) -> Stacks {
+pub fn stacks(analysis: &Analysis, kind: Kind) -> Stacks {
     match kind {
-        Kind::Startup => startup(report),
-        Kind::Io => io(report),
-        Kind::Linker => linker(report),
-        Kind::Lookups => lookups(report),
-        Kind::Exec => exec(report),
+        Kind::Startup => startup(analysis),
+        Kind::Io => io(analysis),
+        Kind::Linker => linker(analysis),
+        Kind::Lookups => lookups(analysis),
+        Kind::Exec => exec(analysis),
     }
 }
 
@@ -174,8 +174,8 @@ pub fn stacks(report: &Report, kind: Kind) -> Stacks {
 /// scheduler's accounting (on CPU, waiting for a CPU, blocked, sleeping) in
 /// proportion. Time it sleeps while its children run is left to the
 /// children's frames, so concurrent processes add up like CPU samples.
-fn startup(report: &Report) -> Stacks {
-    let tree = Tree::new(&report.processes);
+fn startup(analysis: &Analysis) -> Stacks {
+    let tree = Tree::new(&analysis.processes);
     // Units in the order their first process started; each one's processes
     // depth-first, so a flame chart reads left to right.
     let mut order = tree.depth_first();
@@ -229,16 +229,12 @@ fn startup_of(tree: &Tree, i: usize, stacks: &mut Stacks) {
 }
 
 /// Bytes read from disk: unit; binary; package; file.
-fn io(report: &Report) -> Stacks {
+fn io(analysis: &Analysis) -> Stacks {
     // Reads are charged per pid: after pid reuse, to one of the processes.
-    let by_pid: HashMap<u32, &ProcessRow> = report.processes.iter().map(|p| (p.pid, p)).collect();
+    let by_pid: HashMap<u32, &ProcessFigures> = analysis.processes.iter().map(|p| (p.pid, p)).collect();
     let mut stacks = Stacks::default();
-    for file in &report.files {
-        let package =
-            file.package.as_ref().map_or("(not in the Nix store)".to_string(), |p| match &p.version {
-                Some(version) => format!("{}-{version}", p.name),
-                None => p.name.clone(),
-            });
+    for file in &analysis.files {
+        let package = file.package.as_ref().map_or("(not in the Nix store)".to_string(), |p| p.label());
         for read in &file.disk_read_by_reader {
             let Some(row) = by_pid.get(&read.pid) else { continue };
             let frames = [frame(&row.unit), binary(row), frame(&package)];
@@ -249,9 +245,9 @@ fn io(report: &Report) -> Stacks {
 }
 
 /// The dynamic loader's time in ns: binary; library; what it did for it.
-fn linker(report: &Report) -> Stacks {
+fn linker(analysis: &Analysis) -> Stacks {
     let mut stacks = Stacks::default();
-    for row in &report.processes {
+    for row in &analysis.processes {
         let Some(l) = &row.loader else { continue };
         let binary = [binary(row)];
         for failed in &l.failed {
@@ -272,9 +268,9 @@ fn linker(report: &Report) -> Stacks {
 }
 
 /// Failed library lookups: binary; library; directory probed.
-fn lookups(report: &Report) -> Stacks {
+fn lookups(analysis: &Analysis) -> Stacks {
     let mut stacks = Stacks::default();
-    for row in &report.processes {
+    for row in &analysis.processes {
         let Some(l) = &row.loader else { continue };
         for failed in &l.failed {
             let frames = [binary(row), frame(&failed.library)];
@@ -286,8 +282,8 @@ fn lookups(report: &Report) -> Stacks {
 
 /// Exec counts by the process tree: the chain of programs that led to
 /// each exec.
-fn exec(report: &Report) -> Stacks {
-    let tree = Tree::new(&report.processes);
+fn exec(analysis: &Analysis) -> Stacks {
+    let tree = Tree::new(&analysis.processes);
     let mut stacks = Stacks::default();
     for i in tree.depth_first() {
         let frames = tree.ancestors(i, false, |row| frame(&process_name(row)));

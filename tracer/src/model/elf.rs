@@ -9,38 +9,12 @@
 
 use std::{fs, path::Path};
 
+pub use crate::trace::ElfFacts;
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use object::{
     Endianness, FileKind, Object as _, ReadRef as _, elf,
     read::elf::{Dyn as _, ElfFile, ElfFile32, ElfFile64, FileHeader, ProgramHeader as _, Relr as _},
 };
-
-/// What an ELF file asks of the dynamic loader.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ElfFacts {
-    /// Hex of the `NT_GNU_BUILD_ID` note: identifies the build across renames and copies.
-    pub build_id: Option<String>,
-    /// `PT_INTERP`: the loader the kernel starts for this executable.
-    pub interpreter: Option<String>,
-    /// `DT_NEEDED` entries, in load order.
-    pub needed: Vec<String>,
-    /// `DT_RUNPATH` split on `:`, as written (`$ORIGIN` and empty entries included).
-    pub runpath: Vec<String>,
-    /// `DT_RPATH` split on `:`, as written. Ignored by the loader when `DT_RUNPATH` exists.
-    pub rpath: Vec<String>,
-    /// `DT_SONAME`.
-    pub soname: Option<String>,
-    /// Whether all symbols are bound at load time (`-z now`) rather than at first call.
-    pub bind_now: bool,
-    /// Relocations the loader applies: REL/RELA and PLT entries plus every address packed in RELR.
-    pub relocations: u64,
-    /// Entries in `.dynsym`, the null symbol included; 0 without section headers.
-    pub dynamic_symbols: u64,
-    /// `e_entry`, a virtual address.
-    pub entry: u64,
-    /// Whether the loader is involved at all: the file has `PT_INTERP` or `PT_DYNAMIC`.
-    pub is_dynamic: bool,
-}
 
 /// Parses `$data` as ELF of either class and byte order and evaluates `$body` with `$file` bound to
 /// the parsed file. A macro because the body calls generic helpers, instantiated once per class.

@@ -4,6 +4,7 @@
 //! them meaning: which process ran what, which package a file belongs to, what
 //! a binary asks of the dynamic loader, and which systemd unit did it.
 
+pub mod binary;
 pub mod elf;
 pub mod io;
 pub mod nix;

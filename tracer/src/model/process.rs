@@ -74,6 +74,9 @@ impl Process {
 pub struct Exec {
     pub ts_ns: u64,
     pub filename: Bytes,
+    /// Device and inode of the executable (0 when the kernel gave none).
+    pub dev: u32,
+    pub ino: u64,
     pub argv: Vec<Bytes>,
     /// The dynamic loader's run, when the loader probes saw it.
     pub loader: Option<LoaderRun>,
@@ -143,7 +146,8 @@ struct OpenedFile {
 
 impl LoaderRun {
     /// An mmap of `fd` by the loader: a library once it maps executable.
-    fn add_map(&mut self, fd: i32, mapped: Option<&Bytes>, prot: u32, len: u64, duration_ns: u64) {
+    fn add_map(&mut self, map: Map<'_>) {
+        let Map { fd, mapped, prot, len, duration_ns, dev, ino } = map;
         let Some(opened) = self.open_fds.get_mut(&i64::from(fd)) else { return };
         opened.ns = opened.ns.saturating_add(duration_ns);
         let exec_bytes = if prot & PROT_EXEC != 0 { len } else { 0 };
@@ -158,6 +162,8 @@ impl LoaderRun {
                 self.libraries.push(Library {
                     path: opened.path.clone(),
                     mapped_path: mapped.clone(),
+                    dev,
+                    ino,
                     exec_bytes,
                     load_ns: opened.ns,
                 });
@@ -191,6 +197,9 @@ pub struct Library {
     pub path: Bytes,
     /// The kernel's name for the mapped file (symlinks resolved).
     pub mapped_path: Bytes,
+    /// Device and inode of the mapped file.
+    pub dev: u32,
+    pub ino: u64,
     /// Bytes mapped executable.
     pub exec_bytes: u64,
     /// Time in its open and in the mmaps of that fd.
@@ -198,6 +207,17 @@ pub struct Library {
 }
 
 const PROT_EXEC: u32 = 4;
+
+/// An mmap the loader made, as `LoaderRun::add_map` needs it.
+struct Map<'a> {
+    fd: i32,
+    mapped: Option<&'a Bytes>,
+    prot: u32,
+    len: u64,
+    duration_ns: u64,
+    dev: u32,
+    ino: u64,
+}
 
 /// ("/a/b", "c") for "/a/b/c".
 fn split_path(path: &[u8]) -> (Bytes, Bytes) {
@@ -266,12 +286,14 @@ impl ProcessTable {
                     ..Process::new(key, common.pid, parent.map(|p| p.key), common.cgroup_id)
                 });
             }
-            Event::Exec { common, filename, argv, .. } => {
+            Event::Exec { common, filename, argv, dev, ino, .. } => {
                 let process = self.live_process(common.pid, common.ts_ns, common.cgroup_id);
                 process.cgroup_id = common.cgroup_id;
                 process.execs.push(Exec {
                     ts_ns: common.ts_ns,
                     filename: filename.clone(),
+                    dev: *dev,
+                    ino: *ino,
                     argv: argv.clone(),
                     loader: None,
                 });
@@ -297,10 +319,19 @@ impl ProcessTable {
                     }
                 }
             }
-            Event::Mmap { common, path, fd, prot, len, duration_ns, .. } => {
+            Event::Mmap { common, path, fd, prot, len, duration_ns, dev, ino, .. } => {
                 if let Some(run) = self.running_loader(common.pid) {
                     run.map_ns = run.map_ns.saturating_add(*duration_ns);
-                    run.add_map(*fd, path.as_ref(), *prot, *len, *duration_ns);
+                    let map = Map {
+                        fd: *fd,
+                        mapped: path.as_ref(),
+                        prot: *prot,
+                        len: *len,
+                        duration_ns: *duration_ns,
+                        dev: *dev,
+                        ino: *ino,
+                    };
+                    run.add_map(map);
                 }
             }
             Event::Exit { common, status, group_dead } => {
@@ -336,7 +367,7 @@ impl ProcessTable {
             Event::PageCache { common, .. } | Event::BlockIo { common, .. } => {
                 self.live_process(common.pid, common.ts_ns, common.cgroup_id).io.add(event);
             }
-            Event::ExecFailed { .. } | Event::Cgroup { .. } | Event::Stats(_) => {}
+            Event::ExecFailed { .. } | Event::Cgroup { .. } | Event::Binary { .. } | Event::Stats(_) => {}
         }
         self.last_ts = self.last_ts.max(event.ts_ns());
     }
@@ -518,6 +549,8 @@ mod tests {
             [Library {
                 path: b"/opt/lib/libz.so.1".to_vec(),
                 mapped_path: b"/opt/lib/libz.so.1.3".to_vec(),
+                dev: 1,
+                ino: 2,
                 exec_bytes: 4096,
                 // The open and both maps of its fd.
                 load_ns: 700,

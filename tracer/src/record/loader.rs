@@ -66,7 +66,7 @@ fn probe_points(path: &Path) -> Result<LoaderProbes> {
 
 /// A userspace `st_dev` as the kernel's `dev_t` (`MKDEV`), which is how
 /// tracepoints and `super_block.s_dev` number devices.
-fn kernel_dev(st_dev: u64) -> u32 {
+pub(super) fn kernel_dev(st_dev: u64) -> u32 {
     (libc::major(st_dev) << 20) | libc::minor(st_dev)
 }
 

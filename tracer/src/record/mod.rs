@@ -2,6 +2,7 @@
 //! from /proc, run the command if there is one, and stream every event from
 //! the ring buffer into the trace file until it is time to stop.
 
+mod binaries;
 mod boot;
 mod command;
 pub mod decode;
@@ -13,10 +14,11 @@ mod status;
 
 use std::{
     collections::BTreeMap,
+    ffi::OsString,
     fs::File,
     io,
     os::unix::{ffi::OsStrExt, process::ExitStatusExt},
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -28,9 +30,11 @@ use tokio::{
 };
 
 use crate::{
-    cli::RecordArgs,
+    human::{bytes, duration},
+    output::PendingFile,
     trace::{ClockReference, Common, Event, Filters, Header, Stats, TraceWriter, event::describe_lost},
 };
+pub use boot::StagedBoot;
 pub use load::optional_probes;
 use load::{Filter, Probes};
 use status::StatusLine;
@@ -39,9 +43,57 @@ use status::StatusLine;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
-pub fn run(args: RecordArgs) -> Result<i32> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(record(args))
+/// What `nixtrace record` was asked for (usage checked by the command line).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub output: PathBuf,
+    pub force: bool,
+    /// Without a command: stop after this many seconds.
+    pub duration: Option<f64>,
+    /// Without a command: only these processes and their descendants.
+    pub pids: Vec<u32>,
+    /// Without a command: only this cgroup v2 subtree.
+    pub cgroup: Option<PathBuf>,
+    /// The ring buffer's size: a power of two, at least 4096.
+    pub buffer_size: u32,
+    pub cold: bool,
+    pub redact: Vec<regex::bytes::Regex>,
+    pub run_as_root: bool,
+    /// Optional probes to leave out.
+    pub no_probe: Vec<String>,
+    pub btf: Option<PathBuf>,
+    pub quiet: bool,
+    /// Colour the status line.
+    pub color: bool,
+    /// Trace this boot (`--boot`).
+    pub boot: Option<BootOptions>,
+    /// The command to run and follow; empty for the whole system.
+    pub command: Vec<OsString>,
+}
+
+/// Where `record --boot` files the boots, and how many it keeps.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    pub output_dir: PathBuf,
+    /// At least 1.
+    pub keep: usize,
+}
+
+/// What a recording left.
+#[derive(Debug)]
+pub struct Recorded {
+    /// The command's exit status (128 + signal if it was killed), or 0.
+    pub exit_code: i32,
+    /// With `--boot`: the staged trace, for `boots::file` to file.
+    pub boot: Option<StagedBoot>,
+}
+
+pub fn run(options: Options) -> Result<Recorded> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the recorder's event loop")?;
+    runtime.block_on(record(options))
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -60,7 +112,7 @@ fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-fn header(args: &RecordArgs, probes: &Probes) -> Header {
+fn header(args: &Options, probes: &Probes) -> Header {
     let boottime_ns = boottime_ns();
     let realtime_ns = clock_ns(libc::CLOCK_REALTIME);
     Header {
@@ -109,6 +161,7 @@ impl Counts {
 struct Sink {
     writer: TraceWriter<File>,
     counts: Counts,
+    binaries: binaries::BinaryReader,
     /// `--redact` patterns, applied to every argv before it is written.
     redactions: Vec<regex::bytes::Regex>,
 }
@@ -119,6 +172,7 @@ impl Sink {
         if let Event::Exec { argv, .. } | Event::Process { argv, .. } = &mut event {
             redact(argv, &self.redactions);
         }
+        self.binaries.observe(&event);
         self.counts.add(&event);
         self.writer.write(&event).context("writing the trace")
     }
@@ -133,6 +187,14 @@ impl Sink {
                 }
                 Err(_) => self.counts.malformed += 1,
             }
+        }
+        Ok(())
+    }
+
+    /// The ELF facts read since last time.
+    fn write_binaries(&mut self) -> Result<()> {
+        for event in self.binaries.ready() {
+            self.write(event)?;
         }
         Ok(())
     }
@@ -188,27 +250,14 @@ struct Scope {
     cgroup_path: Option<Vec<u8>>,
 }
 
-fn scope(args: &RecordArgs, procs: &[procfs::ProcInfo]) -> Result<Scope> {
+fn scope(args: &Options, procs: &[procfs::ProcInfo]) -> Result<Scope> {
     let has_command = !args.command.is_empty();
-    if has_command && (!args.pids.is_empty() || args.cgroup.is_some() || args.duration.is_some()) {
-        bail!(
-            "--pid, --cgroup and --duration apply to recording without a command; with a command, nixtrace follows it until it exits"
-        );
-    }
-    if let Some(d) = args.duration
-        && !(d.is_finite() && d > 0.0)
-    {
-        bail!("--duration must be a positive number of seconds, not {d}");
-    }
     for pid in &args.pids {
         if !procs.iter().any(|p| p.pid == *pid) {
             bail!("--pid {pid}: no such process");
         }
     }
     let size = args.buffer_size;
-    if !size.is_power_of_two() || size < 4096 {
-        bail!("--buffer-size must be a power of two of at least 4096 bytes, not {size}");
-    }
     let cgroup = match &args.cgroup {
         Some(path) => {
             let root = procfs::cgroup2_root().context("--cgroup: no cgroup v2 hierarchy is mounted")?;
@@ -297,28 +346,25 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn record(mut args: RecordArgs) -> Result<i32> {
-    let boot = if args.boot { Some(boot::prepare(&mut args)?) } else { None };
+async fn record(mut args: Options) -> Result<Recorded> {
+    let boot = match &args.boot {
+        Some(options) => Some(boot::prepare(&mut args.output, &mut args.duration, options)?),
+        None => None,
+    };
     if boot.is_some() && boot::already_finished().await {
         // Started on a running system (say, when the unit was first
         // enabled): tell systemd all is well and leave the boots alone.
         boot::notify_ready()?;
         eprintln!("nixtrace: the boot has already finished; nothing to trace until the next one");
-        return Ok(0);
+        return Ok(Recorded { exit_code: 0, boot: None });
     }
     let has_command = !args.command.is_empty();
     let procs = if has_command { Vec::new() } else { procfs::processes() };
     let scope = scope(&args, &procs)?;
-    let output = crate::output::create_private(&args.output, args.force)?;
-    let mut probes = match Probes::load(std::process::id(), scope.filter, &args.no_probe, args.btf.as_deref())
-    {
-        Ok(probes) => probes,
-        Err(e) => {
-            // Leave no empty trace behind a failed start.
-            let _ = std::fs::remove_file(&args.output);
-            return Err(e);
-        }
-    };
+    // Named only once recording has started: a failed start leaves no
+    // trace behind, and an existing one as it was.
+    let mut output = PendingFile::create(&args.output, args.force || boot.is_some())?;
+    let mut probes = Probes::load(std::process::id(), scope.filter, &args.no_probe, args.btf.as_deref())?;
     if !args.quiet {
         for warning in &probes.warnings {
             eprintln!("nixtrace: warning: {warning}");
@@ -327,8 +373,10 @@ async fn record(mut args: RecordArgs) -> Result<i32> {
     probes.follow(scope.followed.iter().copied())?;
     let ring = probes.take_events()?;
     let mut sink = Sink {
-        writer: TraceWriter::new(output, &header(&args, &probes)).context("writing the trace header")?,
+        writer: TraceWriter::new(output.file()?, &header(&args, &probes))
+            .context("writing the trace header")?,
         counts: Counts::default(),
+        binaries: binaries::BinaryReader::start()?,
         redactions: args.redact.clone(),
     };
     seed(&mut sink, &scope, &procs, !has_command)?;
@@ -342,46 +390,48 @@ async fn record(mut args: RecordArgs) -> Result<i32> {
             String::from_utf8_lossy(args.output.as_os_str().as_bytes())
         );
     }
+    let mut child = if has_command { Some(command::spawn(&args.command, args.run_as_root)?) } else { None };
+    output.commit()?;
     if boot.is_some() {
         boot::notify_ready()?;
     }
-    let mut child = if has_command { Some(command::spawn(&args.command, args.run_as_root)?) } else { None };
     let child_pid = child.as_ref().and_then(|c| c.id());
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     // SAFETY: the ring buffer owns its fd and outlives this registration.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
         .context("polling the ring buffer")?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let mut tick = tokio::time::interval(STATUS_EVERY);
-    let mut status = StatusLine::new(args.quiet);
+    let mut status = StatusLine::new(args.quiet, args.color);
     let mut last_flush = Instant::now();
     let mut forwarded = false;
     let mut exit_status = None;
-    let mut boot_finished = std::pin::pin!(async {
-        match boot {
-            Some(_) => boot::finished().await,
-            None => std::future::pending().await,
-        }
-    });
+    let booting = boot.is_some();
+    let mut boot_finished =
+        std::pin::pin!(
+            async move { if booting { boot::finished().await } else { std::future::pending().await } }
+        );
 
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
-                let mut guard = guard?;
+                let mut guard = guard.context("polling the ring buffer")?;
                 sink.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                // The programs wake us only once the ring fills up (emit.rs).
+                // The programs wake us only once an eighth of the ring is
+                // pending (emit.rs): what is left below that waits for us.
                 sink.drain(ring.get_mut())?;
+                sink.write_binaries()?;
                 if let Some(plan) = &boot
                     && std::fs::metadata(&args.output).is_ok_and(|m| m.len() >= plan.max_staged_bytes)
                 {
                     eprintln!(
                         "nixtrace: warning: the boot trace reached {} (half of what /run had free, at most 512 MiB); stopping",
-                        crate::report::bytes(plan.max_staged_bytes)
+                        bytes(plan.max_staged_bytes)
                     );
                     break;
                 }
@@ -417,33 +467,32 @@ async fn record(mut args: RecordArgs) -> Result<i32> {
         }
     }
     sink.drain(ring.get_mut())?;
+    for event in sink.binaries.finish() {
+        sink.write(event)?;
+    }
     sink.write_running_threads(&probes)?;
     sink.write_read_totals(&probes)?;
     status.clear();
     let stats = sink.stats(&probes)?;
     let Sink { writer, counts, .. } = sink;
     writer.finish(&stats).context("writing the trace")?;
-    let bytes = std::fs::metadata(&args.output).map_or(0, |m| m.len());
+    let size = std::fs::metadata(&args.output).map_or(0, |m| m.len());
     if !args.quiet {
-        summarize(&args.output, &counts, &stats, bytes, status.elapsed());
+        summarize(&args.output, &counts, &stats, size, status.elapsed());
     }
-    if let Some(plan) = &boot {
-        let trace = boot::finish(plan)?;
-        if !args.quiet {
-            eprintln!("nixtrace: boot {} filed as {}", plan.boot_id, trace.display());
-        }
-    }
-    Ok(match exit_status {
+    let exit_code = match exit_status {
         Some(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
         None => 0,
-    })
+    };
+    Ok(Recorded { exit_code, boot: boot.map(boot::BootPlan::staged) })
 }
 
 fn summarize(output: &Path, counts: &Counts, stats: &Stats, bytes: u64, elapsed: Duration) {
     let parts: Vec<String> = counts
         .by_type
         .iter()
-        .filter(|(kind, _)| !matches!(**kind, "stats" | "cgroup" | "process"))
+        // What the recorder wrote itself, not the kernel's events.
+        .filter(|(kind, _)| !matches!(**kind, "stats" | "cgroup" | "process" | "binary"))
         .map(|(kind, n)| match *kind {
             "open" => format!("{n} open ({} failed)", counts.failed_opens),
             _ => format!("{n} {kind}"),
@@ -452,7 +501,7 @@ fn summarize(output: &Path, counts: &Counts, stats: &Stats, bytes: u64, elapsed:
     eprintln!(
         "nixtrace: {} events in {} ({}); {} lost; wrote {} ({} KiB)",
         stats.events,
-        crate::report::duration(elapsed.as_nanos() as u64),
+        duration(elapsed.as_nanos() as u64),
         parts.join(", "),
         stats.lost_total(),
         String::from_utf8_lossy(output.as_os_str().as_bytes()),

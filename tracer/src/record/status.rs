@@ -7,13 +7,19 @@ use std::{
 
 pub struct StatusLine {
     enabled: bool,
+    color: bool,
     started: Instant,
     last: Option<(Instant, u64)>,
 }
 
 impl StatusLine {
-    pub fn new(quiet: bool) -> Self {
-        StatusLine { enabled: !quiet && std::io::stderr().is_terminal(), started: Instant::now(), last: None }
+    pub fn new(quiet: bool, color: bool) -> Self {
+        StatusLine {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            color,
+            started: Instant::now(),
+            last: None,
+        }
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -32,7 +38,11 @@ impl StatusLine {
             _ => 0.0,
         };
         self.last = Some((now, events));
-        let lost = if lost > 0 { format!("\x1b[31m{lost} lost\x1b[0m") } else { "0 lost".to_string() };
+        let lost = match lost {
+            0 => "0 lost".to_string(),
+            _ if self.color => format!("\x1b[31m{lost} lost\x1b[0m"),
+            _ => format!("{lost} lost"),
+        };
         eprint!(
             "\r\x1b[Knixtrace: recording {:>6.1} s  {events} events  {rate:.0}/s  {lost}",
             self.elapsed().as_secs_f64()

@@ -1,9 +1,9 @@
-//! The JSON report (`docs/report-schema.md`).
+//! The JSON report (`docs/report-schema.md`): the analysis itself.
 
-use super::Report;
+use crate::analysis::Analysis;
 
-pub fn render(report: &Report) -> String {
-    let mut out = serde_json::to_string_pretty(report).expect("the report serializes");
+pub fn render(analysis: &Analysis) -> String {
+    let mut out = serde_json::to_string_pretty(analysis).expect("the analysis serializes");
     out.push('\n');
     out
 }

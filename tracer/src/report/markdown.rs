@@ -4,45 +4,29 @@
 use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
-use super::{
-    Report,
-    boot::{BootSection, BootUnit},
-    bytes, completeness_warning, count, duration,
+use super::loader_cells;
+use crate::{
+    analysis::{
+        Analysis,
+        boot::{BootSection, BootUnit},
+    },
+    human::{bytes, count, duration, markdown_escape as escape},
 };
 
-/// Escapes what Markdown (and the HTML it may contain) would interpret.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '#' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '\n' | '\r' => out.push(' '),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-pub fn render(report: &Report, top: usize) -> String {
+pub fn render(analysis: &Analysis, top: usize) -> String {
     let mut out = String::new();
-    let h = &report.header;
+    let h = &analysis.header;
     let subject = h.command.as_ref().map_or("the whole system".to_string(), |c| escape(&c.join(" ")));
     let _ = writeln!(out, "### nixtrace: {subject}\n");
-    if let Some(warning) = completeness_warning(report) {
+    if let Some(warning) = analysis.incomplete() {
         let _ = writeln!(out, "> **{}**\n", escape(&warning));
     }
-    let with_loader: Vec<_> = report.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
+    let with_loader: Vec<_> = analysis.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
     let _ = writeln!(
         out,
         "{} over {}; dynamic loader {} in {} of them, {}. Host `{}`, kernel `{}`.\n",
-        count(report.processes.len() as u64, "process", "processes"),
-        duration(report.duration_ns),
+        count(analysis.processes.len() as u64, "process", "processes"),
+        duration(analysis.duration_ns),
         duration(with_loader.iter().map(|l| l.total_ns).saturating_sum()),
         with_loader.len(),
         count(
@@ -54,7 +38,7 @@ pub fn render(report: &Report, top: usize) -> String {
         escape(&h.kernel_release),
     );
 
-    if let Some(boot) = &report.boot {
+    if let Some(boot) = &analysis.boot {
         render_boot(&mut out, boot);
     }
     let _ = writeln!(out, "<details><summary>Processes (top {top} by wall time)</summary>\n");
@@ -63,8 +47,8 @@ pub fn render(report: &Report, top: usize) -> String {
         "| pid | wall | on CPU | blocked | loader | search | failed lookups | libraries | disk read | unit | executable |"
     );
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
-    for p in report.processes.iter().take(top) {
-        let [loader, search, failed, libs] = p.loader_cells().unwrap_or_else(|| [""; 4].map(String::from));
+    for p in analysis.processes.iter().take(top) {
+        let [loader, search, failed, libs] = loader_cells(p).unwrap_or_else(|| [""; 4].map(String::from));
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {loader} | {search} | {failed} | {libs} | {} | {} | {} |",
@@ -82,7 +66,7 @@ pub fn render(report: &Report, top: usize) -> String {
     let _ = writeln!(out, "<details><summary>Units</summary>\n");
     let _ = writeln!(out, "| unit | processes | execs | loader | failed lookups | disk read |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    for u in report.units.iter().take(top) {
+    for u in analysis.units.iter().take(top) {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} |",
@@ -95,11 +79,11 @@ pub fn render(report: &Report, top: usize) -> String {
         );
     }
     let _ = writeln!(out, "\n</details>");
-    if !report.files.is_empty() {
+    if !analysis.files.is_empty() {
         let _ = writeln!(out, "\n<details><summary>Files read from disk</summary>\n");
         let _ = writeln!(out, "| disk read | file |");
         let _ = writeln!(out, "|---:|---|");
-        for f in report.files.iter().take(top) {
+        for f in analysis.files.iter().take(top) {
             let _ = writeln!(out, "| {} | {} |", bytes(f.disk_read_bytes), escape(&f.display_name()));
         }
         let _ = writeln!(out, "\n</details>");
@@ -158,14 +142,4 @@ fn render_boot(out: &mut String, boot: &BootSection) {
     let _ = writeln!(out, "<details><summary>Slowest units (`systemd-analyze blame`)</summary>\n");
     boot_table(out, &boot.slowest_units, "");
     let _ = writeln!(out, "</details>\n");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn escapes_what_markdown_interprets() {
-        assert_eq!(escape("a|b <script>&x\ny"), "a\\|b &lt;script&gt;&amp;x y");
-    }
 }

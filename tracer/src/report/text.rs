@@ -3,7 +3,11 @@
 use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
-use super::{Report, bytes, completeness_warning, count, duration};
+use super::loader_cells;
+use crate::{
+    analysis::Analysis,
+    human::{bytes, count, duration},
+};
 
 fn bold(s: &str, color: bool) -> String {
     if color { format!("\x1b[1m{s}\x1b[0m") } else { s.to_string() }
@@ -13,30 +17,30 @@ fn red(s: &str, color: bool) -> String {
     if color { format!("\x1b[31m{s}\x1b[0m") } else { s.to_string() }
 }
 
-pub fn render(report: &Report, top: usize, color: bool) -> String {
+pub fn render(analysis: &Analysis, top: usize, color: bool) -> String {
     let mut out = String::new();
-    let h = &report.header;
+    let h = &analysis.header;
     let _ = writeln!(
         out,
         "{} {} (host {}, kernel {}, {} over {}, {} events)",
         bold("nixtrace report:", color),
-        report.trace,
+        analysis.trace,
         h.host,
         h.kernel_release,
         h.command.as_ref().map_or("whole system".to_string(), |c| format!("`{}`", c.join(" "))),
-        duration(report.duration_ns),
-        report.events
+        duration(analysis.duration_ns),
+        analysis.events
     );
-    if let Some(warning) = completeness_warning(report) {
+    if let Some(warning) = analysis.incomplete() {
         let _ = writeln!(out, "{}", red(&warning, color));
     }
-    let with_loader: Vec<_> = report.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
+    let with_loader: Vec<_> = analysis.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
     let loader_total: u64 = with_loader.iter().map(|l| l.total_ns).saturating_sum();
     let lookups: u64 = with_loader.iter().map(|l| l.failed_lookups).saturating_sum();
     let _ = writeln!(
         out,
         "{}; dynamic loader: {} in {}, {}",
-        count(report.processes.len() as u64, "process", "processes"),
+        count(analysis.processes.len() as u64, "process", "processes"),
         duration(loader_total),
         count(with_loader.len() as u64, "process", "processes"),
         count(lookups, "failed library lookup", "failed library lookups")
@@ -48,11 +52,9 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
         "{:>8}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:>10}  {:<24}  EXE",
         "PID", "WALL", "ON CPU", "BLOCKED", "LOADER", "SEARCH", "FAILED", "LIBS", "DISK READ", "UNIT"
     );
-    for p in report.processes.iter().take(top) {
-        let [loader, search, failed, libs] = p.loader_cells().unwrap_or_else(|| ["-"; 4].map(String::from));
-        let package = p.package.as_ref().map_or(String::new(), |pkg| {
-            format!(" ({}{})", pkg.name, pkg.version.as_ref().map_or(String::new(), |v| format!("-{v}")))
-        });
+    for p in analysis.processes.iter().take(top) {
+        let [loader, search, failed, libs] = loader_cells(p).unwrap_or_else(|| ["-"; 4].map(String::from));
+        let package = p.package.as_ref().map_or(String::new(), |pkg| format!(" ({})", pkg.label()));
         let _ = writeln!(
             out,
             "{:>8}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>6}  {:>4}  {:>10}  {:<24}  {}{}",
@@ -77,7 +79,7 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
         "{:<40}  {:>6}  {:>6}  {:>10}  {:>6}  {:>10}",
         "UNIT", "PROCS", "EXECS", "LOADER", "FAILED", "DISK READ"
     );
-    for u in report.units.iter().take(top) {
+    for u in analysis.units.iter().take(top) {
         let _ = writeln!(
             out,
             "{:<40}  {:>6}  {:>6}  {:>10}  {:>6}  {:>10}",
@@ -89,10 +91,10 @@ pub fn render(report: &Report, top: usize, color: bool) -> String {
             bytes(u.io.disk_read_bytes)
         );
     }
-    if !report.files.is_empty() {
+    if !analysis.files.is_empty() {
         let _ = writeln!(out, "\n{}", bold("Files read from disk (by bytes)", color));
         let _ = writeln!(out, "{:>10}  FILE", "DISK READ");
-        for f in report.files.iter().take(top) {
+        for f in analysis.files.iter().take(top) {
             let _ = writeln!(out, "{:>10}  {}", bytes(f.disk_read_bytes), f.display_name());
         }
     }

@@ -181,8 +181,52 @@ pub enum Event {
         exe: Option<Bytes>,
         argv: Vec<Bytes>,
     },
+    /// Static ELF facts of a file the traced processes executed or mapped
+    /// executable, read by the recorder while they ran, so that a report
+    /// made later or elsewhere describes the file that ran.
+    Binary {
+        ts_ns: u64,
+        /// Device (as the kernel numbers it) and inode of the file that ran.
+        dev: u32,
+        ino: u64,
+        /// The path it was read at.
+        path: Bytes,
+        size_bytes: u64,
+        /// Empty when `error` is set.
+        facts: ElfFacts,
+        /// Why the facts could not be read (the file was gone, or was
+        /// replaced by another before the recorder got to it).
+        error: Option<Bytes>,
+    },
     /// Counters so far: written periodically and once at the end.
     Stats(Stats),
+}
+
+/// What an ELF file asks of the dynamic loader.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ElfFacts {
+    /// Hex of the `NT_GNU_BUILD_ID` note: identifies the build across renames and copies.
+    pub build_id: Option<String>,
+    /// `PT_INTERP`: the loader the kernel starts for this executable.
+    pub interpreter: Option<String>,
+    /// `DT_NEEDED` entries, in load order.
+    pub needed: Vec<String>,
+    /// `DT_RUNPATH` split on `:`, as written (`$ORIGIN` and empty entries included).
+    pub runpath: Vec<String>,
+    /// `DT_RPATH` split on `:`, as written. Ignored by the loader when `DT_RUNPATH` exists.
+    pub rpath: Vec<String>,
+    /// `DT_SONAME`.
+    pub soname: Option<String>,
+    /// Whether all symbols are bound at load time (`-z now`) rather than at first call.
+    pub bind_now: bool,
+    /// Relocations the loader applies: REL/RELA and PLT entries plus every address packed in RELR.
+    pub relocations: u64,
+    /// Entries in `.dynsym`, the null symbol included; 0 without section headers.
+    pub dynamic_symbols: u64,
+    /// `e_entry`, a virtual address.
+    pub entry: u64,
+    /// Whether the loader is involved at all: the file has `PT_INTERP` or `PT_DYNAMIC`.
+    pub is_dynamic: bool,
 }
 
 /// A thread's (or a process's) time by scheduler state, in nanoseconds.
@@ -248,6 +292,7 @@ impl Event {
             Event::FileRead { .. } => "read",
             Event::Cgroup { .. } => "cgroup",
             Event::Process { .. } => "process",
+            Event::Binary { .. } => "binary",
             Event::Stats(_) => "stats",
         }
     }
@@ -266,7 +311,7 @@ impl Event {
             | Event::Sched { common, .. }
             | Event::FileRead { common, .. }
             | Event::Cgroup { common, .. } => common.ts_ns,
-            Event::Process { ts_ns, .. } => *ts_ns,
+            Event::Process { ts_ns, .. } | Event::Binary { ts_ns, .. } => *ts_ns,
             Event::Stats(stats) => stats.ts_ns,
         }
     }

@@ -14,7 +14,8 @@
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"NIXTRACE";
-pub const VERSION: u32 = 1;
+/// 2 added the `BINARY` record; version 1 files read as before.
+pub const VERSION: u32 = 2;
 /// A block is written when its payload reaches this size (and at least once
 /// a second), so a crash loses at most one block.
 pub const BLOCK_TARGET: usize = 256 * 1024;
@@ -42,6 +43,7 @@ pub mod tag {
     pub const BLOCK_IO: u8 = 0x1b;
     pub const SCHED: u8 = 0x1c;
     pub const FILE_READ: u8 = 0x1d;
+    pub const BINARY: u8 = 0x1e;
     /// Written once by a recorder that stopped cleanly.
     pub const END: u8 = 0x7f;
 }
@@ -54,6 +56,8 @@ pub mod flag {
     pub const PATH_TRUNCATED: u64 = 1;
     pub const SEEDED: u64 = 1;
     pub const WRITE: u64 = 1;
+    pub const BIND_NOW: u64 = 1;
+    pub const IS_DYNAMIC: u64 = 2;
 }
 
 /// The self-describing JSON header at the start of every trace.

@@ -6,7 +6,7 @@ pub mod format;
 pub mod reader;
 pub mod writer;
 
-pub use event::{Common, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes};
+pub use event::{Common, ElfFacts, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes};
 pub use format::{ClockReference, FileId, Filters, Header, MissingProbe};
 pub use reader::TraceReader;
 pub use writer::TraceWriter;
@@ -211,9 +211,9 @@ mod tests {
         }
         events.push(open_of(long));
         let bytes = write_all(&events, true);
-        let report =
-            crate::report::build_from(bytes.as_slice(), "t", &crate::report::Selection::default()).unwrap();
-        let exe = report.processes.iter().find_map(|p| p.exe.as_deref().filter(|e| e.len() > 1000));
+        let analysis =
+            crate::analysis::analyse(bytes.as_slice(), "t", &crate::analysis::Filter::default()).unwrap();
+        let exe = analysis.processes.iter().find_map(|p| p.exe.as_deref().filter(|e| e.len() > 1000));
         assert!(exe.is_some_and(|e| e.ends_with('\u{fffd}')), "the long exe, shown lossily");
         // Every renderer, flamegraph, the diff and the export, without a panic.
         crate::fuzzing::report_pipeline(&bytes);
@@ -225,9 +225,9 @@ mod tests {
         let huge_read = Event::FileRead { common: common(1600, 11, 11), dev: 8, ino: 99, bytes: u64::MAX };
         events.extend([huge_read.clone(), huge_read]);
         let bytes = write_all(&events, true);
-        let report =
-            crate::report::build_from(bytes.as_slice(), "t", &crate::report::Selection::default()).unwrap();
-        let row = report.processes.iter().find(|p| p.pid == 11).expect("the sample's process");
+        let analysis =
+            crate::analysis::analyse(bytes.as_slice(), "t", &crate::analysis::Filter::default()).unwrap();
+        let row = analysis.processes.iter().find(|p| p.pid == 11).expect("the sample's process");
         assert_eq!(row.io.read_bytes, u64::MAX);
         crate::fuzzing::report_pipeline(&bytes);
     }

@@ -4,7 +4,7 @@
 use std::{fmt, io::Read};
 
 use super::{
-    event::{Common, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes},
+    event::{Common, ElfFacts, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes},
     format::{BLOCK_MAX, HEADER_MAX, Header, MAGIC, STRING_MAX, VERSION, flag, tag, unzigzag},
 };
 
@@ -239,6 +239,16 @@ impl<R: Read> TraceReader<R> {
         (0..count).map(|_| self.get_string()).collect()
     }
 
+    /// Text the recorder wrote as UTF-8 (ELF facts); anything else is
+    /// shown lossily.
+    fn get_optional_text(&mut self) -> Result<Option<String>, TraceError> {
+        Ok(self.get_optional_string()?.map(|s| String::from_utf8_lossy(&s).into_owned()))
+    }
+
+    fn get_texts(&mut self) -> Result<Vec<String>, TraceError> {
+        Ok(self.get_argv()?.into_iter().map(|s| String::from_utf8_lossy(&s).into_owned()).collect())
+    }
+
     fn get_ts(&mut self) -> Result<u64, TraceError> {
         let delta = self.get_signed()?;
         self.last_ts = self.last_ts.wrapping_add(delta as u64);
@@ -394,6 +404,36 @@ impl<R: Read> TraceReader<R> {
                     exe: self.get_optional_string()?,
                     argv: self.get_argv()?,
                 },
+                tag::BINARY => {
+                    let ts_ns = self.get_ts()?;
+                    let dev = self.get_u32()?;
+                    let ino = self.get()?;
+                    let path = self.get_string()?;
+                    let size_bytes = self.get()?;
+                    let flags = self.get()?;
+                    let facts = ElfFacts {
+                        bind_now: flags & flag::BIND_NOW != 0,
+                        is_dynamic: flags & flag::IS_DYNAMIC != 0,
+                        build_id: self.get_optional_text()?,
+                        interpreter: self.get_optional_text()?,
+                        soname: self.get_optional_text()?,
+                        needed: self.get_texts()?,
+                        runpath: self.get_texts()?,
+                        rpath: self.get_texts()?,
+                        relocations: self.get()?,
+                        dynamic_symbols: self.get()?,
+                        entry: self.get()?,
+                    };
+                    Event::Binary {
+                        ts_ns,
+                        dev,
+                        ino,
+                        path,
+                        size_bytes,
+                        facts,
+                        error: self.get_optional_string()?,
+                    }
+                }
                 tag::STATS => {
                     let ts_ns = self.get_ts()?;
                     let events = self.get()?;

@@ -101,8 +101,13 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// The ids of a list of strings (an argv), defining the new ones.
-    fn strings_of(&mut self, list: &[Vec<u8>]) -> Vec<u64> {
-        list.iter().map(|s| self.string(s)).collect()
+    fn strings_of<S: AsRef<[u8]>>(&mut self, list: &[S]) -> Vec<u64> {
+        list.iter().map(|s| self.string(s.as_ref())).collect()
+    }
+
+    /// 0 for none, else the string's id + 1.
+    fn optional_string(&mut self, s: Option<&[u8]>) -> u64 {
+        s.map_or(0, |s| self.string(s) + 1)
     }
 
     /// A count, then that many string ids.
@@ -172,7 +177,7 @@ impl<W: Write> TraceWriter<W> {
                 dev,
             } => {
                 let path = self.string(path);
-                let dir = dir.as_deref().map_or(0, |d| self.string(d) + 1);
+                let dir = self.optional_string(dir.as_deref());
                 self.put_common(tag::OPEN, common);
                 self.put(*syscall as u64);
                 self.put_signed(*dfd as i64);
@@ -216,7 +221,7 @@ impl<W: Write> TraceWriter<W> {
                 ino,
                 duration_ns,
             } => {
-                let path = path.as_deref().map_or(0, |p| self.string(p) + 1);
+                let path = self.optional_string(path.as_deref());
                 self.put_common(tag::MMAP, common);
                 self.put(path);
                 self.put(if *path_truncated { flag::PATH_TRUNCATED } else { 0 });
@@ -256,7 +261,7 @@ impl<W: Write> TraceWriter<W> {
                 self.put(if *seeded { flag::SEEDED } else { 0 });
             }
             Event::Process { ts_ns, pid, ppid, start_ns, cgroup_id, exe, argv } => {
-                let exe = exe.as_deref().map_or(0, |e| self.string(e) + 1);
+                let exe = self.optional_string(exe.as_deref());
                 let argv = self.strings_of(argv);
                 self.block.push(tag::PROCESS);
                 self.put_ts(*ts_ns);
@@ -266,6 +271,34 @@ impl<W: Write> TraceWriter<W> {
                 self.put(*cgroup_id);
                 self.put(exe);
                 self.put_ids(&argv);
+            }
+            Event::Binary { ts_ns, dev, ino, path, size_bytes, facts, error } => {
+                let path = self.string(path);
+                let build_id = self.optional_string(facts.build_id.as_deref().map(str::as_bytes));
+                let interpreter = self.optional_string(facts.interpreter.as_deref().map(str::as_bytes));
+                let soname = self.optional_string(facts.soname.as_deref().map(str::as_bytes));
+                let needed = self.strings_of(&facts.needed);
+                let runpath = self.strings_of(&facts.runpath);
+                let rpath = self.strings_of(&facts.rpath);
+                let error = self.optional_string(error.as_deref());
+                self.block.push(tag::BINARY);
+                self.put_ts(*ts_ns);
+                self.put(*dev as u64);
+                self.put(*ino);
+                self.put(path);
+                self.put(*size_bytes);
+                let bind_now = if facts.bind_now { flag::BIND_NOW } else { 0 };
+                self.put(bind_now | if facts.is_dynamic { flag::IS_DYNAMIC } else { 0 });
+                self.put(build_id);
+                self.put(interpreter);
+                self.put(soname);
+                self.put_ids(&needed);
+                self.put_ids(&runpath);
+                self.put_ids(&rpath);
+                self.put(facts.relocations);
+                self.put(facts.dynamic_symbols);
+                self.put(facts.entry);
+                self.put(error);
             }
             Event::Stats(stats) => {
                 let names: Vec<u64> = stats.lost.keys().map(|k| self.string(k.as_bytes())).collect();

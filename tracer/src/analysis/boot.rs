@@ -1,10 +1,10 @@
-//! The boot part of a report (`record --boot`): how much of the boot the
+//! The boot part of an analysis (`record --boot`): how much of the boot the
 //! trace missed, and what `systemd-analyze` says (the critical chain, the
 //! slowest units) joined with what the trace saw of each unit.
 
 use serde::Serialize;
 
-use super::{Report, UnitRow};
+use super::{Analysis, UnitFigures};
 
 /// A unit as systemd-analyze shows it, with the trace's view of it.
 #[derive(Debug, Serialize)]
@@ -28,8 +28,8 @@ pub struct TracedUnit {
     pub disk_read_bytes: u64,
 }
 
-impl From<&UnitRow> for TracedUnit {
-    fn from(row: &UnitRow) -> TracedUnit {
+impl From<&UnitFigures> for TracedUnit {
+    fn from(row: &UnitFigures) -> TracedUnit {
         TracedUnit {
             processes: row.processes,
             execs: row.execs,
@@ -60,8 +60,8 @@ pub struct BootSection {
 
 const SLOWEST: usize = 15;
 
-fn traced(report: &Report, unit: &str) -> Option<TracedUnit> {
-    report.units.iter().find(|u| u.name == unit).map(TracedUnit::from)
+fn traced(analysis: &Analysis, unit: &str) -> Option<TracedUnit> {
+    analysis.units.iter().find(|u| u.name == unit).map(TracedUnit::from)
 }
 
 /// `multi-user.target @2.543s` or `└─systemd-udevd.service @1.2s +300ms`.
@@ -89,16 +89,16 @@ fn blame_line(line: &str) -> Option<(String, String)> {
     Some((unit.to_string(), time.trim().to_string()))
 }
 
-/// The boot section of `report`, from the raw output of
+/// The boot section of `analysis`, from the raw output of
 /// `systemd-analyze critical-chain` and `systemd-analyze blame`.
-pub fn section(report: &Report, critical_chain: Option<&str>, blame: Option<&str>) -> BootSection {
+pub fn section(analysis: &Analysis, critical_chain: Option<&str>, blame: Option<&str>) -> BootSection {
     let systemd_analyze_missing = critical_chain.is_none();
     let critical_chain = critical_chain
         .unwrap_or_default()
         .lines()
         .filter(|l| !l.starts_with("The time"))
         .filter_map(chain_line)
-        .map(|(unit, active_at, took)| BootUnit { traced: traced(report, &unit), unit, active_at, took })
+        .map(|(unit, active_at, took)| BootUnit { traced: traced(analysis, &unit), unit, active_at, took })
         .collect();
     let slowest_units = blame
         .unwrap_or_default()
@@ -106,15 +106,15 @@ pub fn section(report: &Report, critical_chain: Option<&str>, blame: Option<&str
         .filter_map(blame_line)
         .take(SLOWEST)
         .map(|(unit, took)| BootUnit {
-            traced: traced(report, &unit),
+            traced: traced(analysis, &unit),
             unit,
             active_at: None,
             took: Some(took),
         })
         .collect();
     BootSection {
-        missed_ns: report.header.clock.boottime_ns,
-        seeded_processes: report
+        missed_ns: analysis.header.clock.boottime_ns,
+        seeded_processes: analysis
             .processes
             .iter()
             .filter(|p| p.seeded)

@@ -1,0 +1,157 @@
+//! The analysis layer: every figure the outputs show, computed once from
+//! the model of a trace. One pass over the events builds the model
+//! (processes, cgroups, files, binaries); this layer turns it into figures
+//! per process, exec, unit, file and binary. `report`, `flamegraph`,
+//! `diff` and `export` only render an [`Analysis`]; none of them reads the
+//! events or the filesystem again.
+
+pub mod binary;
+pub mod boot;
+pub mod io;
+pub mod package;
+pub mod process;
+pub mod unit;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fs::File,
+    io::BufReader,
+    path::Path,
+};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+pub use self::{binary::BinaryFigures, io::FileFigures, process::ProcessFigures, unit::UnitFigures};
+use crate::{
+    model::{binary::BinaryTable, io::FileTable, process::ProcessTable, unit::CgroupNames},
+    saturating::SaturatingSum as _,
+    trace::{Event, Header, Stats, TraceReader, event::describe_lost},
+};
+
+/// Version of the JSON schema (`docs/report-schema.md`).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Which processes an analysis covers.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only processes in this unit.
+    pub unit: Option<String>,
+    /// Only processes whose executable path contains this.
+    pub binary: Option<String>,
+}
+
+impl Filter {
+    fn admits(&self, process: &ProcessFigures) -> bool {
+        self.unit.as_ref().is_none_or(|unit| &process.unit == unit)
+            && self
+                .binary
+                .as_ref()
+                .is_none_or(|b| process.exe.as_deref().is_some_and(|exe| exe.contains(b.as_str())))
+    }
+}
+
+/// Everything the outputs know about a trace.
+#[derive(Debug, Serialize)]
+pub struct Analysis {
+    pub schema_version: u32,
+    pub trace: String,
+    pub header: Header,
+    /// Why the trace is incomplete, if it is.
+    pub cut_short: Option<String>,
+    pub duration_ns: u64,
+    pub events: u64,
+    pub lost_events: u64,
+    pub lost_by_probe: BTreeMap<String, u64>,
+    /// The selected processes, longest wall time first.
+    pub processes: Vec<ProcessFigures>,
+    pub units: Vec<UnitFigures>,
+    /// Files read by the selected processes: most read from disk first,
+    /// then most bytes read.
+    pub files: Vec<FileFigures>,
+    /// Every executable and library the selected processes ran, by path,
+    /// with the static ELF facts recorded while they ran.
+    pub binaries: Vec<BinaryFigures>,
+    /// Made by `record --boot`: what the trace missed of the boot, and
+    /// systemd's view of it. Null otherwise.
+    pub boot: Option<boot::BootSection>,
+}
+
+/// Reads the trace at `path` and analyses it.
+pub fn analyse_file(path: &Path, filter: &Filter) -> Result<Analysis> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    analyse(BufReader::new(file), &path.display().to_string(), filter)
+}
+
+/// Analyses the trace `input` holds; `name` names it in errors and in the
+/// outputs.
+pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result<Analysis> {
+    let mut reader = TraceReader::new(input).with_context(|| name.to_string())?;
+    let mut table = ProcessTable::default();
+    let mut cgroups = CgroupNames::default();
+    let mut files = FileTable::default();
+    let mut recorded_binaries = BinaryTable::default();
+    for loader in &reader.header().loaders {
+        files.name(loader.dev, loader.ino, &loader.path);
+    }
+    let mut last_stats: Option<Stats> = None;
+    let mut events = 0;
+    for event in reader.by_ref() {
+        let event = event.with_context(|| name.to_string())?;
+        match &event {
+            Event::Stats(stats) => last_stats = Some(stats.clone()),
+            _ => events += 1,
+        }
+        cgroups.add(&event);
+        files.add(&event);
+        recorded_binaries.add(&event);
+        table.add(&event);
+    }
+    let header = reader.header().clone();
+    let trace_start = header.clock.boottime_ns;
+    let trace_end = table.last_ts.max(trace_start);
+    let mut selected: Vec<(ProcessFigures, usize)> = table
+        .processes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (process::process_figures(p, &cgroups, trace_start, trace_end), i))
+        .filter(|(figures, _)| filter.admits(figures))
+        .collect();
+    selected.sort_by(|(a, _), (b, _)| b.wall_ns.cmp(&a.wall_ns).then(a.pid.cmp(&b.pid)));
+    let binaries = binary::binaries(selected.iter().map(|(_, i)| &table.processes[*i]), &recorded_binaries);
+    let processes: Vec<ProcessFigures> = selected.into_iter().map(|(figures, _)| figures).collect();
+    let pids: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
+    let lost_by_probe = last_stats.map(|s| s.lost).unwrap_or_default();
+    Ok(Analysis {
+        schema_version: SCHEMA_VERSION,
+        trace: name.to_string(),
+        cut_short: reader.cut_short().map(str::to_string),
+        duration_ns: trace_end - trace_start,
+        events,
+        lost_events: lost_by_probe.values().copied().saturating_sum(),
+        lost_by_probe,
+        header,
+        units: unit::units(&processes),
+        files: io::files_read(&files, &pids),
+        binaries,
+        processes,
+        boot: None,
+    })
+}
+
+impl Analysis {
+    /// The "incomplete" line every output carries when the trace is.
+    pub fn incomplete(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        parts.extend(describe_lost(&self.lost_by_probe));
+        if let Some(reason) = &self.cut_short {
+            parts.push(format!("the trace was cut short: {reason}"));
+        }
+        let missing = &self.header.missing_probes;
+        if !missing.is_empty() {
+            let probes: Vec<String> = missing.iter().map(|m| format!("{} ({})", m.probe, m.lacks)).collect();
+            parts.push(format!("recorded without {}", probes.join(", ")));
+        }
+        (!parts.is_empty()).then(|| format!("incomplete: {}", parts.join("; ")))
+    }
+}

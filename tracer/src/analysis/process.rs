@@ -1,0 +1,218 @@
+//! Per process and per exec: its life, what it ran, the dynamic loader's
+//! run for each exec (phases, failed lookups, libraries), its I/O and its
+//! scheduler time.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{io::IoFigures, package::Package};
+use crate::{
+    model::{
+        process::{Exec, Process},
+        unit::CgroupNames,
+    },
+    trace::{ThreadTimes, event::text},
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LibraryFigures {
+    pub path: String,
+    pub package: Option<Package>,
+    pub exec_bytes: u64,
+    /// Its open and the mmaps of its file descriptor.
+    pub load_ns: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DirProbe {
+    pub dir: String,
+    pub failed_lookups: u64,
+}
+
+/// Failed opens of one candidate path while the loader searched for a
+/// library: `dir` holds no `library`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedLookup {
+    pub library: String,
+    pub dir: String,
+    pub count: u64,
+    pub ns: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoaderFigures {
+    /// Loader entry to `_dl_start_user`, summed over the process's execs.
+    pub total_ns: u64,
+    pub search_ns: u64,
+    pub open_ns: u64,
+    pub map_ns: u64,
+    /// Relocation, symbol lookup and the loader's own work.
+    pub rest_ns: u64,
+    /// The libraries' initialisers, after relocation, before the program.
+    pub init_ns: u64,
+    pub failed_lookups: u64,
+    /// Directories probed in vain, most failures first.
+    pub dirs_probed: Vec<DirProbe>,
+    /// Every failed lookup, by library sought and directory probed.
+    pub failed: Vec<FailedLookup>,
+    /// Libraries of the last exec, in load order.
+    pub libraries: Vec<LibraryFigures>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecFigures {
+    pub ts_ns: u64,
+    pub filename: String,
+    pub argv: Vec<String>,
+    pub loader_ns: Option<u64>,
+    /// From the exec to the program's entry point (loader, initialisers).
+    pub to_entry_ns: Option<u64>,
+    pub failed_lookups: Option<u64>,
+    /// When the loader started, was done relocating, and jumped to the
+    /// program (CLOCK_BOOTTIME ns; null where the probes did not see it).
+    pub loader_start_ns: Option<u64>,
+    pub loader_done_ns: Option<u64>,
+    pub entry_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessFigures {
+    pub pid: u32,
+    pub ppid: u32,
+    pub start_ns: u64,
+    /// The parent's start, when the trace saw the parent: with `ppid` it
+    /// names the parent exactly, even when pids were reused.
+    pub parent_start_ns: Option<u64>,
+    pub exe: Option<String>,
+    pub package: Option<Package>,
+    pub unit: String,
+    pub cgroup: Option<String>,
+    /// From start (or the start of tracing) to exit (or the end of it).
+    pub wall_ns: u64,
+    /// Was running before tracing started.
+    pub seeded: bool,
+    /// Still running when the trace ended.
+    pub running: bool,
+    /// When its parent exited while it still ran (it was reparented).
+    pub orphaned_ns: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub execs: Vec<ExecFigures>,
+    /// None when no exec of this process went through a probed loader.
+    pub loader: Option<LoaderFigures>,
+    pub io: IoFigures,
+    /// Where its threads' time went (summed over threads).
+    pub time: ThreadTimes,
+}
+
+impl ProcessFigures {
+    /// Dynamic loader time including the initialisers: what startup spent
+    /// before the program's own code ran.
+    pub fn loader_and_init_ns(&self) -> u64 {
+        self.loader.as_ref().map_or(0, |l| l.total_ns.saturating_add(l.init_ns))
+    }
+
+    pub fn failed_lookups(&self) -> u64 {
+        self.loader.as_ref().map_or(0, |l| l.failed_lookups)
+    }
+}
+
+fn exec_figures(exec: &Exec) -> ExecFigures {
+    let loader = exec.loader.as_ref();
+    ExecFigures {
+        ts_ns: exec.ts_ns,
+        filename: text(&exec.filename),
+        argv: exec.argv.iter().map(|a| text(a)).collect(),
+        loader_ns: loader.and_then(|l| l.total_ns()),
+        to_entry_ns: loader.and_then(|l| l.entry_ns).map(|entry| entry.saturating_sub(exec.ts_ns)),
+        failed_lookups: loader.map(|l| l.failed_lookups),
+        loader_start_ns: loader.map(|l| l.start_ns),
+        loader_done_ns: loader.and_then(|l| l.done_ns),
+        entry_ns: loader.and_then(|l| l.entry_ns),
+    }
+}
+
+fn loader_figures(process: &Process) -> Option<LoaderFigures> {
+    let runs: Vec<_> = process.execs.iter().filter_map(|e| e.loader.as_ref()).collect();
+    let last = runs.last()?;
+    let mut figures = LoaderFigures::default();
+    let mut lookups: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for run in &runs {
+        figures.total_ns = figures.total_ns.saturating_add(run.total_ns().unwrap_or(0));
+        figures.search_ns = figures.search_ns.saturating_add(run.search_ns);
+        figures.open_ns = figures.open_ns.saturating_add(run.open_ns);
+        figures.map_ns = figures.map_ns.saturating_add(run.map_ns);
+        figures.rest_ns = figures.rest_ns.saturating_add(run.rest_ns().unwrap_or(0));
+        figures.init_ns = figures.init_ns.saturating_add(run.init_ns().unwrap_or(0));
+        figures.failed_lookups = figures.failed_lookups.saturating_add(run.failed_lookups);
+        for ((dir, library), failed) in &run.lookups {
+            let sum = lookups.entry((text(library), text(dir))).or_default();
+            sum.0 = sum.0.saturating_add(failed.count);
+            sum.1 = sum.1.saturating_add(failed.ns);
+        }
+    }
+    let mut dirs: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((_, dir), (count, _)) in &lookups {
+        let failed = dirs.entry(dir).or_default();
+        *failed = failed.saturating_add(*count);
+    }
+    figures.dirs_probed = dirs
+        .into_iter()
+        .map(|(dir, failed_lookups)| DirProbe { dir: dir.to_string(), failed_lookups })
+        .collect();
+    figures
+        .dirs_probed
+        .sort_by(|a, b| b.failed_lookups.cmp(&a.failed_lookups).then_with(|| a.dir.cmp(&b.dir)));
+    figures.failed = lookups
+        .into_iter()
+        .map(|((library, dir), (count, ns))| FailedLookup { library, dir, count, ns })
+        .collect();
+    figures.libraries = last
+        .libraries
+        .iter()
+        .map(|l| {
+            let path = text(&l.path);
+            let package = Package::of(&text(&l.mapped_path)).or_else(|| Package::of(&path));
+            LibraryFigures { path, package, exec_bytes: l.exec_bytes, load_ns: l.load_ns }
+        })
+        .collect();
+    Some(figures)
+}
+
+/// The figures of one process of a trace that ran from `trace_start` to
+/// `trace_end`.
+pub fn process_figures(
+    process: &Process,
+    cgroups: &CgroupNames,
+    trace_start: u64,
+    trace_end: u64,
+) -> ProcessFigures {
+    let exe = process.exe().map(text);
+    let start = process.key.start_ns.max(trace_start);
+    let (exit_code, signal) = match process.exit_status {
+        Some(status) if status & 0x7f == 0 => (Some((status >> 8) & 0xff), None),
+        Some(status) => (None, Some(status & 0x7f)),
+        None => (None, None),
+    };
+    ProcessFigures {
+        pid: process.key.pid,
+        ppid: process.ppid,
+        start_ns: process.key.start_ns,
+        parent_start_ns: process.parent.map(|p| p.start_ns),
+        package: exe.as_deref().and_then(Package::of),
+        exe,
+        unit: cgroups.unit(process.cgroup_id),
+        cgroup: cgroups.path(process.cgroup_id),
+        wall_ns: process.end_ns.unwrap_or(trace_end).saturating_sub(start),
+        seeded: process.seeded,
+        running: process.end_ns.is_none(),
+        orphaned_ns: process.orphaned_ns,
+        exit_code,
+        signal,
+        execs: process.execs.iter().map(exec_figures).collect(),
+        loader: loader_figures(process),
+        io: IoFigures::from(&process.io),
+        time: process.times,
+    }
+}
