@@ -272,7 +272,7 @@ fn nixtrace_system(bench: &Bench, workload: &Workload) -> Result<Run> {
     let _ = fs::remove_file(&trace);
     let (log_path, log) = log_file(bench)?;
     let mut recorder = spawn(&mut nixtrace_record(bench, &trace), &log)?;
-    wait_until_attached(&mut recorder, &log_path, || fs::metadata(&trace).is_ok_and(|m| m.len() > 0))?;
+    wait_until_attached(&mut recorder, &log_path, || has_header(&trace))?;
     let ring_kib = ring_buffer_kib(recorder.id(), &trace);
     let timing = run_timed(bench, workload);
     let finished = interrupt(recorder)?;
@@ -282,13 +282,19 @@ fn nixtrace_system(bench: &Bench, workload: &Workload) -> Result<Run> {
     trace_run(bench, &trace, timing.wall, &finished, rss)
 }
 
+/// Whether the recorder has written the trace's header, which it does once
+/// every probe is attached.
+fn has_header(trace: &Path) -> bool {
+    fs::metadata(trace).is_ok_and(|m| m.len() > 0)
+}
+
 /// How much of the recorder's resident memory is the ring buffer it maps
 /// from the kernel (its mappings of BPF maps, from /proc/PID/smaps), read
 /// once the trace has its header: the ring buffer is mapped by then. None
 /// when the recorder ends first. Never reaps the recorder.
 fn ring_buffer_kib(pid: u32, trace: &Path) -> Option<u64> {
     let deadline = Instant::now() + ATTACH_TIMEOUT;
-    while !fs::metadata(trace).is_ok_and(|m| m.len() > 0) {
+    while !has_header(trace) {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The state follows the command name, which is in parentheses.
         let state = stat.rsplit_once(')')?.1.trim_start();
@@ -316,20 +322,14 @@ fn ring_buffer_kib(pid: u32, trace: &Path) -> Option<u64> {
 /// the recorder's resource usage; removes the trace.
 fn trace_run(bench: &Bench, trace: &Path, wall: Duration, recorder: &Finished, rss: Rss) -> Result<Run> {
     let report = report_json(bench, trace)?;
-    let number = |pointer: &str| {
-        report
-            .pointer(pointer)
-            .and_then(Value::as_u64)
-            .with_context(|| format!("report JSON has no {pointer}"))
-    };
     let run = Run {
         wall,
-        events: Some(number("/events")?),
-        lost: Some(number("/lost_events")?),
+        events: Some(report_count(&report, "/events")?),
+        lost: Some(report_count(&report, "/lost_events")?),
         trace_bytes: Some(fs::metadata(trace)?.len()),
         tracer_cpu: Some(recorder.cpu),
         tracer_rss: Some(rss),
-        attach: Some(Duration::from_nanos(number("/header/attach_ns")?)),
+        attach: Some(Duration::from_nanos(report_count(&report, "/header/attach_ns")?)),
     };
     fs::remove_file(trace)?;
     Ok(run)
@@ -339,6 +339,11 @@ fn trace_run(bench: &Bench, trace: &Path, wall: Duration, recorder: &Finished, r
 fn report_json(bench: &Bench, trace: &Path) -> Result<Value> {
     let json = output(command(&bench.nixtrace).arg("report").arg(trace).args(["--format", "json"]))?;
     serde_json::from_str(&json).context("parsing nixtrace's JSON report")
+}
+
+/// A count in nixtrace's JSON report, at a JSON pointer (`/events`).
+pub(super) fn report_count(report: &Value, pointer: &str) -> Result<u64> {
+    report.pointer(pointer).and_then(Value::as_u64).with_context(|| format!("report JSON has no {pointer}"))
 }
 
 /// bpftrace running `program` while it runs the workload (`-c`: bpftrace

@@ -57,7 +57,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
 use crate::{command, repo_root, target_dir};
-use contenders::{Contender, Run, check_exit, log_file, run_contender, wait4};
+use contenders::{Contender, Run, check_exit, log_file, report_count, run_contender, wait4};
 use render::{mib, seconds};
 use stats::ratio;
 use workloads::{FULL, SMOKE, Workload, workloads};
@@ -257,8 +257,8 @@ fn analyse(bench: &Bench, opens: u64) -> Result<Analysis> {
         commands.push(time_reader(bench, what, &mut cmd, out)?);
     }
     let json: Value = serde_json::from_str(&fs::read_to_string(&report)?).context("parsing the report")?;
-    let events = json["events"].as_u64().context("report JSON has no events")?;
-    let lost = json["lost_events"].as_u64().context("report JSON has no lost_events")?;
+    let events = report_count(&json, "/events")?;
+    let lost = report_count(&json, "/lost_events")?;
     ensure!(lost == 0, "the analysis trace lost {lost} events: its figures would be of a different trace");
     ensure!(events >= opens, "the analysis trace has {events} events, fewer than its {opens} opens");
     let trace_bytes = fs::metadata(&trace)?.len();
