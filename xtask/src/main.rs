@@ -31,7 +31,7 @@
 //! - `cargo xtask fuzz` runs the fuzz targets in `fuzz/` (10 minutes each by
 //!   default), seeded with traces it records.
 //!
-//! `setup.rs`, `test.rs`, `nix.rs`, `bench.rs`, `boot_test.rs`, `fuzz.rs` and
+//! `setup.rs`, `test.rs`, `nix.rs`, `bench/`, `boot_test.rs`, `fuzz.rs` and
 //! `demo.rs` hold one command each; this
 //! file holds the command line and the few helpers they share (running a
 //! command, finding cargo's directories, checking for root).

@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> Result<()> {
         ])),
     ));
     // Every benchmark workload and contender once, at tiny sizes: it runs,
-    // and nixtrace lost no events (bench.rs). Not timed: timings are for
+    // and nixtrace lost no events (bench/mod.rs). Not timed: timings are for
     // `cargo xtask bench` on an idle machine.
     steps.push(("bench smoke run", Step::Fn(crate::bench::smoke)));
     // Brief, with a fixed seed so the verdict is reproducible: exploring is
