@@ -1,5 +1,6 @@
 //! Loading the embedded eBPF object into the kernel and attaching its
-//! programs, after finding out what this kernel looks like (`offsets`).
+//! programs, after finding out what this kernel looks like (`tracefs`,
+//! `btf`).
 
 use std::{collections::HashMap as StdHashMap, fs, io, path::Path, sync::Mutex, thread, time::Instant};
 
@@ -12,8 +13,9 @@ use aya::{
 use tracer_common::{Config, EventKind, ReadKey, TaskTimes, TracepointFields, lost};
 
 use super::{
+    btf::KernelTypes,
     loader::Loader,
-    offsets::{KernelTypes, Unavailable, resolve_tracepoints},
+    tracefs::{Unavailable, resolve_tracepoints},
 };
 use crate::{
     model::elf::LoaderProbes,

@@ -3,13 +3,14 @@
 //! the ring buffer into the trace file until it is time to stop.
 
 mod boot;
+mod btf;
 mod command;
 pub mod decode;
 pub mod load;
 mod loader;
-pub mod offsets;
 pub mod procfs;
 mod status;
+mod tracefs;
 
 use std::{
     collections::BTreeMap,
