@@ -721,10 +721,10 @@ fn floor_program() -> Result<String> {
 const TRACEFS_EVENTS: &str = "/sys/kernel/tracing/events";
 
 /// nixtrace's tracepoints that this kernel has, as `category:name`, read
-/// from `PROBES` in tracer/src/record/load.rs (entries `tp("name",
+/// from `PROBES` in tracer/src/record/probes.rs (entries `tp("name",
 /// "category")`), so that the floor follows what nixtrace attaches.
 fn nixtrace_tracepoints() -> Result<Vec<String>> {
-    let path = repo_root().join("tracer/src/record/load.rs");
+    let path = repo_root().join("tracer/src/record/probes.rs");
     let source = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let table = source
         .split_once("const PROBES")
@@ -962,7 +962,7 @@ const METHOD: &str = "## How it is measured\n\n\
          system-wide, to a file (`-o`); it starts the workload itself once attached (`-c`).\n\
          - `strace -f -e trace=execve,openat,mmap -o /dev/null`.\n\
          - The floor: bpftrace with empty actions on every tracepoint nixtrace attaches (read \
-         from `PROBES` in tracer/src/record/load.rs). It is what switching those hooks on \
+         from `PROBES` in tracer/src/record/probes.rs). It is what switching those hooks on \
          costs, before a tracer does anything in them; no tracer using them can be faster. It \
          leaves out nixtrace's three loader uprobes.\n\n\
          Events are what the trace holds (for bpftrace, the lines printed); lost are the most \

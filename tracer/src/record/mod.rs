@@ -8,6 +8,7 @@ mod command;
 pub mod decode;
 pub mod load;
 mod loader;
+mod probes;
 pub mod procfs;
 mod status;
 mod tracefs;
@@ -32,8 +33,8 @@ use crate::{
     cli::RecordArgs,
     trace::{ClockReference, Common, Event, Filters, Header, Stats, TraceWriter, event::describe_lost},
 };
-pub use load::optional_probes;
 use load::{Filter, Probes};
+pub use probes::optional_probes;
 use status::StatusLine;
 
 /// Completed blocks and a stats record reach the file at least this often.

@@ -7,6 +7,9 @@ use std::{fs, io, path::Path};
 
 use tracer_common::{FIELD_ABSENT, TracepointFields};
 
+/// Where tracefs is (mounted there if it is not).
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
 /// One field of a tracepoint `format` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
