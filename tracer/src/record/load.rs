@@ -15,13 +15,11 @@ use tracer_common::{Config, EventKind, ReadKey, TaskTimes, lost};
 use super::{
     btf::KernelTypes,
     loader::Loader,
+    loader_probes::LoaderProbes,
     probes::{Attachment, LOADER_PROGRAMS, PROBES, Probe, choose_probes, is_missing},
     tracefs::TRACEFS,
 };
-use crate::{
-    model::elf::LoaderProbes,
-    trace::{FileId, MissingProbe},
-};
+use crate::trace::{FileId, MissingProbe};
 
 /// The kernel programs, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nixtrace-ebpf.o"));

@@ -10,7 +10,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::model::elf::{LoaderProbes, loader_probe_offsets, read_elf_facts};
+use super::loader_probes::{LoaderProbes, loader_probe_offsets};
+use crate::model::elf::read_elf_facts;
 
 /// Loader paths that exist on common systems, checked first.
 const WELL_KNOWN: &[&str] = &["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2"];

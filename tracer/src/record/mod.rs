@@ -8,6 +8,7 @@ mod command;
 pub mod decode;
 pub mod load;
 mod loader;
+mod loader_probes;
 mod probes;
 pub mod procfs;
 mod status;
