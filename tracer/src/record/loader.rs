@@ -1,5 +1,6 @@
 //! Where the glibc dynamic loaders of this system are, and where in each to
-//! put the `loader_start` and `loader_done` uprobes.
+//! put the `loader_start`, `loader_done` and `loader_entry` uprobes (as
+//! `loader_probes` finds it).
 
 use std::{
     collections::HashSet,
