@@ -138,7 +138,7 @@ pub struct RecordArgs {
     /// costs: sched and page_cache fire the most. Reports made from the
     /// trace say what it lacks.
     #[arg(long, value_name = "PROBE", value_parser = optional_probe())]
-    pub no_probe: Vec<String>,
+    pub no_probe: Vec<crate::trace::Probe>,
 
     /// The running kernel's BTF, for a kernel without /sys/kernel/btf/vmlinux:
     /// raw BTF, or a vmlinux with a .BTF section. Without it, nixtrace
@@ -174,11 +174,12 @@ pub struct RecordArgs {
 }
 
 /// `--no-probe`'s values, each with what the trace lacks without it.
-fn optional_probe() -> clap::builder::PossibleValuesParser {
-    let values = crate::record::optional_probes().map(|(name, lacks)| {
-        clap::builder::PossibleValue::new(name).help(format!("the trace lacks {lacks}"))
+fn optional_probe() -> impl clap::builder::TypedValueParser<Value = crate::trace::Probe> {
+    let values = crate::record::optional_probes().map(|(probe, lacks)| {
+        clap::builder::PossibleValue::new(probe.name()).help(format!("the trace lacks {lacks}"))
     });
-    clap::builder::PossibleValuesParser::new(values)
+    let names = clap::builder::PossibleValuesParser::new(values);
+    clap::builder::TypedValueParser::try_map(names, |name| name.parse::<crate::trace::Probe>())
 }
 
 fn parse_redaction(pattern: &str) -> Result<regex::bytes::Regex, String> {

@@ -16,10 +16,10 @@ use super::{
     btf::KernelTypes,
     loader::Loader,
     loader_probes::LoaderProbes,
-    probes::{Attachment, LOADER_PROGRAMS, PROBES, Probe, choose_probes, is_missing},
+    probes::{Attachment, LOADER_PROGRAMS, PROBES, ProbeSpec, choose_probes, is_missing},
     tracefs::TRACEFS,
 };
-use crate::trace::{FileId, MissingProbe};
+use crate::trace::{FileId, MissingProbe, Probe};
 
 /// The kernel programs, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nixtrace-ebpf.o"));
@@ -40,8 +40,8 @@ pub struct Filter {
 /// Loaded and attached programs, and the maps userspace reads.
 pub struct Probes {
     ebpf: Ebpf,
-    /// Probe names, in attach order, for the trace header.
-    pub names: Vec<String>,
+    /// The probes attached, in attach order, for the trace header.
+    pub attached: Vec<Probe>,
     /// The optional probes not attached, for the trace header.
     pub missing: Vec<MissingProbe>,
     /// The loaders the loader probes are attached to.
@@ -165,7 +165,7 @@ pub fn check_privileges() -> Result<()> {
 ///
 /// A tracepoint that fails fails the recording (the error); the uprobes'
 /// outcome is returned, as without them only the loader timings are missing.
-fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], probes: &[&Probe]) -> Result<Result<()>> {
+fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], probes: &[&ProbeSpec]) -> Result<Result<()>> {
     let wanted: StdHashMap<&str, &Attachment> = probes
         .iter()
         .flat_map(|probe| probe.attachments.iter())
@@ -250,7 +250,7 @@ impl Probes {
     /// Loads and attaches every probe but the optional ones in `disabled`
     /// and those this kernel cannot support. The kernel's types come from
     /// `btf` when given, else from wherever the kernel's BTF can be found.
-    pub fn load(self_pid: u32, filter: Filter, disabled: &[String], btf: Option<&Path>) -> Result<Probes> {
+    pub fn load(self_pid: u32, filter: Filter, disabled: &[Probe], btf: Option<&Path>) -> Result<Probes> {
         if cfg!(nixtrace_stub_ebpf) {
             bail!(
                 "this nixtrace was built without its eBPF programs (bpf-linker was missing at build \
@@ -273,7 +273,7 @@ impl Probes {
             follow_only: filter.follow_only.into(),
             follow_own_children: filter.follow_own_children.into(),
             cgroup_filter_level,
-            sched_times: (!is_missing(&missing, "sched")).into(),
+            sched_times: (!is_missing(&missing, Probe::Sched)).into(),
             _pad: 0,
             cgroup_filter_id,
             tracepoints,
@@ -293,8 +293,9 @@ impl Probes {
             .context("loading the eBPF object")?;
         let (glibc_loaders, unprobeable) =
             glibc_loaders.join().map_err(|_| anyhow!("finding the glibc loaders panicked"))?;
-        let probes: Vec<&Probe> = PROBES.iter().filter(|probe| !is_missing(&missing, probe.name)).collect();
-        let mut names: Vec<String> = probes.iter().map(|probe| probe.name.to_string()).collect();
+        let probes: Vec<&ProbeSpec> =
+            PROBES.iter().filter(|spec| !is_missing(&missing, spec.probe)).collect();
+        let mut attached: Vec<Probe> = probes.iter().map(|spec| spec.probe).collect();
         // The user knows which probes they disabled; the kernel's gaps are news.
         let mut warnings: Vec<String> = missing
             .iter()
@@ -315,7 +316,7 @@ impl Probes {
                 Vec::new()
             }
             Ok(()) => {
-                names.push("loader".to_string());
+                attached.push(Probe::Loader);
                 glibc_loaders
                     .into_iter()
                     .map(|l| FileId { path: l.path.to_string_lossy().into_owned(), dev: l.dev, ino: l.ino })
@@ -326,7 +327,7 @@ impl Probes {
                 Vec::new()
             }
         };
-        Ok(Probes { ebpf, names, missing, loaders, warnings, attach_time: started.elapsed() })
+        Ok(Probes { ebpf, attached, missing, loaders, warnings, attach_time: started.elapsed() })
     }
 
     /// The ring buffer the programs send events through (taken once).

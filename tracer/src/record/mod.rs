@@ -72,7 +72,7 @@ fn header(args: &RecordArgs, probes: &Probes) -> Header {
         kernel_release: read_trimmed("/proc/sys/kernel/osrelease"),
         boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
         clock: ClockReference { boottime_ns, realtime_ns },
-        probes: probes.names.clone(),
+        probes: probes.attached.clone(),
         missing_probes: probes.missing.clone(),
         attach_ns: probes.attach_time.as_nanos() as u64,
         loaders: probes.loaders.clone(),

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use tracer_common::TracepointFields;
 
 use super::tracefs::{Unavailable, resolve_tracepoints};
-use crate::trace::MissingProbe;
+use crate::trace::{MissingProbe, Probe};
 
 /// One eBPF program (a function in `tracer-ebpf`) and its tracepoint.
 pub(super) struct Attachment {
@@ -37,20 +37,20 @@ const fn tp_if_present(program: &'static str, category: &'static str) -> Attachm
     Attachment { if_present: true, ..tp(program, category) }
 }
 
-/// A probe: its name in the trace header, the loss counts and `--no-probe`,
-/// and its programs.
-pub(super) struct Probe {
-    pub(super) name: &'static str,
+/// A probe and its programs.
+pub(super) struct ProbeSpec {
+    pub(super) probe: Probe,
     pub(super) attachments: &'static [Attachment],
     /// What a trace lacks without this probe; None for the probes nixtrace
     /// cannot record without.
     pub(super) lacks: Option<&'static str>,
 }
 
-pub(super) const PROBES: &[Probe] = &[
-    Probe { name: "fork", attachments: &[tp("task_newtask", "task")], lacks: None },
-    Probe {
-        name: "exec",
+/// Every probe but the loader uprobes, in attach order.
+pub(super) const PROBES: &[ProbeSpec] = &[
+    ProbeSpec { probe: Probe::Fork, attachments: &[tp("task_newtask", "task")], lacks: None },
+    ProbeSpec {
+        probe: Probe::Exec,
         attachments: &[
             tp("sched_process_exec", "sched"),
             tp("sys_enter_execve", "syscalls"),
@@ -60,9 +60,9 @@ pub(super) const PROBES: &[Probe] = &[
         ],
         lacks: None,
     },
-    Probe { name: "exit", attachments: &[tp("sched_process_exit", "sched")], lacks: None },
-    Probe {
-        name: "open",
+    ProbeSpec { probe: Probe::Exit, attachments: &[tp("sched_process_exit", "sched")], lacks: None },
+    ProbeSpec {
+        probe: Probe::Open,
         attachments: &[
             tp("sys_enter_openat", "syscalls"),
             tp("sys_exit_openat", "syscalls"),
@@ -73,33 +73,33 @@ pub(super) const PROBES: &[Probe] = &[
         ],
         lacks: None,
     },
-    Probe {
-        name: "mmap",
+    ProbeSpec {
+        probe: Probe::Mmap,
         attachments: &[tp("sys_enter_mmap", "syscalls"), tp("sys_exit_mmap", "syscalls")],
         lacks: None,
     },
-    Probe {
-        name: "cgroup_mkdir",
+    ProbeSpec {
+        probe: Probe::CgroupMkdir,
         attachments: &[tp("cgroup_mkdir", "cgroup")],
         lacks: Some("the paths of cgroups created while recording, so the units started then"),
     },
-    Probe {
-        name: "page_cache",
+    ProbeSpec {
+        probe: Probe::PageCache,
         attachments: &[tp("mm_filemap_add_to_page_cache", "filemap")],
         lacks: Some("disk reads per file and process, so the io flamegraph"),
     },
-    Probe {
-        name: "block_io",
+    ProbeSpec {
+        probe: Probe::BlockIo,
         attachments: &[tp("block_rq_issue", "block"), tp("block_rq_complete", "block")],
         lacks: Some("block-device requests and their latency"),
     },
-    Probe {
-        name: "sched",
+    ProbeSpec {
+        probe: Probe::Sched,
         attachments: &[tp("sched_switch", "sched"), tp("sched_wakeup", "sched")],
         lacks: Some("on-CPU, runnable, blocked and sleeping times"),
     },
-    Probe {
-        name: "read",
+    ProbeSpec {
+        probe: Probe::Read,
         attachments: &[
             tp("sys_enter_read", "syscalls"),
             tp("sys_exit_read", "syscalls"),
@@ -112,11 +112,11 @@ pub(super) const PROBES: &[Probe] = &[
 
 /// The probes a recording can do without, for `record --no-probe`, each
 /// with what the trace lacks without it.
-pub fn optional_probes() -> impl Iterator<Item = (&'static str, &'static str)> {
-    PROBES.iter().filter_map(|probe| Some((probe.name, probe.lacks?)))
+pub fn optional_probes() -> impl Iterator<Item = (Probe, &'static str)> {
+    PROBES.iter().filter_map(|spec| Some((spec.probe, spec.lacks?)))
 }
 
-pub(super) fn is_missing(missing: &[MissingProbe], probe: &str) -> bool {
+pub(super) fn is_missing(missing: &[MissingProbe], probe: Probe) -> bool {
     missing.iter().any(|m| m.probe == probe)
 }
 
@@ -126,25 +126,25 @@ pub(super) fn is_missing(missing: &[MissingProbe], probe: &str) -> bool {
 /// required probe's tracepoint that is unusable is the error.
 pub(super) fn choose_probes(
     tracefs: &Path,
-    disabled: &[String],
+    disabled: &[Probe],
 ) -> Result<(TracepointFields, Vec<MissingProbe>)> {
-    let missing_probe = |probe: &Probe, reason: String| {
-        let lacks = probe.lacks?.to_string();
-        Some(MissingProbe { probe: probe.name.to_string(), reason, lacks })
+    let missing_probe = |spec: &ProbeSpec, reason: String| {
+        let lacks = spec.lacks?.to_string();
+        Some(MissingProbe { probe: spec.probe, reason, lacks })
     };
     let mut missing: Vec<MissingProbe> = PROBES
         .iter()
-        .filter(|probe| disabled.iter().any(|name| name == probe.name))
-        .filter_map(|probe| missing_probe(probe, "disabled with --no-probe".into()))
+        .filter(|spec| disabled.contains(&spec.probe))
+        .filter_map(|spec| missing_probe(spec, "disabled with --no-probe".into()))
         .collect();
     // Tracepoints whose fields the programs do not read (read's, say) are
     // only looked for; resolve_tracepoints reads the others.
-    let wanted: Vec<&Probe> = PROBES.iter().filter(|p| !is_missing(&missing, p.name)).collect();
-    for probe in wanted {
-        let mut events = probe.attachments.iter().filter(|a| !a.if_present).map(Attachment::event);
+    let wanted: Vec<&ProbeSpec> = PROBES.iter().filter(|p| !is_missing(&missing, p.probe)).collect();
+    for spec in wanted {
+        let mut events = spec.attachments.iter().filter(|a| !a.if_present).map(Attachment::event);
         let Some(absent) = events.find(|e| !tracefs.join("events").join(e).is_dir()) else { continue };
         let unavailable = Unavailable::absent(absent);
-        match missing_probe(probe, unavailable.to_string()) {
+        match missing_probe(spec, unavailable.to_string()) {
             Some(probe) => missing.push(probe),
             None => bail!("{unavailable}; nixtrace cannot record without it"),
         }
@@ -152,7 +152,7 @@ pub(super) fn choose_probes(
     let probe_of = |event: &str| PROBES.iter().find(|p| p.attachments.iter().any(|a| a.event() == event));
     // Each round drops one more optional probe, so this ends.
     loop {
-        let has = |event: &str| !probe_of(event).is_some_and(|p| is_missing(&missing, p.name));
+        let has = |event: &str| !probe_of(event).is_some_and(|p| is_missing(&missing, p.probe));
         match resolve_tracepoints(tracefs, has) {
             Ok(fields) => return Ok((fields, missing)),
             Err(unavailable) => {
@@ -187,21 +187,45 @@ mod tests {
         copy
     }
 
+    /// The header lists the probes in `Probe::ALL`'s order: those of the
+    /// table, then the loader uprobes.
+    #[test]
+    fn the_table_has_every_probe_but_the_loader_in_order() {
+        let table: Vec<Probe> = PROBES.iter().map(|spec| spec.probe).chain([Probe::Loader]).collect();
+        assert_eq!(table, Probe::ALL);
+    }
+
+    /// `record --no-probe` takes the names of the optional probes, and only those.
+    #[test]
+    fn no_probe_takes_the_optional_probes() {
+        use clap::Parser as _;
+
+        use crate::cli::{Cli, Command};
+        let parse = |args: &[&str]| Cli::try_parse_from(["nixtrace", "record"].iter().chain(args));
+        let cli = parse(&["--no-probe", "sched", "--no-probe", "page_cache", "--", "true"]).unwrap();
+        let Command::Record(args) = cli.command else { panic!("not record: {cli:?}") };
+        assert_eq!(args.no_probe, [Probe::Sched, Probe::PageCache]);
+        let error = parse(&["--no-probe", "fork"]).unwrap_err().to_string();
+        assert!(
+            error.contains("[possible values: cgroup_mkdir, page_cache, block_io, sched, read]"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn an_optional_probe_the_kernel_lacks_is_left_out_and_named() {
         let tracefs = tracefs_without(&["filemap/mm_filemap_add_to_page_cache", "syscalls/sys_exit_pread64"]);
-        let (fields, missing) = choose_probes(tracefs.path(), &["sched".to_string()]).unwrap();
-        let summary: Vec<(&str, &str)> =
-            missing.iter().map(|m| (m.probe.as_str(), m.reason.as_str())).collect();
+        let (fields, missing) = choose_probes(tracefs.path(), &[Probe::Sched]).unwrap();
+        let summary: Vec<(Probe, &str)> = missing.iter().map(|m| (m.probe, m.reason.as_str())).collect();
         assert_eq!(
             summary,
             [
-                ("sched", "disabled with --no-probe"),
+                (Probe::Sched, "disabled with --no-probe"),
                 (
-                    "page_cache",
+                    Probe::PageCache,
                     "tracepoint filemap/mm_filemap_add_to_page_cache: this kernel does not have it"
                 ),
-                ("read", "tracepoint syscalls/sys_exit_pread64: this kernel does not have it")
+                (Probe::Read, "tracepoint syscalls/sys_exit_pread64: this kernel does not have it")
             ]
         );
         assert_eq!(missing[1].lacks, "disk reads per file and process, so the io flamegraph");
@@ -221,11 +245,10 @@ mod tests {
         assert_ne!(text, without_error, "block_rq_complete has an `error` field");
         std::fs::write(&format, without_error).unwrap();
         let (_, missing) = choose_probes(tracefs.path(), &[]).unwrap();
-        let summary: Vec<(&str, &str)> =
-            missing.iter().map(|m| (m.probe.as_str(), m.reason.as_str())).collect();
+        let summary: Vec<(Probe, &str)> = missing.iter().map(|m| (m.probe, m.reason.as_str())).collect();
         assert_eq!(
             summary,
-            [("block_io", "tracepoint block/block_rq_complete: it has no field `error` on this kernel")]
+            [(Probe::BlockIo, "tracepoint block/block_rq_complete: it has no field `error` on this kernel")]
         );
     }
 
