@@ -121,8 +121,8 @@ fn ensure_tracefs() -> Result<()> {
         libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
     };
     if ret != 0 {
-        let err = io::Error::last_os_error();
-        bail!("tracefs is not mounted and mounting it at {TRACEFS} failed: {err}");
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("tracefs is not mounted and mounting it at {TRACEFS} failed"));
     }
     Ok(())
 }
@@ -166,21 +166,22 @@ pub fn check_privileges() -> Result<()> {
 /// A tracepoint that fails fails the recording (the error); the uprobes'
 /// outcome is returned, as without them only the loader timings are missing.
 fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], probes: &[&ProbeSpec]) -> Result<Result<()>> {
-    let wanted: StdHashMap<&str, &Attachment> = probes
+    let wanted: StdHashMap<&str, (Probe, &Attachment)> = probes
         .iter()
-        .flat_map(|probe| probe.attachments.iter())
-        .filter(|a| !a.if_present || Path::new(TRACEFS).join("events").join(a.event()).is_dir())
-        .map(|a| (a.program, a))
+        .flat_map(|spec| spec.attachments.iter().map(|a| (spec.probe, a)))
+        .filter(|(_, a)| !a.if_present || Path::new(TRACEFS).join("events").join(a.event()).is_dir())
+        .map(|(probe, a)| (a.program, (probe, a)))
         .collect();
     let (mut tracepoints, mut uprobes) = (Vec::new(), Vec::new());
     for (name, program) in ebpf.programs_mut() {
-        if let Some(attachment) = wanted.get(name) {
-            tracepoints.push((*attachment, program));
+        if let Some(&(probe, attachment)) = wanted.get(name) {
+            tracepoints.push((probe, attachment, program));
         } else if LOADER_PROGRAMS.contains(&name) {
             uprobes.push((name, program));
         }
     }
-    if let Some(missing) = wanted.keys().find(|name| !tracepoints.iter().any(|(a, _)| a.program == **name)) {
+    let missing = wanted.keys().find(|name| !tracepoints.iter().any(|(_, a, _)| a.program == **name));
+    if let Some(missing) = missing {
         bail!("the eBPF object has no program {missing}");
     }
     let threads = thread::available_parallelism().map_or(1, |n| n.get()).min(4);
@@ -188,7 +189,7 @@ fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], probes: &[&ProbeSpec]) -
         tracepoints,
         threads,
         || attach_uprobes(uprobes, loaders),
-        |(attachment, program)| load_and_attach(attachment, program),
+        |(probe, attachment, program)| load_and_attach(probe, attachment, program),
     );
     tracepoints.map(|()| uprobes)
 }
@@ -201,49 +202,61 @@ fn attach_uprobes(mut programs: Vec<(&str, &mut Program)>, loaders: &[Loader]) -
     if let Some(missing) = LOADER_PROGRAMS.iter().find(|p| !programs.iter().any(|(name, _)| name == *p)) {
         bail!("the eBPF object has no program {missing}");
     }
+    let probe = Probe::Loader;
     let mut uprobes = Vec::new();
     for (name, program) in programs {
-        let uprobe: &mut UProbe = program.try_into()?;
-        uprobe.load().map_err(|e| refused(name, e))?;
-        uprobes.push(uprobe);
+        let uprobe: &mut UProbe = program
+            .try_into()
+            .with_context(|| format!("eBPF program {name} of probe {probe} is not a uprobe"))?;
+        uprobe.load().map_err(|e| refused(probe, name, e))?;
+        uprobes.push((name, uprobe));
     }
     for loader in loaders {
         let LoaderProbes { start, done, entry } = loader.probes;
-        for (uprobe, offset) in uprobes.iter_mut().zip([Some(start), Some(done), entry]) {
+        for ((name, uprobe), offset) in uprobes.iter_mut().zip([Some(start), Some(done), entry]) {
             let Some(offset) = offset else { continue };
-            uprobe
-                .attach(offset, &loader.path, UProbeScope::AllProcesses)
-                .with_context(|| format!("attaching a uprobe to {} at {offset:#x}", loader.path.display()))?;
+            uprobe.attach(offset, &loader.path, UProbeScope::AllProcesses).with_context(|| {
+                let path = loader.path.display();
+                format!("attaching eBPF program {name} of probe {probe} to {path} at {offset:#x}")
+            })?;
         }
     }
     Ok(())
 }
 
-/// Loads one tracepoint program and attaches it to its tracepoint.
-fn load_and_attach(attachment: &Attachment, program: &mut Program) -> Result<()> {
+/// Loads one tracepoint program of `probe` and attaches it to its tracepoint.
+fn load_and_attach(probe: Probe, attachment: &Attachment, program: &mut Program) -> Result<()> {
     let Attachment { program: name, category, tracepoint, .. } = attachment;
-    let program: &mut TracePoint = program.try_into()?;
-    program.load().map_err(|e| refused(name, e))?;
-    program
-        .attach(category, tracepoint)
-        .with_context(|| format!("attaching to tracepoint {category}:{tracepoint}"))?;
+    let program: &mut TracePoint = program
+        .try_into()
+        .with_context(|| format!("eBPF program {name} of probe {probe} is not a tracepoint program"))?;
+    program.load().map_err(|e| refused(probe, name, e))?;
+    program.attach(category, tracepoint).with_context(|| {
+        format!("attaching eBPF program {name} of probe {probe} to tracepoint {category}:{tracepoint}")
+    })?;
     Ok(())
 }
 
-/// A one-line error for a program the kernel refused; the verifier's whole
-/// log (often megabytes) only with `NIXTRACE_VERIFIER_LOG=1`.
-fn refused(program: &str, error: ProgramError) -> anyhow::Error {
-    let ProgramError::LoadError { io_error, verifier_log } = &error else {
-        return anyhow!("loading eBPF program {program}: {error}");
+/// A one-line error for a program of `probe` the kernel refused, with the
+/// system call's error as its source; the verifier's whole log (often
+/// megabytes) only with `NIXTRACE_VERIFIER_LOG=1`.
+fn refused(probe: Probe, program: &str, error: ProgramError) -> anyhow::Error {
+    let (io_error, verifier_log) = match error {
+        ProgramError::LoadError { io_error, verifier_log } => (io_error, verifier_log),
+        other => {
+            return anyhow::Error::new(other)
+                .context(format!("loading eBPF program {program} of probe {probe}"));
+        }
     };
     let log = verifier_log.to_string();
     if std::env::var_os("NIXTRACE_VERIFIER_LOG").is_some() {
         eprintln!("{log}");
     }
     let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-    anyhow!(
-        "the kernel refused eBPF program {program}: {io_error} (verifier: {last}; set NIXTRACE_VERIFIER_LOG=1 for its whole log)"
-    )
+    anyhow::Error::new(io_error).context(format!(
+        "the kernel refused eBPF program {program} of probe {probe} (verifier: {last}; set \
+         NIXTRACE_VERIFIER_LOG=1 for its whole log)"
+    ))
 }
 
 impl Probes {
@@ -333,15 +346,15 @@ impl Probes {
     /// The ring buffer the programs send events through (taken once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
-        Ok(RingBuf::try_from(map)?)
+        RingBuf::try_from(map).context("opening the EVENTS map as a ring buffer")
     }
 
     /// Adds processes to the followed set (for `--pid`).
     pub fn follow(&mut self, pids: impl IntoIterator<Item = u32>) -> Result<()> {
         let map = self.ebpf.map_mut("FOLLOWED").context("the eBPF object has no FOLLOWED map")?;
-        let mut followed: HashMap<_, u32, u8> = HashMap::try_from(map)?;
+        let mut followed: HashMap<_, u32, u8> = HashMap::try_from(map).context("opening the FOLLOWED map")?;
         for pid in pids {
-            followed.insert(pid, 1, 0).with_context(|| format!("following pid {pid}"))?;
+            followed.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the FOLLOWED map"))?;
         }
         Ok(())
     }
@@ -349,21 +362,23 @@ impl Probes {
     /// Traced threads that have not exited: tid and their times so far.
     pub fn running_threads(&self) -> Result<Vec<(u32, TaskTimes)>> {
         let map = self.ebpf.map("TASK_TIMES").context("the eBPF object has no TASK_TIMES map")?;
-        let times: HashMap<_, u32, TaskTimes> = HashMap::try_from(map)?;
-        Ok(times.iter().collect::<Result<_, _>>()?)
+        let times: HashMap<_, u32, TaskTimes> =
+            HashMap::try_from(map).context("opening the TASK_TIMES map")?;
+        times.iter().collect::<Result<_, _>>().context("reading the TASK_TIMES map")
     }
 
     /// Bytes read so far, per process and file.
     pub fn read_totals(&self) -> Result<Vec<(ReadKey, u64)>> {
         let map = self.ebpf.map("READ_BYTES").context("the eBPF object has no READ_BYTES map")?;
-        let totals: HashMap<_, ReadKey, u64> = HashMap::try_from(map)?;
-        Ok(totals.iter().collect::<Result<_, _>>()?)
+        let totals: HashMap<_, ReadKey, u64> =
+            HashMap::try_from(map).context("opening the READ_BYTES map")?;
+        totals.iter().collect::<Result<_, _>>().context("reading the READ_BYTES map")
     }
 
     /// Events lost so far, by probe name, summed over CPUs.
     pub fn lost(&self) -> Result<std::collections::BTreeMap<String, u64>> {
         let map = self.ebpf.map("LOST").context("the eBPF object has no LOST map")?;
-        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map).context("opening the LOST map")?;
         let slots = EventKind::ALL.iter().map(|kind| (*kind as u32, kind.probe_name())).chain([
             (lost::PENDING_FULL, "pending_full"),
             (lost::FOLLOW_FULL, "follow_full"),
@@ -371,7 +386,9 @@ impl Probes {
         ]);
         let mut lost = std::collections::BTreeMap::new();
         for (slot, name) in slots {
-            let values = counters.get(&slot, 0)?;
+            let values = counters
+                .get(&slot, 0)
+                .with_context(|| format!("reading slot {slot} ({name}) of the LOST map"))?;
             lost.insert(name.to_string(), values.iter().sum());
         }
         Ok(lost)
@@ -387,6 +404,19 @@ mod tests {
     use tracer_common::*;
 
     use super::OBJECT;
+
+    /// An error says what was being done and to what, and keeps aya's error
+    /// as its source.
+    #[test]
+    fn a_program_that_fails_to_load_is_named_with_its_probe() {
+        use aya::programs::ProgramError;
+        let error = super::refused(crate::trace::Probe::Open, "sys_enter_openat", ProgramError::NotLoaded);
+        assert_eq!(
+            format!("{error:#}"),
+            "loading eBPF program sys_enter_openat of probe open: the program is not loaded"
+        );
+        assert!(matches!(error.root_cause().downcast_ref(), Some(ProgramError::NotLoaded)));
+    }
 
     /// (member name, byte offset) of a userspace struct, and its size.
     macro_rules! layout {
