@@ -338,7 +338,7 @@ pub const TASK_BLOCKED: u32 = 2;
 pub const TASK_SLEEPING: u32 = 3;
 
 /// The glibc dynamic loader of the current process reached a point of its
-/// startup (uprobes on `ld.so`; see `record/loader.rs`).
+/// startup (uprobes on `ld.so`; see `record/loader_probes.rs`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoaderEvent {

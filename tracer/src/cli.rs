@@ -10,7 +10,7 @@ use clap::{
     builder::{PossibleValue, PossibleValuesParser, TypedValueParser},
 };
 
-use crate::{analysis::Filter, diff, export, flamegraph, record, report};
+use crate::{analysis::Filter, diff, export, flamegraph, record, report, trace::Probe};
 
 /// Trace program startup and boot with eBPF: every exec, open and mmap, with
 /// the process tree and cgroups, into a compact trace file.
@@ -151,7 +151,7 @@ pub struct RecordArgs {
     /// costs: sched and page_cache fire the most. Reports made from the
     /// trace say what it lacks.
     #[arg(long, value_name = "PROBE", value_parser = optional_probe())]
-    no_probe: Vec<String>,
+    no_probe: Vec<Probe>,
 
     /// The running kernel's BTF, for a kernel without /sys/kernel/btf/vmlinux:
     /// raw BTF, or a vmlinux with a .BTF section. Without it, nixtrace
@@ -250,10 +250,10 @@ fn one_of<T: Copy + Send + Sync + 'static>(
 }
 
 /// `--no-probe`'s values, each with what the trace lacks without it.
-fn optional_probe() -> PossibleValuesParser {
+fn optional_probe() -> impl TypedValueParser<Value = Probe> {
     let values = crate::record::optional_probes()
-        .map(|(name, lacks)| PossibleValue::new(name).help(format!("the trace lacks {lacks}")));
-    PossibleValuesParser::new(values)
+        .map(|(probe, lacks)| PossibleValue::new(probe.name()).help(format!("the trace lacks {lacks}")));
+    PossibleValuesParser::new(values).try_map(|name| name.parse::<Probe>())
 }
 
 fn parse_redaction(pattern: &str) -> Result<regex::bytes::Regex, String> {
@@ -480,4 +480,25 @@ impl From<ExportArgs> for export::Options {
 pub struct DumpArgs {
     /// The trace file.
     pub file: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `record --no-probe` takes the names of the optional probes, and only those.
+    #[test]
+    fn no_probe_takes_the_optional_probes() {
+        use clap::Parser as _;
+
+        let parse = |args: &[&str]| Cli::try_parse_from(["nixtrace", "record"].iter().chain(args));
+        let cli = parse(&["--no-probe", "sched", "--no-probe", "page_cache", "--", "true"]).unwrap();
+        let Command::Record(args) = cli.command else { panic!("not record: {cli:?}") };
+        assert_eq!(record::Options::from(args).no_probe, [Probe::Sched, Probe::PageCache]);
+        let error = parse(&["--no-probe", "fork"]).unwrap_err().to_string();
+        assert!(
+            error.contains("[possible values: cgroup_mkdir, page_cache, block_io, sched, read]"),
+            "{error}"
+        );
+    }
 }

@@ -77,11 +77,11 @@ impl Metric {
     }
 
     /// The probe that measures it, when not every trace has it.
-    fn probe(self) -> Option<&'static str> {
+    fn probe(self) -> Option<crate::trace::Probe> {
         match self {
             Metric::ProcessTime => None,
-            Metric::LoaderTime | Metric::FailedLookups => Some("loader"),
-            Metric::DiskReadBytes => Some("page_cache"),
+            Metric::LoaderTime | Metric::FailedLookups => Some(crate::trace::Probe::Loader),
+            Metric::DiskReadBytes => Some(crate::trace::Probe::PageCache),
         }
     }
 
@@ -261,10 +261,8 @@ pub fn compare(before: &Analysis, after: &Analysis, threshold_percent: Option<f6
     let (b, a) = (groups(before), groups(after));
     // A metric one trace was recorded without would read as growth from, or
     // a fall to, nothing.
-    let recorded_by_both = |m: &Metric| {
-        m.probe()
-            .is_none_or(|probe| [before, after].iter().all(|r| r.header.probes.iter().any(|p| p == probe)))
-    };
+    let recorded_by_both =
+        |m: &Metric| m.probe().is_none_or(|probe| [before, after].iter().all(|r| r.header.has_probe(probe)));
     let (metrics, not_compared): (Vec<Metric>, Vec<Metric>) =
         Metric::ALL.into_iter().partition(recorded_by_both);
     let totals: Vec<Change> = metrics

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use crate::{
     analysis::{Analysis, Filter, analyse_file},
-    trace::Header,
+    trace::{Header, Probe},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,9 +84,8 @@ impl Kind {
 
     /// Why a trace has nothing to draw, and what would give it something.
     fn empty_hint(self, header: &Header) -> &'static str {
-        let recorded_without = |probe: &str| header.missing_probes.iter().any(|m| m.probe == probe);
         match self {
-            Kind::Io if recorded_without("page_cache") => "it was recorded without the page_cache probe",
+            Kind::Io if !header.has_probe(Probe::PageCache) => "it was recorded without the page_cache probe",
             Kind::Startup | Kind::Exec => "no processes",
             Kind::Io => "no disk reads (everything came from the page cache; `record --cold` starts cold)",
             Kind::Linker => "no dynamic-loader runs (static binaries, or a loader nixtrace does not probe)",

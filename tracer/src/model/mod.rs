@@ -2,10 +2,9 @@
 //!
 //! The recorder captures raw events (paths, pids, timestamps); this layer gives
 //! them meaning: which process ran what, which package a file belongs to, what
-//! a binary asks of the dynamic loader, and which systemd unit did it.
+//! the recorder found in each binary, and which systemd unit did it.
 
 pub mod binary;
-pub mod elf;
 pub mod io;
 pub mod nix;
 pub mod process;

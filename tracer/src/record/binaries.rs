@@ -15,11 +15,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::{boottime_ns, loader::kernel_dev};
-use crate::{
-    model::elf::read_elf_facts,
-    trace::{ElfFacts, Event, event::Bytes},
-};
+use super::{boottime_ns, elf::read_elf_facts, loader::kernel_dev};
+use crate::trace::{ElfFacts, Event, event::Bytes};
 
 const PROT_EXEC: u32 = 4;
 

@@ -1,5 +1,6 @@
 //! Loading the embedded eBPF object into the kernel and attaching its
-//! programs, after finding out what this kernel looks like (`offsets`).
+//! programs (those of the probes `probes` chooses), after finding out what
+//! this kernel looks like (`tracefs`, `btf`); then reading its maps.
 
 use std::{collections::HashMap as StdHashMap, fs, io, path::Path, sync::Mutex, thread, time::Instant};
 
@@ -9,127 +10,19 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{Program, ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
-use tracer_common::{Config, EventKind, ReadKey, TaskTimes, TracepointFields, lost};
+use tracer_common::{Config, EventKind, ReadKey, TaskTimes, lost};
 
 use super::{
+    btf::KernelTypes,
     loader::Loader,
-    offsets::{KernelTypes, Unavailable, resolve_tracepoints},
+    loader_probes::LoaderProbes,
+    probes::{Attachment, LOADER_PROGRAMS, PROBES, ProbeSpec, choose_probes, is_missing},
+    tracefs::TRACEFS,
 };
-use crate::{
-    model::elf::LoaderProbes,
-    trace::{FileId, MissingProbe},
-};
+use crate::trace::{FileId, MissingProbe, Probe};
 
 /// The kernel programs, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nixtrace-ebpf.o"));
-
-const TRACEFS: &str = "/sys/kernel/tracing";
-
-/// One eBPF program (a function in `tracer-ebpf`) and its tracepoint.
-struct Attachment {
-    program: &'static str,
-    category: &'static str,
-    tracepoint: &'static str,
-    /// A syscall some kernels do not have (openat2 before 5.6, open on
-    /// arm64): attached where it exists, as there is nothing to miss where
-    /// it does not.
-    if_present: bool,
-}
-
-impl Attachment {
-    /// "category/name", as under tracefs `events/`.
-    fn event(&self) -> String {
-        format!("{}/{}", self.category, self.tracepoint)
-    }
-}
-
-const fn tp(program: &'static str, category: &'static str) -> Attachment {
-    // Every program is named after its tracepoint.
-    Attachment { program, category, tracepoint: program, if_present: false }
-}
-
-const fn tp_if_present(program: &'static str, category: &'static str) -> Attachment {
-    Attachment { if_present: true, ..tp(program, category) }
-}
-
-/// A probe: its name in the trace header, the loss counts and `--no-probe`,
-/// and its programs.
-struct Probe {
-    name: &'static str,
-    attachments: &'static [Attachment],
-    /// What a trace lacks without this probe; None for the probes nixtrace
-    /// cannot record without.
-    lacks: Option<&'static str>,
-}
-
-const PROBES: &[Probe] = &[
-    Probe { name: "fork", attachments: &[tp("task_newtask", "task")], lacks: None },
-    Probe {
-        name: "exec",
-        attachments: &[
-            tp("sched_process_exec", "sched"),
-            tp("sys_enter_execve", "syscalls"),
-            tp("sys_exit_execve", "syscalls"),
-            tp("sys_enter_execveat", "syscalls"),
-            tp("sys_exit_execveat", "syscalls"),
-        ],
-        lacks: None,
-    },
-    Probe { name: "exit", attachments: &[tp("sched_process_exit", "sched")], lacks: None },
-    Probe {
-        name: "open",
-        attachments: &[
-            tp("sys_enter_openat", "syscalls"),
-            tp("sys_exit_openat", "syscalls"),
-            tp_if_present("sys_enter_openat2", "syscalls"),
-            tp_if_present("sys_exit_openat2", "syscalls"),
-            tp_if_present("sys_enter_open", "syscalls"),
-            tp_if_present("sys_exit_open", "syscalls"),
-        ],
-        lacks: None,
-    },
-    Probe {
-        name: "mmap",
-        attachments: &[tp("sys_enter_mmap", "syscalls"), tp("sys_exit_mmap", "syscalls")],
-        lacks: None,
-    },
-    Probe {
-        name: "cgroup_mkdir",
-        attachments: &[tp("cgroup_mkdir", "cgroup")],
-        lacks: Some("the paths of cgroups created while recording, so the units started then"),
-    },
-    Probe {
-        name: "page_cache",
-        attachments: &[tp("mm_filemap_add_to_page_cache", "filemap")],
-        lacks: Some("disk reads per file and process, so the io flamegraph"),
-    },
-    Probe {
-        name: "block_io",
-        attachments: &[tp("block_rq_issue", "block"), tp("block_rq_complete", "block")],
-        lacks: Some("block-device requests and their latency"),
-    },
-    Probe {
-        name: "sched",
-        attachments: &[tp("sched_switch", "sched"), tp("sched_wakeup", "sched")],
-        lacks: Some("on-CPU, runnable, blocked and sleeping times"),
-    },
-    Probe {
-        name: "read",
-        attachments: &[
-            tp("sys_enter_read", "syscalls"),
-            tp("sys_exit_read", "syscalls"),
-            tp("sys_enter_pread64", "syscalls"),
-            tp("sys_exit_pread64", "syscalls"),
-        ],
-        lacks: Some("bytes read per file"),
-    },
-];
-
-/// The probes a recording can do without, for `record --no-probe`, each
-/// with what the trace lacks without it.
-pub fn optional_probes() -> impl Iterator<Item = (&'static str, &'static str)> {
-    PROBES.iter().filter_map(|probe| Some((probe.name, probe.lacks?)))
-}
 
 /// What the recorder asks of the kernel side.
 #[derive(Debug, Clone, Copy)]
@@ -147,8 +40,8 @@ pub struct Filter {
 /// Loaded and attached programs, and the maps userspace reads.
 pub struct Probes {
     ebpf: Ebpf,
-    /// Probe names, in attach order, for the trace header.
-    pub names: Vec<String>,
+    /// The probes attached, in attach order, for the trace header.
+    pub attached: Vec<Probe>,
     /// The optional probes not attached, for the trace header.
     pub missing: Vec<MissingProbe>,
     /// The loaders the loader probes are attached to.
@@ -228,8 +121,8 @@ fn ensure_tracefs() -> Result<()> {
         libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
     };
     if ret != 0 {
-        let err = io::Error::last_os_error();
-        bail!("tracefs is not mounted and mounting it at {TRACEFS} failed: {err}");
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("tracefs is not mounted and mounting it at {TRACEFS} failed"));
     }
     Ok(())
 }
@@ -262,56 +155,6 @@ pub fn check_privileges() -> Result<()> {
     }
     bail!("recording needs root or the capabilities {} (missing here); run it with sudo", missing.join(", "))
 }
-
-fn is_missing(missing: &[MissingProbe], probe: &str) -> bool {
-    missing.iter().any(|m| m.probe == probe)
-}
-
-/// Which probes a recording gets: all but the optional ones `disabled` and
-/// those whose tracepoints this kernel lacks or lays out differently (the
-/// missing ones, returned), and the tracepoint fields of those it gets. A
-/// required probe's tracepoint that is unusable is the error.
-fn choose_probes(tracefs: &Path, disabled: &[String]) -> Result<(TracepointFields, Vec<MissingProbe>)> {
-    let missing_probe = |probe: &Probe, reason: String| {
-        let lacks = probe.lacks?.to_string();
-        Some(MissingProbe { probe: probe.name.to_string(), reason, lacks })
-    };
-    let mut missing: Vec<MissingProbe> = PROBES
-        .iter()
-        .filter(|probe| disabled.iter().any(|name| name == probe.name))
-        .filter_map(|probe| missing_probe(probe, "disabled with --no-probe".into()))
-        .collect();
-    // Tracepoints whose fields the programs do not read (read's, say) are
-    // only looked for; resolve_tracepoints reads the others.
-    let wanted: Vec<&Probe> = PROBES.iter().filter(|p| !is_missing(&missing, p.name)).collect();
-    for probe in wanted {
-        let mut events = probe.attachments.iter().filter(|a| !a.if_present).map(Attachment::event);
-        let Some(absent) = events.find(|e| !tracefs.join("events").join(e).is_dir()) else { continue };
-        let unavailable = Unavailable::absent(absent);
-        match missing_probe(probe, unavailable.to_string()) {
-            Some(probe) => missing.push(probe),
-            None => bail!("{unavailable}; nixtrace cannot record without it"),
-        }
-    }
-    let probe_of = |event: &str| PROBES.iter().find(|p| p.attachments.iter().any(|a| a.event() == event));
-    // Each round drops one more optional probe, so this ends.
-    loop {
-        let has = |event: &str| !probe_of(event).is_some_and(|p| is_missing(&missing, p.name));
-        match resolve_tracepoints(tracefs, has) {
-            Ok(fields) => return Ok((fields, missing)),
-            Err(unavailable) => {
-                match probe_of(&unavailable.event).and_then(|p| missing_probe(p, unavailable.to_string())) {
-                    Some(probe) => missing.push(probe),
-                    None => bail!("{unavailable}; nixtrace cannot record without it"),
-                }
-            }
-        }
-    }
-}
-
-/// The loader uprobes, in the order of [`LoaderProbes`]' fields.
-const LOADER_PROGRAMS: [&str; 3] = ["loader_start", "loader_done", "loader_entry"];
-
 /// Loads every program and attaches it: each tracepoint of `probes`, and
 /// the loader uprobes to each glibc loader in `loaders`. The kernel verifies
 /// each program on its own, and verifying takes most of the time to attach
@@ -322,22 +165,23 @@ const LOADER_PROGRAMS: [&str; 3] = ["loader_start", "loader_done", "loader_entry
 ///
 /// A tracepoint that fails fails the recording (the error); the uprobes'
 /// outcome is returned, as without them only the loader timings are missing.
-fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], probes: &[&Probe]) -> Result<Result<()>> {
-    let wanted: StdHashMap<&str, &Attachment> = probes
+fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], probes: &[&ProbeSpec]) -> Result<Result<()>> {
+    let wanted: StdHashMap<&str, (Probe, &Attachment)> = probes
         .iter()
-        .flat_map(|probe| probe.attachments.iter())
-        .filter(|a| !a.if_present || Path::new(TRACEFS).join("events").join(a.event()).is_dir())
-        .map(|a| (a.program, a))
+        .flat_map(|spec| spec.attachments.iter().map(|a| (spec.probe, a)))
+        .filter(|(_, a)| !a.if_present || Path::new(TRACEFS).join("events").join(a.event()).is_dir())
+        .map(|(probe, a)| (a.program, (probe, a)))
         .collect();
     let (mut tracepoints, mut uprobes) = (Vec::new(), Vec::new());
     for (name, program) in ebpf.programs_mut() {
-        if let Some(attachment) = wanted.get(name) {
-            tracepoints.push((*attachment, program));
+        if let Some(&(probe, attachment)) = wanted.get(name) {
+            tracepoints.push((probe, attachment, program));
         } else if LOADER_PROGRAMS.contains(&name) {
             uprobes.push((name, program));
         }
     }
-    if let Some(missing) = wanted.keys().find(|name| !tracepoints.iter().any(|(a, _)| a.program == **name)) {
+    let missing = wanted.keys().find(|name| !tracepoints.iter().any(|(_, a, _)| a.program == **name));
+    if let Some(missing) = missing {
         bail!("the eBPF object has no program {missing}");
     }
     let threads = thread::available_parallelism().map_or(1, |n| n.get()).min(4);
@@ -345,7 +189,7 @@ fn attach_programs(ebpf: &mut Ebpf, loaders: &[Loader], probes: &[&Probe]) -> Re
         tracepoints,
         threads,
         || attach_uprobes(uprobes, loaders),
-        |(attachment, program)| load_and_attach(attachment, program),
+        |(probe, attachment, program)| load_and_attach(probe, attachment, program),
     );
     tracepoints.map(|()| uprobes)
 }
@@ -358,56 +202,68 @@ fn attach_uprobes(mut programs: Vec<(&str, &mut Program)>, loaders: &[Loader]) -
     if let Some(missing) = LOADER_PROGRAMS.iter().find(|p| !programs.iter().any(|(name, _)| name == *p)) {
         bail!("the eBPF object has no program {missing}");
     }
+    let probe = Probe::Loader;
     let mut uprobes = Vec::new();
     for (name, program) in programs {
-        let uprobe: &mut UProbe = program.try_into()?;
-        uprobe.load().map_err(|e| refused(name, e))?;
-        uprobes.push(uprobe);
+        let uprobe: &mut UProbe = program
+            .try_into()
+            .with_context(|| format!("eBPF program {name} of probe {probe} is not a uprobe"))?;
+        uprobe.load().map_err(|e| refused(probe, name, e))?;
+        uprobes.push((name, uprobe));
     }
     for loader in loaders {
         let LoaderProbes { start, done, entry } = loader.probes;
-        for (uprobe, offset) in uprobes.iter_mut().zip([Some(start), Some(done), entry]) {
+        for ((name, uprobe), offset) in uprobes.iter_mut().zip([Some(start), Some(done), entry]) {
             let Some(offset) = offset else { continue };
-            uprobe
-                .attach(offset, &loader.path, UProbeScope::AllProcesses)
-                .with_context(|| format!("attaching a uprobe to {} at {offset:#x}", loader.path.display()))?;
+            uprobe.attach(offset, &loader.path, UProbeScope::AllProcesses).with_context(|| {
+                let path = loader.path.display();
+                format!("attaching eBPF program {name} of probe {probe} to {path} at {offset:#x}")
+            })?;
         }
     }
     Ok(())
 }
 
-/// Loads one tracepoint program and attaches it to its tracepoint.
-fn load_and_attach(attachment: &Attachment, program: &mut Program) -> Result<()> {
+/// Loads one tracepoint program of `probe` and attaches it to its tracepoint.
+fn load_and_attach(probe: Probe, attachment: &Attachment, program: &mut Program) -> Result<()> {
     let Attachment { program: name, category, tracepoint, .. } = attachment;
-    let program: &mut TracePoint = program.try_into()?;
-    program.load().map_err(|e| refused(name, e))?;
-    program
-        .attach(category, tracepoint)
-        .with_context(|| format!("attaching to tracepoint {category}:{tracepoint}"))?;
+    let program: &mut TracePoint = program
+        .try_into()
+        .with_context(|| format!("eBPF program {name} of probe {probe} is not a tracepoint program"))?;
+    program.load().map_err(|e| refused(probe, name, e))?;
+    program.attach(category, tracepoint).with_context(|| {
+        format!("attaching eBPF program {name} of probe {probe} to tracepoint {category}:{tracepoint}")
+    })?;
     Ok(())
 }
 
-/// A one-line error for a program the kernel refused; the verifier's whole
-/// log (often megabytes) only with `NIXTRACE_VERIFIER_LOG=1`.
-fn refused(program: &str, error: ProgramError) -> anyhow::Error {
-    let ProgramError::LoadError { io_error, verifier_log } = &error else {
-        return anyhow!("loading eBPF program {program}: {error}");
+/// A one-line error for a program of `probe` the kernel refused, with the
+/// system call's error as its source; the verifier's whole log (often
+/// megabytes) only with `NIXTRACE_VERIFIER_LOG=1`.
+fn refused(probe: Probe, program: &str, error: ProgramError) -> anyhow::Error {
+    let (io_error, verifier_log) = match error {
+        ProgramError::LoadError { io_error, verifier_log } => (io_error, verifier_log),
+        other => {
+            return anyhow::Error::new(other)
+                .context(format!("loading eBPF program {program} of probe {probe}"));
+        }
     };
     let log = verifier_log.to_string();
     if std::env::var_os("NIXTRACE_VERIFIER_LOG").is_some() {
         eprintln!("{log}");
     }
     let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-    anyhow!(
-        "the kernel refused eBPF program {program}: {io_error} (verifier: {last}; set NIXTRACE_VERIFIER_LOG=1 for its whole log)"
-    )
+    anyhow::Error::new(io_error).context(format!(
+        "the kernel refused eBPF program {program} of probe {probe} (verifier: {last}; set \
+         NIXTRACE_VERIFIER_LOG=1 for its whole log)"
+    ))
 }
 
 impl Probes {
     /// Loads and attaches every probe but the optional ones in `disabled`
     /// and those this kernel cannot support. The kernel's types come from
     /// `btf` when given, else from wherever the kernel's BTF can be found.
-    pub fn load(self_pid: u32, filter: Filter, disabled: &[String], btf: Option<&Path>) -> Result<Probes> {
+    pub fn load(self_pid: u32, filter: Filter, disabled: &[Probe], btf: Option<&Path>) -> Result<Probes> {
         if cfg!(nixtrace_stub_ebpf) {
             bail!(
                 "this nixtrace was built without its eBPF programs (bpf-linker was missing at build \
@@ -430,7 +286,7 @@ impl Probes {
             follow_only: filter.follow_only.into(),
             follow_own_children: filter.follow_own_children.into(),
             cgroup_filter_level,
-            sched_times: (!is_missing(&missing, "sched")).into(),
+            sched_times: (!is_missing(&missing, Probe::Sched)).into(),
             _pad: 0,
             cgroup_filter_id,
             tracepoints,
@@ -450,8 +306,9 @@ impl Probes {
             .context("loading the eBPF object")?;
         let (glibc_loaders, unprobeable) =
             glibc_loaders.join().map_err(|_| anyhow!("finding the glibc loaders panicked"))?;
-        let probes: Vec<&Probe> = PROBES.iter().filter(|probe| !is_missing(&missing, probe.name)).collect();
-        let mut names: Vec<String> = probes.iter().map(|probe| probe.name.to_string()).collect();
+        let probes: Vec<&ProbeSpec> =
+            PROBES.iter().filter(|spec| !is_missing(&missing, spec.probe)).collect();
+        let mut attached: Vec<Probe> = probes.iter().map(|spec| spec.probe).collect();
         // The user knows which probes they disabled; the kernel's gaps are news.
         let mut warnings: Vec<String> = missing
             .iter()
@@ -472,7 +329,7 @@ impl Probes {
                 Vec::new()
             }
             Ok(()) => {
-                names.push("loader".to_string());
+                attached.push(Probe::Loader);
                 glibc_loaders
                     .into_iter()
                     .map(|l| FileId { path: l.path.to_string_lossy().into_owned(), dev: l.dev, ino: l.ino })
@@ -483,21 +340,21 @@ impl Probes {
                 Vec::new()
             }
         };
-        Ok(Probes { ebpf, names, missing, loaders, warnings, attach_time: started.elapsed() })
+        Ok(Probes { ebpf, attached, missing, loaders, warnings, attach_time: started.elapsed() })
     }
 
     /// The ring buffer the programs send events through (taken once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
-        Ok(RingBuf::try_from(map)?)
+        RingBuf::try_from(map).context("opening the EVENTS map as a ring buffer")
     }
 
     /// Adds processes to the followed set (for `--pid`).
     pub fn follow(&mut self, pids: impl IntoIterator<Item = u32>) -> Result<()> {
         let map = self.ebpf.map_mut("FOLLOWED").context("the eBPF object has no FOLLOWED map")?;
-        let mut followed: HashMap<_, u32, u8> = HashMap::try_from(map)?;
+        let mut followed: HashMap<_, u32, u8> = HashMap::try_from(map).context("opening the FOLLOWED map")?;
         for pid in pids {
-            followed.insert(pid, 1, 0).with_context(|| format!("following pid {pid}"))?;
+            followed.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the FOLLOWED map"))?;
         }
         Ok(())
     }
@@ -505,21 +362,23 @@ impl Probes {
     /// Traced threads that have not exited: tid and their times so far.
     pub fn running_threads(&self) -> Result<Vec<(u32, TaskTimes)>> {
         let map = self.ebpf.map("TASK_TIMES").context("the eBPF object has no TASK_TIMES map")?;
-        let times: HashMap<_, u32, TaskTimes> = HashMap::try_from(map)?;
-        Ok(times.iter().collect::<Result<_, _>>()?)
+        let times: HashMap<_, u32, TaskTimes> =
+            HashMap::try_from(map).context("opening the TASK_TIMES map")?;
+        times.iter().collect::<Result<_, _>>().context("reading the TASK_TIMES map")
     }
 
     /// Bytes read so far, per process and file.
     pub fn read_totals(&self) -> Result<Vec<(ReadKey, u64)>> {
         let map = self.ebpf.map("READ_BYTES").context("the eBPF object has no READ_BYTES map")?;
-        let totals: HashMap<_, ReadKey, u64> = HashMap::try_from(map)?;
-        Ok(totals.iter().collect::<Result<_, _>>()?)
+        let totals: HashMap<_, ReadKey, u64> =
+            HashMap::try_from(map).context("opening the READ_BYTES map")?;
+        totals.iter().collect::<Result<_, _>>().context("reading the READ_BYTES map")
     }
 
     /// Events lost so far, by probe name, summed over CPUs.
     pub fn lost(&self) -> Result<std::collections::BTreeMap<String, u64>> {
         let map = self.ebpf.map("LOST").context("the eBPF object has no LOST map")?;
-        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map).context("opening the LOST map")?;
         let slots = EventKind::ALL.iter().map(|kind| (*kind as u32, kind.probe_name())).chain([
             (lost::PENDING_FULL, "pending_full"),
             (lost::FOLLOW_FULL, "follow_full"),
@@ -527,7 +386,9 @@ impl Probes {
         ]);
         let mut lost = std::collections::BTreeMap::new();
         for (slot, name) in slots {
-            let values = counters.get(&slot, 0)?;
+            let values = counters
+                .get(&slot, 0)
+                .with_context(|| format!("reading slot {slot} ({name}) of the LOST map"))?;
             lost.insert(name.to_string(), values.iter().sum());
         }
         Ok(lost)
@@ -543,6 +404,19 @@ mod tests {
     use tracer_common::*;
 
     use super::OBJECT;
+
+    /// An error says what was being done and to what, and keeps aya's error
+    /// as its source.
+    #[test]
+    fn a_program_that_fails_to_load_is_named_with_its_probe() {
+        use aya::programs::ProgramError;
+        let error = super::refused(crate::trace::Probe::Open, "sys_enter_openat", ProgramError::NotLoaded);
+        assert_eq!(
+            format!("{error:#}"),
+            "loading eBPF program sys_enter_openat of probe open: the program is not loaded"
+        );
+        assert!(matches!(error.root_cause().downcast_ref(), Some(ProgramError::NotLoaded)));
+    }
 
     /// (member name, byte offset) of a userspace struct, and its size.
     macro_rules! layout {
@@ -646,72 +520,5 @@ mod tests {
                 fields.into_iter().map(|(field, offset)| (field.to_string(), offset)).collect();
             assert_eq!(kernel_side, user_side, "members of {name}");
         }
-    }
-
-    /// A copy of the running kernel's tracepoint `format` files that the
-    /// probes use, but those of `without` ("category/name").
-    fn tracefs_without(without: &[&str]) -> tempfile::TempDir {
-        let copy = tempfile::tempdir().unwrap();
-        let events = super::PROBES.iter().flat_map(|p| p.attachments.iter()).map(|a| a.event());
-        for event in events.filter(|e| !without.contains(&e.as_str())) {
-            let from = std::path::Path::new(super::TRACEFS).join("events").join(&event).join("format");
-            let Ok(text) = std::fs::read(&from) else { continue };
-            let dir = copy.path().join("events").join(&event);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("format"), text).unwrap();
-        }
-        copy
-    }
-
-    #[test]
-    fn an_optional_probe_the_kernel_lacks_is_left_out_and_named() {
-        let tracefs = tracefs_without(&["filemap/mm_filemap_add_to_page_cache", "syscalls/sys_exit_pread64"]);
-        let (fields, missing) = super::choose_probes(tracefs.path(), &["sched".to_string()]).unwrap();
-        let summary: Vec<(&str, &str)> =
-            missing.iter().map(|m| (m.probe.as_str(), m.reason.as_str())).collect();
-        assert_eq!(
-            summary,
-            [
-                ("sched", "disabled with --no-probe"),
-                (
-                    "page_cache",
-                    "tracepoint filemap/mm_filemap_add_to_page_cache: this kernel does not have it"
-                ),
-                ("read", "tracepoint syscalls/sys_exit_pread64: this kernel does not have it")
-            ]
-        );
-        assert_eq!(missing[1].lacks, "disk reads per file and process, so the io flamegraph");
-        // The fields of the probes left out are not read; the others are.
-        assert_eq!((fields.page_cache_ino, fields.switch_prev_state), (0, 0));
-        assert_ne!(fields.block_issue_dev, 0);
-        assert_eq!(super::choose_probes(std::path::Path::new(super::TRACEFS), &[]).unwrap().1, []);
-    }
-
-    #[test]
-    fn an_optional_probe_whose_fields_changed_is_left_out() {
-        let tracefs = tracefs_without(&[]);
-        let format = tracefs.path().join("events/block/block_rq_complete/format");
-        let text = std::fs::read_to_string(&format).unwrap();
-        let without_error: String =
-            text.lines().filter(|l| !l.contains(" error;")).map(|l| l.to_string() + "\n").collect();
-        assert_ne!(text, without_error, "block_rq_complete has an `error` field");
-        std::fs::write(&format, without_error).unwrap();
-        let (_, missing) = super::choose_probes(tracefs.path(), &[]).unwrap();
-        let summary: Vec<(&str, &str)> =
-            missing.iter().map(|m| (m.probe.as_str(), m.reason.as_str())).collect();
-        assert_eq!(
-            summary,
-            [("block_io", "tracepoint block/block_rq_complete: it has no field `error` on this kernel")]
-        );
-    }
-
-    #[test]
-    fn a_required_probe_the_kernel_lacks_is_the_error() {
-        let tracefs = tracefs_without(&["sched/sched_process_exec"]);
-        let error = super::choose_probes(tracefs.path(), &[]).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "tracepoint sched/sched_process_exec: this kernel does not have it; nixtrace cannot record without it"
-        );
     }
 }

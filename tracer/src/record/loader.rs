@@ -1,5 +1,6 @@
 //! Where the glibc dynamic loaders of this system are, and where in each to
-//! put the `loader_start` and `loader_done` uprobes.
+//! put the `loader_start`, `loader_done` and `loader_entry` uprobes (as
+//! `loader_probes` finds it).
 
 use std::{
     collections::HashSet,
@@ -10,7 +11,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::model::elf::{LoaderProbes, loader_probe_offsets, read_elf_facts};
+use super::elf::read_elf_facts;
+use super::loader_probes::{LoaderProbes, loader_probe_offsets};
 
 /// Loader paths that exist on common systems, checked first.
 const WELL_KNOWN: &[&str] = &["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2"];

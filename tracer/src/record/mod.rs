@@ -4,13 +4,17 @@
 
 mod binaries;
 mod boot;
+mod btf;
 mod command;
 pub mod decode;
+mod elf;
 pub mod load;
 mod loader;
-pub mod offsets;
+mod loader_probes;
+mod probes;
 pub mod procfs;
 mod status;
+mod tracefs;
 
 use std::{
     collections::BTreeMap,
@@ -35,8 +39,8 @@ use crate::{
     trace::{ClockReference, Common, Event, Filters, Header, Stats, TraceWriter, event::describe_lost},
 };
 pub use boot::StagedBoot;
-pub use load::optional_probes;
 use load::{Filter, Probes};
+pub use probes::optional_probes;
 use status::StatusLine;
 
 /// Completed blocks and a stats record reach the file at least this often.
@@ -60,7 +64,7 @@ pub struct Options {
     pub redact: Vec<regex::bytes::Regex>,
     pub run_as_root: bool,
     /// Optional probes to leave out.
-    pub no_probe: Vec<String>,
+    pub no_probe: Vec<crate::trace::Probe>,
     pub btf: Option<PathBuf>,
     pub quiet: bool,
     /// Colour the status line.
@@ -121,7 +125,7 @@ fn header(args: &Options, probes: &Probes) -> Header {
         kernel_release: read_trimmed("/proc/sys/kernel/osrelease"),
         boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
         clock: ClockReference { boottime_ns, realtime_ns },
-        probes: probes.names.clone(),
+        probes: probes.attached.clone(),
         missing_probes: probes.missing.clone(),
         attach_ns: probes.attach_time.as_nanos() as u64,
         loaders: probes.loaders.clone(),

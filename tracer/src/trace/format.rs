@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Probe;
+
 pub const MAGIC: &[u8; 8] = b"NIXTRACE";
 /// 2 added the `BINARY` record; version 1 files read as before.
 pub const VERSION: u32 = 2;
@@ -70,8 +72,8 @@ pub struct Header {
     /// within one boot.
     pub boot_id: String,
     pub clock: ClockReference,
-    /// Names of the probes that were attached.
-    pub probes: Vec<String>,
+    /// The probes that were attached, in attach order.
+    pub probes: Vec<Probe>,
     /// The optional probes that were not, and why (a default, as traces
     /// recorded before probes were optional lack the field).
     #[serde(default)]
@@ -88,10 +90,17 @@ pub struct Header {
     pub filters: Filters,
 }
 
+impl Header {
+    /// Whether the trace was recorded with `probe` attached.
+    pub fn has_probe(&self, probe: Probe) -> bool {
+        self.probes.contains(&probe)
+    }
+}
+
 /// An optional probe a trace was recorded without.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissingProbe {
-    pub probe: String,
+    pub probe: Probe,
     /// "disabled with --no-probe", or what the kernel lacks.
     pub reason: String,
     /// What the trace lacks without it.
@@ -132,6 +141,34 @@ pub fn unzigzag(v: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The header of docs/trace-format.md: probes are read and written as
+    /// their names.
+    #[test]
+    fn the_documented_header_reads_and_writes_back() {
+        let json = r#"{
+          "nixtrace_version": "0.1.0",
+          "host": "vm",
+          "kernel_release": "6.18.44",
+          "boot_id": "664ca74b-2531-4836-a863-4f3516e781bb",
+          "clock": { "boottime_ns": 970738919597, "realtime_ns": 1795887029603246353 },
+          "probes": ["fork", "exec", "exit", "open", "mmap", "cgroup_mkdir", "page_cache", "block_io", "read", "loader"],
+          "missing_probes": [
+            { "probe": "sched", "reason": "disabled with --no-probe", "lacks": "on-CPU, runnable, blocked and sleeping times" }
+          ],
+          "attach_ns": 48213117,
+          "loaders": [{ "path": "/lib64/ld-linux-x86-64.so.2", "dev": 266338304, "ino": 325843 }],
+          "argv_max": 1024,
+          "command": ["/bin/echo", "hello"],
+          "filters": { "pids": [], "cgroup": null }
+        }"#;
+        let header: Header = serde_json::from_str(json).unwrap();
+        assert!(header.has_probe(Probe::Loader) && header.has_probe(Probe::PageCache));
+        assert!(!header.has_probe(Probe::Sched));
+        assert_eq!(header.missing_probes[0].probe, Probe::Sched);
+        let written = serde_json::to_value(&header).unwrap();
+        assert_eq!(written, serde_json::from_str::<serde_json::Value>(json).unwrap());
+    }
 
     #[test]
     fn zigzag_round_trips_extremes() {

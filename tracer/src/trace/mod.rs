@@ -3,11 +3,13 @@
 
 pub mod event;
 pub mod format;
+pub mod probe;
 pub mod reader;
 pub mod writer;
 
 pub use event::{Common, ElfFacts, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes};
 pub use format::{ClockReference, FileId, Filters, Header, MissingProbe};
+pub use probe::Probe;
 pub use reader::TraceReader;
 pub use writer::TraceWriter;
 
@@ -22,7 +24,7 @@ mod tests {
             kernel_release: "6.18.0".into(),
             boot_id: "00000000-0000-0000-0000-000000000000".into(),
             clock: ClockReference { boottime_ns: 1, realtime_ns: 2 },
-            probes: vec!["exec".into()],
+            probes: vec![Probe::Exec],
             missing_probes: Vec::new(),
             attach_ns: 12_000_000,
             loaders: vec![FileId { path: "/lib64/ld-linux-x86-64.so.2".into(), dev: 0xfe00000, ino: 7 }],

@@ -417,10 +417,10 @@ fn floor_program() -> Result<String> {
 const TRACEFS_EVENTS: &str = "/sys/kernel/tracing/events";
 
 /// nixtrace's tracepoints that this kernel has, as `category:name`, read
-/// from `PROBES` in tracer/src/record/load.rs (entries `tp("name",
+/// from `PROBES` in tracer/src/record/probes.rs (entries `tp("name",
 /// "category")`), so that the floor follows what nixtrace attaches.
 fn nixtrace_tracepoints() -> Result<Vec<String>> {
-    let path = repo_root().join("tracer/src/record/load.rs");
+    let path = repo_root().join("tracer/src/record/probes.rs");
     let source = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let table = source
         .split_once("const PROBES")

@@ -89,7 +89,7 @@ const METHOD: &str = "## How it is measured\n\n\
          system-wide, to a file (`-o`); it starts the workload itself once attached (`-c`).\n\
          - `strace -f -e trace=execve,openat,mmap -o /dev/null`.\n\
          - The floor: bpftrace with empty actions on every tracepoint nixtrace attaches (read \
-         from `PROBES` in tracer/src/record/load.rs). It is what switching those hooks on \
+         from `PROBES` in tracer/src/record/probes.rs). It is what switching those hooks on \
          costs, before a tracer does anything in them; no tracer using them can be faster. It \
          leaves out nixtrace's three loader uprobes.\n\n\
          Events are what the trace holds (for bpftrace, the lines printed); lost are the most \

@@ -1,38 +1,40 @@
 //! Static facts about ELF files: how much work the dynamic loader has before `main`.
 //!
 //! A trace says how long a process spent loading; these facts say why (how many
-//! libraries, relocations and symbols, eager or lazy binding) and where to
-//! attach uprobes in the loader. Everything is read from one in-memory copy of
-//! the file, so callers can cache facts per file. Dynamic-section data is read
+//! libraries, relocations and symbols, eager or lazy binding). The recorder reads
+//! them while the programs run (`binaries.rs`) and finds the loaders' interpreters
+//! with them; the placement of the loader uprobes shares the parsing helpers
+//! (`loader_probes.rs`). Everything is read from one in-memory copy of the file. Dynamic-section data is read
 //! through the program headers, as the loader reads it, so files whose section
 //! headers were stripped still work.
 
 use std::{fs, path::Path};
 
-pub use crate::trace::ElfFacts;
+use crate::trace::ElfFacts;
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use object::{
-    Endianness, FileKind, Object as _, ReadRef as _, elf,
-    read::elf::{Dyn as _, ElfFile, ElfFile32, ElfFile64, FileHeader, ProgramHeader as _, Relr as _},
+    Endianness, Object as _, ReadRef as _, elf,
+    read::elf::{Dyn as _, ElfFile, FileHeader, ProgramHeader as _, Relr as _},
 };
 
 /// Parses `$data` as ELF of either class and byte order and evaluates `$body` with `$file` bound to
 /// the parsed file. A macro because the body calls generic helpers, instantiated once per class.
 macro_rules! with_elf {
     ($data:expr, $file:ident => $body:expr) => {
-        match FileKind::parse($data)? {
-            FileKind::Elf64 => {
-                let $file = &ElfFile64::<Endianness>::parse($data)?;
+        match ::object::FileKind::parse($data)? {
+            ::object::FileKind::Elf64 => {
+                let $file = &::object::read::elf::ElfFile64::<::object::Endianness>::parse($data)?;
                 $body
             }
-            FileKind::Elf32 => {
-                let $file = &ElfFile32::<Endianness>::parse($data)?;
+            ::object::FileKind::Elf32 => {
+                let $file = &::object::read::elf::ElfFile32::<::object::Endianness>::parse($data)?;
                 $body
             }
-            kind => bail!("not an ELF file but {kind:?}"),
+            kind => ::anyhow::bail!("not an ELF file but {kind:?}"),
         }
     };
 }
+pub(crate) use with_elf;
 
 /// Larger files are not read for their ELF facts.
 const MAX_ELF_BYTES: u64 = 4 << 30;
@@ -68,34 +70,6 @@ fn read_untrusted(path: &Path) -> Result<Vec<u8>> {
 /// The facts of an ELF file already in memory.
 pub fn elf_facts_from_bytes(data: &[u8]) -> Result<ElfFacts> {
     with_elf!(data, file => facts(file))
-}
-
-/// For a glibc dynamic loader (`ld-linux-x86-64.so.2`): the file offsets of
-/// the `call _dl_start` in its entry point (where the loader begins) and of
-/// `_dl_start_user` (where `_dl_start` has returned after mapping and
-/// relocating everything). Between the two is what `LD_DEBUG=statistics`
-/// calls "total startup time in dynamic loader".
-///
-/// Why the call and not `_start` itself: the kernel emulates a probed
-/// `call`, but single-steps a probed `mov` after the probe has fired; the
-/// probes at `_dl_start_user` and at the final jump fire before their own
-/// single step, so no step's cost lands inside a measured interval.
-pub fn loader_probe_offsets(data: &[u8]) -> Result<LoaderProbes> {
-    with_elf!(data, file => probe_offsets(file))
-}
-
-/// File offsets of the loader's probe points (see [`loader_probe_offsets`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoaderProbes {
-    /// `call _dl_start`: the loader begins.
-    pub start: u64,
-    /// `_dl_start_user`: libraries mapped and relocated.
-    pub done: u64,
-    /// `jmp *%r12` at the end of `_dl_start_user`: initialisers have run and
-    /// the program's entry point is next. None when the code there is not
-    /// the known sequence (the probe is then left out rather than placed
-    /// inside an instruction).
-    pub entry: Option<u64>,
 }
 
 fn facts<H: FileHeader<Endian = Endianness>>(file: &ElfFile<'_, H>) -> Result<ElfFacts> {
@@ -259,41 +233,8 @@ fn relr_count<H: FileHeader<Endian = Endianness>>(file: &ElfFile<'_, H>, dynamic
     Ok(words.iter().map(|word| count(word.get(file.endian()).into())).sum())
 }
 
-/// glibc's x86_64 `_start` (`RTLD_START` in sysdeps/x86_64/dl-machine.h) begins with
-/// `mov %rsp,%rdi` and the opcode of `call _dl_start`.
-const RTLD_START: [u8; 4] = [0x48, 0x89, 0xe7, 0xe8];
-
-/// Bytes of `mov %rsp,%rdi; call rel32`: `_dl_start_user` is the instruction after the call.
-const RTLD_START_LEN: u64 = 8;
-
-fn probe_offsets<H: FileHeader<Endian = Endianness>>(file: &ElfFile<'_, H>) -> Result<LoaderProbes> {
-    let machine = file.elf_header().e_machine(file.endian());
-    ensure!(machine == elf::EM_X86_64, "loader probes are only known for x86_64, not ELF machine {machine}");
-    let entry = file.entry();
-    let (offset, code) = locate(file, entry, RTLD_START_LEN)?;
-    ensure!(
-        code.starts_with(&RTLD_START),
-        "the entry point {entry:#x} is not glibc's x86_64 _start \
-         (mov %rsp,%rdi; call _dl_start = 48 89 e7 e8 ...): found {code:02x?}"
-    );
-    // `mov %rsp,%rdi` is 3 bytes; the 5-byte call follows.
-    let done = offset + RTLD_START_LEN;
-    let user = bytes_at(file, entry.saturating_add(RTLD_START_LEN), DL_START_USER_SCAN).unwrap_or_default();
-    let jump = user.windows(TO_ENTRY.len()).position(|w| w == TO_ENTRY);
-    // `mov %r13,%rsp` is 3 bytes; the probe goes on the jump after it.
-    let entry = jump.map(|at| done + at as u64 + 3);
-    Ok(LoaderProbes { start: offset + 3, done, entry })
-}
-
-/// How far into `_dl_start_user` to look for its final jump.
-const DL_START_USER_SCAN: u64 = 96;
-/// `mov %r13,%rsp; jmp *%r12`: how glibc's x86_64 `_dl_start_user` ends,
-/// after `_dl_init` has run the initialisers. Matching both instructions,
-/// not just the jump, keeps the probe on an instruction boundary.
-const TO_ENTRY: [u8; 6] = [0x4c, 0x89, 0xec, 0x41, 0xff, 0xe4];
-
 /// The `size` bytes at virtual address `vaddr`.
-fn bytes_at<'a, H: FileHeader<Endian = Endianness>>(
+pub(crate) fn bytes_at<'a, H: FileHeader<Endian = Endianness>>(
     file: &ElfFile<'a, H>,
     vaddr: u64,
     size: u64,
@@ -303,7 +244,7 @@ fn bytes_at<'a, H: FileHeader<Endian = Endianness>>(
 
 /// The file offset and bytes of the `size` bytes at virtual address `vaddr`. They must lie in the
 /// file-backed part of one PT_LOAD segment: the zero-filled tail past `p_filesz` has no offset.
-fn locate<'a, H: FileHeader<Endian = Endianness>>(
+pub(crate) fn locate<'a, H: FileHeader<Endian = Endianness>>(
     file: &ElfFile<'a, H>,
     vaddr: u64,
     size: u64,
@@ -329,10 +270,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::process::Command;
 
-    use object::{Object as _, ObjectSection as _, SectionKind, read::elf::SectionHeader as _};
+    use object::{
+        Object as _, ObjectSection as _, SectionKind,
+        read::elf::{ElfFile64, SectionHeader as _},
+    };
 
     use super::*;
 
@@ -341,11 +285,11 @@ mod tests {
         with_elf!(data, file => locate(file, vaddr, 1).map(|(offset, _)| offset))
     }
 
-    const LS: &str = "/bin/ls";
+    pub(crate) const LS: &str = "/bin/ls";
     const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
-    const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+    pub(crate) const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 
-    fn read(path: &str) -> Vec<u8> {
+    pub(crate) fn read(path: &str) -> Vec<u8> {
         fs::read(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
     }
 
@@ -419,23 +363,8 @@ mod tests {
     }
 
     #[test]
-    fn loader_probe_offsets_point_at_start_and_dl_start_user() {
-        let data = read(LOADER);
-        let probes = loader_probe_offsets(&data).expect("glibc's x86_64 loader");
-        let call = usize::try_from(probes.start).unwrap();
-        assert_eq!(data[call - 3..call], [0x48, 0x89, 0xe7]);
-        assert_eq!(data[call], 0xe8);
-        assert_eq!(probes.done, call as u64 + 5);
-        let jump =
-            usize::try_from(probes.entry.expect("Debian's loader ends _dl_start_user as expected")).unwrap();
-        assert_eq!(data[jump - 3..jump + 3], [0x4c, 0x89, 0xec, 0x41, 0xff, 0xe4]);
+    fn the_loader_has_its_soname() {
         assert_eq!(facts_of(Path::new(LOADER)).soname.as_deref(), Some("ld-linux-x86-64.so.2"));
-    }
-
-    #[test]
-    fn loader_probe_offsets_reject_other_entry_points() {
-        let error = loader_probe_offsets(&read(LS)).expect_err("ls is not a loader").to_string();
-        assert!(error.contains("not glibc's x86_64 _start") && error.contains("found ["), "{error}");
     }
 
     #[test]
@@ -495,36 +424,39 @@ mod tests {
         assert!(elf_facts_from_bytes(b"\x7fELF").is_err());
         assert!(elf_facts_from_bytes(&[0xa5; 4096]).is_err());
         assert!(file_offset_of(b"#!/bin/sh\n", 0).is_err());
-        assert!(loader_probe_offsets(&[]).is_err());
         let error = read_elf_facts(Path::new("/nonexistent/lib.so")).unwrap_err();
         assert!(format!("{error:#}").contains("/nonexistent/lib.so"), "{error:#}");
+    }
+
+    /// Copies of `data` cut short, then copies with 8 bytes changed by a fixed xorshift sequence
+    /// (reproducible damage to headers and the dynamic section), each with a number to use as an
+    /// address.
+    pub(crate) fn damaged_copies(data: &[u8]) -> impl Iterator<Item = (Vec<u8>, u64)> + '_ {
+        let prefixes = (0..4096).step_by(7).chain((4096..data.len()).step_by(4093));
+        let prefixes = prefixes.map(|len| (data[..len].to_vec(), len as u64));
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let damaged = (0..2000).map(move |_| {
+            let mut damaged = data.to_vec();
+            for _ in 0..8 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let limit = if state & 1 == 0 { 4096 } else { damaged.len() };
+                let index = (state >> 8) as usize % limit;
+                damaged[index] = (state >> 40) as u8;
+            }
+            (damaged, state)
+        });
+        prefixes.chain(damaged)
     }
 
     /// Truncated and corrupted copies of real files must give errors or facts, never panics.
     #[test]
     fn damaged_files_do_not_panic() {
         for path in [LS, LOADER] {
-            let data = read(path);
-            for len in (0..4096).step_by(7).chain((4096..data.len()).step_by(4093)) {
-                let prefix = data[..len].to_vec();
-                let _ = elf_facts_from_bytes(&prefix);
-                let _ = loader_probe_offsets(&prefix);
-            }
-            // A fixed xorshift sequence: reproducible damage to headers and the dynamic section.
-            let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-            for _ in 0..2000 {
-                let mut damaged = data.clone();
-                for _ in 0..8 {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    let limit = if state & 1 == 0 { 4096 } else { damaged.len() };
-                    let index = (state >> 8) as usize % limit;
-                    damaged[index] = (state >> 40) as u8;
-                }
+            for (damaged, address) in damaged_copies(&read(path)) {
                 let _ = elf_facts_from_bytes(&damaged);
-                let _ = loader_probe_offsets(&damaged);
-                let _ = file_offset_of(&damaged, state);
+                let _ = file_offset_of(&damaged, address);
             }
         }
     }
