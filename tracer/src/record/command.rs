@@ -31,7 +31,7 @@ fn sudo_identity() -> Result<Option<Identity>> {
     }
     let mut groups = vec![gid];
     if let Ok(user) = std::env::var("SUDO_USER") {
-        let name = std::ffi::CString::new(user)?;
+        let name = std::ffi::CString::new(user).context("SUDO_USER holds a NUL byte")?;
         let mut count: libc::c_int = 256;
         let mut list = vec![0 as libc::gid_t; count as usize];
         // SAFETY: list has room for `count` entries; count is updated.

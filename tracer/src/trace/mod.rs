@@ -103,6 +103,27 @@ mod tests {
                 path: b"/a/b".to_vec(),
                 seeded: true,
             },
+            Event::Binary {
+                ts_ns: 1550,
+                dev: 8,
+                ino: 1234,
+                path: b"/bin/true".to_vec(),
+                size_bytes: 39_000,
+                facts: ElfFacts {
+                    build_id: Some("ab12".into()),
+                    interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
+                    needed: vec!["libc.so.6".into()],
+                    runpath: vec!["$ORIGIN/../lib".into(), String::new()],
+                    rpath: Vec::new(),
+                    soname: None,
+                    bind_now: true,
+                    relocations: 321,
+                    dynamic_symbols: 45,
+                    entry: 0x1234,
+                    is_dynamic: true,
+                },
+                error: None,
+            },
             Event::Exit { common: common(1600, 11, 11), status: 3 << 8, group_dead: true },
         ]
     }
@@ -263,6 +284,72 @@ mod properties {
             .prop_map(|(ts_ns, pid, tid, cgroup_id)| Common { ts_ns, pid, tid, cgroup_id })
     }
 
+    fn text() -> impl Strategy<Value = String> {
+        ".{0,12}"
+    }
+
+    fn texts() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec(text(), 0..4)
+    }
+
+    fn argv() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        proptest::collection::vec(bytes(), 0..5)
+    }
+
+    fn open_syscall() -> impl Strategy<Value = OpenSyscall> {
+        prop_oneof![Just(OpenSyscall::Open), Just(OpenSyscall::Openat), Just(OpenSyscall::Openat2)]
+    }
+
+    fn loader_phase() -> impl Strategy<Value = LoaderPhase> {
+        prop_oneof![Just(LoaderPhase::Start), Just(LoaderPhase::Done), Just(LoaderPhase::Entry)]
+    }
+
+    fn elf_facts() -> impl Strategy<Value = ElfFacts> {
+        (
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+            texts(),
+            texts(),
+            texts(),
+            proptest::option::of(text()),
+            any::<bool>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(
+                    build_id,
+                    interpreter,
+                    needed,
+                    runpath,
+                    rpath,
+                    soname,
+                    bind_now,
+                    relocations,
+                    dynamic_symbols,
+                    entry,
+                    is_dynamic,
+                )| {
+                    ElfFacts {
+                        build_id,
+                        interpreter,
+                        needed,
+                        runpath,
+                        rpath,
+                        soname,
+                        bind_now,
+                        relocations,
+                        dynamic_symbols,
+                        entry,
+                        is_dynamic,
+                    }
+                },
+            )
+    }
+
+    /// Every variant, each field drawn on its own.
     fn event() -> impl Strategy<Value = Event> {
         prop_oneof![
             (common(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
@@ -270,50 +357,209 @@ mod properties {
                     Event::Fork { common, child_pid, child_tid, clone_flags }
                 }
             ),
-            (
-                common(),
-                any::<u32>(),
-                bytes(),
-                proptest::collection::vec(bytes(), 0..5),
-                any::<bool>(),
-                any::<u32>(),
-                any::<u64>()
-            )
-                .prop_map(|(common, old_tid, filename, argv, argv_truncated, dev, ino)| {
+            (common(), any::<u32>(), bytes(), argv(), any::<bool>(), any::<u32>(), any::<u64>()).prop_map(
+                |(common, old_tid, filename, argv, argv_truncated, dev, ino)| {
                     Event::Exec { common, old_tid, filename, argv, argv_truncated, dev, ino }
-                }),
+                }
+            ),
             (common(), bytes(), any::<i32>()).prop_map(|(common, filename, ret)| Event::ExecFailed {
                 common,
                 filename,
                 ret
             }),
-            (common(), bytes(), proptest::option::of(bytes()), any::<i64>(), any::<u64>(), any::<i32>())
-                .prop_map(|(common, path, dir, ret, flags, dfd)| Event::Open {
-                    common,
-                    syscall: OpenSyscall::Openat2,
-                    dfd,
-                    path,
-                    dir,
-                    dir_truncated: ret % 2 == 0,
-                    flags,
-                    mode: 0o644,
-                    ret,
-                    duration_ns: flags >> 3,
-                    ino: flags,
-                    dev: dfd as u32,
-                }),
             (common(), any::<i32>(), any::<bool>()).prop_map(|(common, status, group_dead)| Event::Exit {
                 common,
                 status,
                 group_dead
             }),
-            (common(), any::<u64>(), any::<u32>()).prop_map(|(common, bytes, dev)| Event::FileRead {
-                common,
-                dev,
-                ino: bytes / 3,
-                bytes
-            }),
+            (
+                common(),
+                open_syscall(),
+                any::<i32>(),
+                bytes(),
+                proptest::option::of(bytes()),
+                any::<bool>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<i64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+            )
+                .prop_map(
+                    |(
+                        common,
+                        syscall,
+                        dfd,
+                        path,
+                        dir,
+                        dir_truncated,
+                        flags,
+                        mode,
+                        ret,
+                        duration_ns,
+                        ino,
+                        dev,
+                    )| {
+                        Event::Open {
+                            common,
+                            syscall,
+                            dfd,
+                            path,
+                            dir,
+                            dir_truncated,
+                            flags,
+                            mode,
+                            ret,
+                            duration_ns,
+                            ino,
+                            dev,
+                        }
+                    }
+                ),
+            (
+                common(),
+                proptest::option::of(bytes()),
+                any::<bool>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<i32>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u64>(),
+            )
+                .prop_map(
+                    |(
+                        common,
+                        path,
+                        path_truncated,
+                        addr,
+                        len,
+                        offset,
+                        prot,
+                        flags,
+                        fd,
+                        dev,
+                        ino,
+                        duration_ns,
+                    )| {
+                        Event::Mmap {
+                            common,
+                            path,
+                            path_truncated,
+                            addr,
+                            len,
+                            offset,
+                            prot,
+                            flags,
+                            fd,
+                            dev,
+                            ino,
+                            duration_ns,
+                        }
+                    }
+                ),
+            (common(), any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
+                |(common, dev, ino, index, pages)| Event::PageCache { common, dev, ino, index, pages }
+            ),
+            (common(), any::<u32>(), any::<u64>(), any::<u32>(), any::<u64>(), any::<bool>(), any::<i32>())
+                .prop_map(|(common, dev, sector, bytes, latency_ns, write, error)| Event::BlockIo {
+                    common,
+                    dev,
+                    sector,
+                    bytes,
+                    latency_ns,
+                    write,
+                    error
+                }),
+            (common(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(common, on_cpu_ns, runnable_ns, blocked_ns, sleeping_ns)| Event::Sched {
+                    common,
+                    times: ThreadTimes { on_cpu_ns, runnable_ns, blocked_ns, sleeping_ns }
+                }
+            ),
+            (common(), any::<u32>(), any::<u64>(), any::<u64>())
+                .prop_map(|(common, dev, ino, bytes)| Event::FileRead { common, dev, ino, bytes }),
+            (common(), loader_phase()).prop_map(|(common, phase)| Event::Loader { common, phase }),
+            (common(), any::<u64>(), any::<u32>(), bytes(), any::<bool>()).prop_map(
+                |(common, id, level, path, seeded)| Event::Cgroup { common, id, level, path, seeded }
+            ),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u64>(),
+                proptest::option::of(bytes()),
+                argv()
+            )
+                .prop_map(|(ts_ns, pid, ppid, start_ns, cgroup_id, exe, argv)| Event::Process {
+                    ts_ns,
+                    pid,
+                    ppid,
+                    start_ns,
+                    cgroup_id,
+                    exe,
+                    argv
+                }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<u64>(),
+                bytes(),
+                any::<u64>(),
+                elf_facts(),
+                proptest::option::of(bytes())
+            )
+                .prop_map(|(ts_ns, dev, ino, path, size_bytes, facts, error)| Event::Binary {
+                    ts_ns,
+                    dev,
+                    ino,
+                    path,
+                    size_bytes,
+                    facts,
+                    error
+                }),
+            (any::<u64>(), any::<u64>(), proptest::collection::btree_map(text(), any::<u64>(), 0..4))
+                .prop_map(|(ts_ns, events, lost)| Event::Stats(Stats { ts_ns, events, lost })),
         ]
+    }
+
+    /// The position of `event`'s variant: an exhaustive match, so a new
+    /// variant fails to compile here until the strategy draws it too.
+    fn variant(event: &Event) -> usize {
+        match event {
+            Event::Fork { .. } => 0,
+            Event::Exec { .. } => 1,
+            Event::ExecFailed { .. } => 2,
+            Event::Exit { .. } => 3,
+            Event::Open { .. } => 4,
+            Event::Mmap { .. } => 5,
+            Event::PageCache { .. } => 6,
+            Event::BlockIo { .. } => 7,
+            Event::Sched { .. } => 8,
+            Event::FileRead { .. } => 9,
+            Event::Loader { .. } => 10,
+            Event::Cgroup { .. } => 11,
+            Event::Process { .. } => 12,
+            Event::Binary { .. } => 13,
+            Event::Stats(_) => 14,
+        }
+    }
+    const VARIANTS: usize = 15;
+
+    #[test]
+    fn the_strategy_draws_every_variant() {
+        use proptest::strategy::ValueTree as _;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut seen = [false; VARIANTS];
+        for _ in 0..2000 {
+            seen[variant(&event().new_tree(&mut runner).unwrap().current())] = true;
+        }
+        assert_eq!(seen, [true; VARIANTS]);
     }
 
     fn write(events: &[Event]) -> Vec<u8> {
