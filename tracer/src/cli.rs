@@ -340,11 +340,16 @@ pub struct ProcessFilter {
     /// Only processes whose executable path contains this.
     #[arg(long, value_name = "TEXT")]
     binary: Option<String>,
+
+    /// Only processes whose executable is in this Nix package: its name
+    /// (zlib), name and version (zlib-1.2.13) or store path.
+    #[arg(long, value_name = "PACKAGE")]
+    package: Option<String>,
 }
 
 impl From<ProcessFilter> for Filter {
     fn from(filter: ProcessFilter) -> Filter {
-        Filter { unit: filter.unit, binary: filter.binary }
+        Filter { unit: filter.unit, binary: filter.binary, package: filter.package }
     }
 }
 

@@ -22,7 +22,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-pub use self::{binary::BinaryFigures, io::FileFigures, process::ProcessFigures, unit::UnitFigures};
+pub use self::{
+    binary::BinaryFigures, io::FileFigures, package::PackageFigures, process::ProcessFigures,
+    unit::UnitFigures,
+};
 use crate::{
     model::{binary::BinaryTable, io::FileTable, process::ProcessTable, unit::CgroupNames},
     saturating::SaturatingSum as _,
@@ -39,6 +42,9 @@ pub struct Filter {
     pub unit: Option<String>,
     /// Only processes whose executable path contains this.
     pub binary: Option<String>,
+    /// Only processes whose executable is in this Nix package (its name,
+    /// name and version, or store path).
+    pub package: Option<String>,
 }
 
 impl Filter {
@@ -48,6 +54,10 @@ impl Filter {
                 .binary
                 .as_ref()
                 .is_none_or(|b| process.exe.as_deref().is_some_and(|exe| exe.contains(b.as_str())))
+            && self
+                .package
+                .as_ref()
+                .is_none_or(|wanted| process.package.as_ref().is_some_and(|p| p.is(wanted)))
     }
 }
 
@@ -66,6 +76,9 @@ pub struct Analysis {
     /// The selected processes, longest wall time first.
     pub processes: Vec<ProcessFigures>,
     pub units: Vec<UnitFigures>,
+    /// The Nix packages (store paths) of the selected processes' programs,
+    /// libraries and files, most loader time first.
+    pub packages: Vec<PackageFigures>,
     /// Files read by the selected processes: most read from disk first,
     /// then most bytes read.
     pub files: Vec<FileFigures>,
@@ -119,8 +132,14 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
         .collect();
     selected.sort_by(|(a, _), (b, _)| b.wall_ns.cmp(&a.wall_ns).then(a.pid.cmp(&b.pid)));
     let binaries = binary::binaries(selected.iter().map(|(_, i)| &table.processes[*i]), &recorded_binaries);
+    let pids: HashSet<u32> = selected.iter().map(|(p, _)| p.pid).collect();
+    let files = io::files_read(&files, &pids);
+    let packages = package::packages(
+        selected.iter().map(|(figures, i)| (figures, &table.processes[*i])),
+        &files,
+        &recorded_binaries,
+    );
     let processes: Vec<ProcessFigures> = selected.into_iter().map(|(figures, _)| figures).collect();
-    let pids: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
     let lost_by_probe = last_stats.map(|s| s.lost).unwrap_or_default();
     Ok(Analysis {
         schema_version: SCHEMA_VERSION,
@@ -132,7 +151,8 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
         lost_by_probe,
         header,
         units: unit::units(&processes),
-        files: io::files_read(&files, &pids),
+        packages,
+        files,
         binaries,
         processes,
         boot: None,

@@ -21,6 +21,7 @@ pub fn describe(change: &Change) -> String {
         Scope::Total => "total".to_string(),
         Scope::Unit => format!("unit {}", change.group),
         Scope::Binary => format!("binary {}", change.group),
+        Scope::Package => format!("package {}", change.group),
     };
     format!(
         "{scope}: {} {} ({} → {})",
@@ -104,6 +105,7 @@ pub fn render(diff: &Diff, top: usize) -> String {
     }
     section(&mut out, "Units", "unit", &diff.units, top);
     section(&mut out, "Binaries", "binary", &diff.binaries, top);
+    section(&mut out, "Nix packages", "package", &diff.packages, top);
     for (label, names) in [("Only before", &diff.only_before), ("Only after", &diff.only_after)] {
         if !names.is_empty() {
             let list: Vec<String> = names.iter().map(|n| escape(n)).collect();

@@ -123,16 +123,19 @@ impl Totals {
     }
 }
 
-/// A trace's totals, per unit and per binary (store hashes elided, so a
-/// rebuilt package compares with its old self).
+/// A trace's totals, per unit, per binary and per Nix package of the
+/// binary (store hashes elided, so a rebuilt package compares with its
+/// old self).
+#[derive(Default)]
 struct Groups {
     all: Totals,
     units: BTreeMap<String, Totals>,
     binaries: BTreeMap<String, Totals>,
+    packages: BTreeMap<String, Totals>,
 }
 
 fn groups(analysis: &Analysis) -> Groups {
-    let mut groups = Groups { all: Totals::default(), units: BTreeMap::new(), binaries: BTreeMap::new() };
+    let mut groups = Groups::default();
     for row in &analysis.processes {
         let add = |t: &mut Totals| {
             t.processes += 1;
@@ -145,6 +148,9 @@ fn groups(analysis: &Analysis) -> Groups {
         add(groups.units.entry(row.unit.clone()).or_default());
         let binary = row.exe.as_deref().map_or_else(|| "(unknown)".into(), without_hash);
         add(groups.binaries.entry(binary.into_owned()).or_default());
+        if let Some(package) = &row.package {
+            add(groups.packages.entry(package.label()).or_default());
+        }
     }
     groups
 }
@@ -155,6 +161,7 @@ pub enum Scope {
     Total,
     Unit,
     Binary,
+    Package,
 }
 
 /// One metric of one group, before and after.
@@ -219,11 +226,12 @@ pub struct Diff {
     pub totals: Vec<Change>,
     /// Metrics left out because one trace was recorded without their probe.
     pub not_compared: Vec<Metric>,
-    /// Significant changes of units and of binaries seen in both traces,
+    /// Significant changes of units, binaries and packages seen in both traces,
     /// largest relative change first.
     pub units: Vec<Change>,
     pub binaries: Vec<Change>,
-    /// Units and binaries seen in only one of the traces.
+    pub packages: Vec<Change>,
+    /// Units, binaries and packages seen in only one of the traces.
     pub only_before: Vec<String>,
     pub only_after: Vec<String>,
     /// The `--fail-on-regression` threshold, and what exceeded it.
@@ -271,20 +279,29 @@ pub fn compare(before: &Analysis, after: &Analysis, threshold_percent: Option<f6
         .collect();
     let units = changes(Scope::Unit, &metrics, &b.units, &a.units);
     let binaries = changes(Scope::Binary, &metrics, &b.binaries, &a.binaries);
+    let packages = changes(Scope::Package, &metrics, &b.packages, &a.packages);
     let regressions = threshold_percent.map_or_else(Vec::new, |pct| {
-        totals.iter().chain(&units).chain(&binaries).filter(|c| c.regressed_beyond(pct)).cloned().collect()
+        let all = totals.iter().chain(&units).chain(&binaries).chain(&packages);
+        all.filter(|c| c.regressed_beyond(pct)).cloned().collect()
     });
-    let names = |x: Vec<&String>, y: Vec<&String>| x.into_iter().chain(y).cloned().collect();
+    let only = |x: &Groups, y: &Groups| -> Vec<String> {
+        [(&x.units, &y.units), (&x.binaries, &y.binaries), (&x.packages, &y.packages)]
+            .into_iter()
+            .flat_map(|(x, y)| only_in(x, y))
+            .cloned()
+            .collect()
+    };
     Diff {
         schema_version: SCHEMA_VERSION,
         before: before.into(),
         after: after.into(),
-        only_before: names(only_in(&b.units, &a.units), only_in(&b.binaries, &a.binaries)),
-        only_after: names(only_in(&a.units, &b.units), only_in(&a.binaries, &b.binaries)),
+        only_before: only(&b, &a),
+        only_after: only(&a, &b),
         totals,
         not_compared,
         units,
         binaries,
+        packages,
         threshold_percent,
         regressions,
     }

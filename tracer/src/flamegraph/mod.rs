@@ -26,10 +26,12 @@ pub enum Kind {
     Linker,
     Lookups,
     Exec,
+    Packages,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Startup, Kind::Io, Kind::Linker, Kind::Lookups, Kind::Exec];
+    pub const ALL: [Kind; 6] =
+        [Kind::Startup, Kind::Io, Kind::Linker, Kind::Lookups, Kind::Exec, Kind::Packages];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +40,7 @@ impl Kind {
             Kind::Linker => "linker",
             Kind::Lookups => "lookups",
             Kind::Exec => "exec",
+            Kind::Packages => "packages",
         }
     }
 
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Linker => "dynamic-loader time (ns): binary; library; search, open and map",
             Kind::Lookups => "failed library lookups: binary; library; directory probed",
             Kind::Exec => "exec counts by the process tree",
+            Kind::Packages => "wall time (µs) by Nix package: package; binary; phase",
         }
     }
 
@@ -59,6 +63,7 @@ impl Kind {
             Kind::Linker => "Dynamic loader: time by binary, library and step",
             Kind::Lookups => "Failed library lookups: by binary, library and directory probed",
             Kind::Exec => "Execs by process tree",
+            Kind::Packages => "Startup by Nix package: wall time by package, binary and phase",
         }
     }
 
@@ -70,6 +75,7 @@ impl Kind {
             Kind::Linker => "ns",
             Kind::Lookups => "lookups",
             Kind::Exec => "execs",
+            Kind::Packages => "µs",
         }
     }
 
@@ -79,6 +85,7 @@ impl Kind {
             Kind::Io => BasicPalette::Io,
             Kind::Linker | Kind::Lookups => BasicPalette::Aqua,
             Kind::Exec => BasicPalette::Orange,
+            Kind::Packages => BasicPalette::Hot,
         }
     }
 
@@ -86,7 +93,7 @@ impl Kind {
     fn empty_hint(self, header: &Header) -> &'static str {
         match self {
             Kind::Io if !header.has_probe(Probe::PageCache) => "it was recorded without the page_cache probe",
-            Kind::Startup | Kind::Exec => "no processes",
+            Kind::Startup | Kind::Exec | Kind::Packages => "no processes",
             Kind::Io => "no disk reads (everything came from the page cache; `record --cold` starts cold)",
             Kind::Linker => "no dynamic-loader runs (static binaries, or a loader nixtrace does not probe)",
             Kind::Lookups => "no failed library lookups",

@@ -166,6 +166,7 @@ pub fn stacks(analysis: &Analysis, kind: Kind) -> Stacks {
         Kind::Linker => linker(analysis),
         Kind::Lookups => lookups(analysis),
         Kind::Exec => exec(analysis),
+        Kind::Packages => packages(analysis),
     }
 }
 
@@ -193,28 +194,37 @@ fn startup(analysis: &Analysis) -> Stacks {
 }
 
 fn startup_of(tree: &Tree, i: usize, stacks: &mut Stacks) {
-    const US: u64 = 1000;
     let row = &tree.rows[i];
     let mut frames = vec![frame(&row.unit)];
     // Named as the processes' own frames are, so a parent's phases and its
     // children stack on one frame.
     frames.extend(tree.ancestors(i, true, binary));
     frames.push(binary(row));
-    let mut loader_ns = 0;
-    if let Some(l) = &row.loader {
-        stacks.push(&frames, "loader: library search", l.search_ns / US);
-        stacks.push(&frames, "loader: open and map", l.open_ns.saturating_add(l.map_ns) / US);
-        stacks.push(&frames, "loader: relocation and setup", l.rest_ns / US);
-        stacks.push(&frames, "library initialisers", l.init_ns / US);
-        loader_ns = l.total_ns.saturating_add(l.init_ns);
+    for (phase, us) in phases(tree, i) {
+        stacks.push(&frames, phase, us);
     }
-    let rest = row.wall_ns.saturating_sub(loader_ns);
+}
+
+/// Where process `i`'s wall time went, in µs: the loader's measured phases
+/// and, for the rest, the scheduler's four states in proportion, less the
+/// time it slept while its children in its unit ran (drawn as theirs).
+fn phases(tree: &Tree, i: usize) -> Vec<(&'static str, u64)> {
+    const US: u64 = 1000;
+    let row = &tree.rows[i];
+    let mut phases = Vec::new();
+    if let Some(l) = &row.loader {
+        phases.push(("loader: library search", l.search_ns / US));
+        phases.push(("loader: open and map", l.open_ns.saturating_add(l.map_ns) / US));
+        phases.push(("loader: relocation and setup", l.rest_ns / US));
+        phases.push(("library initialisers", l.init_ns / US));
+    }
+    let rest = row.wall_ns.saturating_sub(row.loader_and_init_ns());
     let t = &row.time;
     let scheduled =
         [t.on_cpu_ns, t.runnable_ns, t.blocked_ns, t.sleeping_ns].map(u128::from).iter().sum::<u128>();
     if scheduled == 0 {
-        stacks.push(&frames, "no scheduler data", rest / US);
-        return;
+        phases.push(("no scheduler data", rest / US));
+        return phases;
     }
     let share = |ns: u64| (u128::from(rest) * u128::from(ns) / scheduled) as u64;
     let same_unit_children: u64 = tree.children[i]
@@ -222,11 +232,32 @@ fn startup_of(tree: &Tree, i: usize, stacks: &mut Stacks) {
         .filter(|c| tree.rows[**c].unit == row.unit)
         .map(|c| tree.rows[*c].wall_ns)
         .saturating_sum();
-    stacks.push(&frames, "running on CPU", share(t.on_cpu_ns) / US);
-    stacks.push(&frames, "waiting for a CPU", share(t.runnable_ns) / US);
-    stacks.push(&frames, "blocked (disk I/O)", share(t.blocked_ns) / US);
-    stacks.push(&frames, "sleeping", share(t.sleeping_ns).saturating_sub(same_unit_children) / US);
+    phases.push(("running on CPU", share(t.on_cpu_ns) / US));
+    phases.push(("waiting for a CPU", share(t.runnable_ns) / US));
+    phases.push(("blocked (disk I/O)", share(t.blocked_ns) / US));
+    phases.push(("sleeping", share(t.sleeping_ns).saturating_sub(same_unit_children) / US));
+    phases
 }
+
+/// Wall time in µs by package: package; binary; phase. The same phases,
+/// and so the same total, as the startup kind, gathered under the Nix
+/// package of each process's program.
+fn packages(analysis: &Analysis) -> Stacks {
+    let tree = Tree::new(&analysis.processes);
+    let mut stacks = Stacks::default();
+    for i in tree.depth_first() {
+        let row = &tree.rows[i];
+        let package = row.package.as_ref().map_or_else(|| NOT_IN_STORE.to_string(), |p| p.label());
+        let frames = [frame(&package), binary(row)];
+        for (phase, us) in phases(&tree, i) {
+            stacks.push(&frames, phase, us);
+        }
+    }
+    stacks
+}
+
+/// The package frame of what is not in the Nix store.
+const NOT_IN_STORE: &str = "(not in the Nix store)";
 
 /// Bytes read from disk: unit; binary; package; file.
 fn io(analysis: &Analysis) -> Stacks {
@@ -234,7 +265,7 @@ fn io(analysis: &Analysis) -> Stacks {
     let by_pid: HashMap<u32, &ProcessFigures> = analysis.processes.iter().map(|p| (p.pid, p)).collect();
     let mut stacks = Stacks::default();
     for file in &analysis.files {
-        let package = file.package.as_ref().map_or("(not in the Nix store)".to_string(), |p| p.label());
+        let package = file.package.as_ref().map_or_else(|| NOT_IN_STORE.to_string(), |p| p.label());
         for read in &file.disk_read_by_reader {
             let Some(row) = by_pid.get(&read.pid) else { continue };
             let frames = [frame(&row.unit), binary(row), frame(&package)];

@@ -4,7 +4,7 @@
 use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
-use super::loader_cells;
+use super::{loader_cells, package_cells};
 use crate::{
     analysis::{
         Analysis,
@@ -79,6 +79,19 @@ pub fn render(analysis: &Analysis, top: usize) -> String {
         );
     }
     let _ = writeln!(out, "\n</details>");
+    if !analysis.packages.is_empty() {
+        let _ = writeln!(out, "\n<details><summary>Nix packages</summary>\n");
+        let _ = writeln!(
+            out,
+            "| package | processes | execs | loader | failed lookups | lookups caused | disk read | mapped |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for p in analysis.packages.iter().take(top) {
+            let [label, rest @ ..] = package_cells(p);
+            let _ = writeln!(out, "| {} | {} |", escape(&label), rest.join(" | "));
+        }
+        let _ = writeln!(out, "\n</details>");
+    }
     if !analysis.files.is_empty() {
         let _ = writeln!(out, "\n<details><summary>Files read from disk</summary>\n");
         let _ = writeln!(out, "| disk read | file |");

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::analysis::{Analysis, Filter, ProcessFigures, analyse_file};
-use crate::human::duration;
+use crate::{
+    analysis::{Analysis, Filter, PackageFigures, ProcessFigures, analyse_file},
+    human::{bytes, duration},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -61,6 +63,21 @@ pub fn render(analysis: &Analysis, format: Format, top: usize, color: bool) -> S
         Format::Markdown => markdown::render(analysis, top),
         Format::Json => json::render(analysis),
     }
+}
+
+/// The cells of a package's row, in the order of the Packages tables:
+/// package, processes, execs, loader, failed, caused, disk read, mapped.
+fn package_cells(p: &PackageFigures) -> [String; 8] {
+    [
+        p.package.label(),
+        p.processes.to_string(),
+        p.execs.to_string(),
+        duration(p.loader_ns),
+        p.failed_lookups.to_string(),
+        p.failed_lookups_caused.to_string(),
+        bytes(p.disk_read_bytes),
+        bytes(p.mapped_bytes),
+    ]
 }
 
 /// Loader time, search time, failed lookups and libraries of a process,

@@ -3,7 +3,7 @@
 use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
-use super::loader_cells;
+use super::{loader_cells, package_cells};
 use crate::{
     analysis::Analysis,
     human::{bytes, count, duration},
@@ -90,6 +90,20 @@ pub fn render(analysis: &Analysis, top: usize, color: bool) -> String {
             u.failed_lookups,
             bytes(u.io.disk_read_bytes)
         );
+    }
+    if !analysis.packages.is_empty() {
+        let _ = writeln!(out, "\n{}", bold("Nix packages (by loader time)", color));
+        let row = |c: &[String; 8]| {
+            format!(
+                "{:<32}  {:>6}  {:>6}  {:>10}  {:>6}  {:>6}  {:>10}  {:>10}",
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+            )
+        };
+        let titles = ["PACKAGE", "PROCS", "EXECS", "LOADER", "FAILED", "CAUSED", "DISK READ", "MAPPED"];
+        let _ = writeln!(out, "{}", row(&titles.map(String::from)));
+        for p in analysis.packages.iter().take(top) {
+            let _ = writeln!(out, "{}", row(&package_cells(p)));
+        }
     }
     if !analysis.files.is_empty() {
         let _ = writeln!(out, "\n{}", bold("Files read from disk (by bytes)", color));
