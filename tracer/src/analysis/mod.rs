@@ -127,18 +127,15 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
         .processes
         .iter()
         .enumerate()
-        .map(|(i, p)| (process::process_figures(p, &cgroups, trace_start, trace_end), i))
+        .map(|(i, p)| (process::process_figures(p, &cgroups, &recorded_binaries, trace_start, trace_end), i))
         .filter(|(figures, _)| filter.admits(figures))
         .collect();
     selected.sort_by(|(a, _), (b, _)| b.wall_ns.cmp(&a.wall_ns).then(a.pid.cmp(&b.pid)));
     let binaries = binary::binaries(selected.iter().map(|(_, i)| &table.processes[*i]), &recorded_binaries);
     let pids: HashSet<u32> = selected.iter().map(|(p, _)| p.pid).collect();
     let files = io::files_read(&files, &pids);
-    let packages = package::packages(
-        selected.iter().map(|(figures, i)| (figures, &table.processes[*i])),
-        &files,
-        &recorded_binaries,
-    );
+    let packages =
+        package::packages(selected.iter().map(|(figures, i)| (figures, &table.processes[*i])), &files);
     let processes: Vec<ProcessFigures> = selected.into_iter().map(|(figures, _)| figures).collect();
     let lost_by_probe = last_stats.map(|s| s.lost).unwrap_or_default();
     Ok(Analysis {

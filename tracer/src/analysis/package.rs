@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{io::FileFigures, process::ProcessFigures};
 use crate::{
-    model::{binary::BinaryTable, nix::parse_store_path, process::Process},
+    model::{nix::parse_store_path, process::Process},
     trace::event::text,
 };
 
@@ -72,7 +72,6 @@ pub struct PackageFigures {
 pub fn packages<'a>(
     processes: impl Iterator<Item = (&'a ProcessFigures, &'a Process)>,
     files: &[FileFigures],
-    recorded: &BinaryTable,
 ) -> Vec<PackageFigures> {
     let mut packages: BTreeMap<String, PackageFigures> = BTreeMap::new();
     for (figures, process) in processes {
@@ -95,24 +94,11 @@ pub fn packages<'a>(
                     p.mapped_bytes = p.mapped_bytes.saturating_add(library.exec_bytes);
                 }
             }
-            // The objects whose search paths the loader walked: the program,
-            // then its libraries in load order.
-            let searchers: Vec<(String, Vec<String>)> = std::iter::once((filename, exec.dev, exec.ino))
-                .chain(run.libraries.iter().map(|l| (text(&l.path), l.dev, l.ino)))
-                .filter_map(|(path, dev, ino)| {
-                    let facts = &recorded.get(dev, ino)?.facts;
-                    let dirs =
-                        facts.runpath.iter().chain(&facts.rpath).map(|d| expand_origin(d, &path)).collect();
-                    Some((path, dirs))
-                })
-                .collect();
-            for ((dir, _), failed) in &run.lookups {
-                let dir = text(dir);
-                let culprit = searchers.iter().find(|(_, dirs)| dirs.iter().any(|d| searched_for(&dir, d)));
-                if let Some(package) = culprit.and_then(|(path, _)| Package::of(path)) {
-                    let p = entry(&mut packages, &package);
-                    p.failed_lookups_caused = p.failed_lookups_caused.saturating_add(failed.count);
-                }
+        }
+        for failed in figures.loader.iter().flat_map(|l| &l.failed) {
+            if let Some(package) = failed.searcher.as_deref().and_then(Package::of) {
+                let p = entry(&mut packages, &package);
+                p.failed_lookups_caused = p.failed_lookups_caused.saturating_add(failed.count);
             }
         }
     }
@@ -140,25 +126,11 @@ fn entry<'a>(
         .or_insert_with(|| PackageFigures { package: package.clone(), ..PackageFigures::default() })
 }
 
-/// A RUNPATH entry as the loader reads it: `$ORIGIN` (or `${ORIGIN}`) is
-/// the directory of the object that holds it; trailing slashes go.
-fn expand_origin(entry: &str, object: &str) -> String {
-    let origin = object.rsplit_once('/').map_or(".", |(dir, _)| if dir.is_empty() { "/" } else { dir });
-    let expanded = entry.replace("${ORIGIN}", origin).replace("$ORIGIN", origin);
-    let trimmed = expanded.trim_end_matches('/');
-    if trimmed.is_empty() { expanded } else { trimmed.to_string() }
-}
-
-/// Did the loader probe `dir` because `entry` was in a search path? It
-/// probes the entry itself and, before it, the entry's `glibc-hwcaps/*`
-/// subdirectories (and, in older glibcs, `tls/` and platform ones).
-fn searched_for(dir: &str, entry: &str) -> bool {
-    dir == entry || dir.strip_prefix(entry).is_some_and(|rest| rest.starts_with('/'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::analysis::process::{expand_origin, searched_for};
 
     #[test]
     fn origin_expands_to_the_objects_directory() {

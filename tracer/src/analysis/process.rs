@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::{io::IoFigures, package::Package};
 use crate::{
     model::{
-        process::{Exec, Process},
+        binary::BinaryTable,
+        process::{Exec, LoaderRun, Process},
         unit::CgroupNames,
     },
     trace::{ThreadTimes, event::text},
@@ -38,6 +39,12 @@ pub struct FailedLookup {
     pub dir: String,
     pub count: u64,
     pub ns: u64,
+    /// The object (the program, or a library) whose RUNPATH or RPATH put
+    /// `dir` in the search: the first, in load order, that lists it or its
+    /// parent (the loader tries an entry's `glibc-hwcaps` subdirectories
+    /// first). Null when none does: `LD_LIBRARY_PATH`, the system's
+    /// directories, or no ELF facts in the trace.
+    pub searcher: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -58,6 +65,9 @@ pub struct LoaderFigures {
     pub failed: Vec<FailedLookup>,
     /// Libraries of the last exec, in load order.
     pub libraries: Vec<LibraryFigures>,
+    /// Files the last exec mapped executable after the loader was done
+    /// (`dlopen`), by the kernel's name, in order.
+    pub dlopened: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,12 +143,13 @@ fn exec_figures(exec: &Exec) -> ExecFigures {
     }
 }
 
-fn loader_figures(process: &Process) -> Option<LoaderFigures> {
-    let runs: Vec<_> = process.execs.iter().filter_map(|e| e.loader.as_ref()).collect();
-    let last = runs.last()?;
+fn loader_figures(process: &Process, recorded: &BinaryTable) -> Option<LoaderFigures> {
+    let runs: Vec<_> = process.execs.iter().filter_map(|e| Some((e, e.loader.as_ref()?))).collect();
+    let (last_exec, last) = runs.last()?;
     let mut figures = LoaderFigures::default();
-    let mut lookups: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-    for run in &runs {
+    let mut lookups: BTreeMap<(String, String, Option<String>), (u64, u64)> = BTreeMap::new();
+    for (exec, run) in &runs {
+        let searchers = searchers(exec, run, recorded);
         figures.total_ns = figures.total_ns.saturating_add(run.total_ns().unwrap_or(0));
         figures.search_ns = figures.search_ns.saturating_add(run.search_ns);
         figures.open_ns = figures.open_ns.saturating_add(run.open_ns);
@@ -147,13 +158,16 @@ fn loader_figures(process: &Process) -> Option<LoaderFigures> {
         figures.init_ns = figures.init_ns.saturating_add(run.init_ns().unwrap_or(0));
         figures.failed_lookups = figures.failed_lookups.saturating_add(run.failed_lookups);
         for ((dir, library), failed) in &run.lookups {
-            let sum = lookups.entry((text(library), text(dir))).or_default();
+            let dir = text(dir);
+            let searcher = searchers.iter().find(|(_, dirs)| dirs.iter().any(|d| searched_for(&dir, d)));
+            let sum =
+                lookups.entry((text(library), dir, searcher.map(|(path, _)| path.clone()))).or_default();
             sum.0 = sum.0.saturating_add(failed.count);
             sum.1 = sum.1.saturating_add(failed.ns);
         }
     }
     let mut dirs: BTreeMap<&str, u64> = BTreeMap::new();
-    for ((_, dir), (count, _)) in &lookups {
+    for ((_, dir, _), (count, _)) in &lookups {
         let failed = dirs.entry(dir).or_default();
         *failed = failed.saturating_add(*count);
     }
@@ -166,7 +180,7 @@ fn loader_figures(process: &Process) -> Option<LoaderFigures> {
         .sort_by(|a, b| b.failed_lookups.cmp(&a.failed_lookups).then_with(|| a.dir.cmp(&b.dir)));
     figures.failed = lookups
         .into_iter()
-        .map(|((library, dir), (count, ns))| FailedLookup { library, dir, count, ns })
+        .map(|((library, dir, searcher), (count, ns))| FailedLookup { library, dir, count, ns, searcher })
         .collect();
     figures.libraries = last
         .libraries
@@ -177,7 +191,38 @@ fn loader_figures(process: &Process) -> Option<LoaderFigures> {
             LibraryFigures { path, package, exec_bytes: l.exec_bytes, load_ns: l.load_ns }
         })
         .collect();
+    figures.dlopened = last_exec.late_libraries.iter().map(|p| text(p)).collect();
     Some(figures)
+}
+
+/// The objects whose search paths the loader walked for `exec`, each with
+/// its RUNPATH and RPATH entries as the loader reads them: the program,
+/// then its libraries in load order.
+fn searchers(exec: &Exec, run: &LoaderRun, recorded: &BinaryTable) -> Vec<(String, Vec<String>)> {
+    std::iter::once((text(&exec.filename), exec.dev, exec.ino))
+        .chain(run.libraries.iter().map(|l| (text(&l.path), l.dev, l.ino)))
+        .filter_map(|(path, dev, ino)| {
+            let facts = &recorded.get(dev, ino)?.facts;
+            let dirs = facts.runpath.iter().chain(&facts.rpath).map(|d| expand_origin(d, &path)).collect();
+            Some((path, dirs))
+        })
+        .collect()
+}
+
+/// A RUNPATH entry as the loader reads it: `$ORIGIN` (or `${ORIGIN}`) is
+/// the directory of the object that holds it; trailing slashes go.
+pub fn expand_origin(entry: &str, object: &str) -> String {
+    let origin = object.rsplit_once('/').map_or(".", |(dir, _)| if dir.is_empty() { "/" } else { dir });
+    let expanded = entry.replace("${ORIGIN}", origin).replace("$ORIGIN", origin);
+    let trimmed = expanded.trim_end_matches('/');
+    if trimmed.is_empty() { expanded } else { trimmed.to_string() }
+}
+
+/// Did the loader probe `dir` because `entry` was in a search path? It
+/// probes the entry itself and, before it, the entry's `glibc-hwcaps/*`
+/// subdirectories (and, in older glibcs, `tls/` and platform ones).
+pub fn searched_for(dir: &str, entry: &str) -> bool {
+    dir == entry || dir.strip_prefix(entry).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The figures of one process of a trace that ran from `trace_start` to
@@ -185,6 +230,7 @@ fn loader_figures(process: &Process) -> Option<LoaderFigures> {
 pub fn process_figures(
     process: &Process,
     cgroups: &CgroupNames,
+    recorded: &BinaryTable,
     trace_start: u64,
     trace_end: u64,
 ) -> ProcessFigures {
@@ -211,7 +257,7 @@ pub fn process_figures(
         exit_code,
         signal,
         execs: process.execs.iter().map(exec_figures).collect(),
-        loader: loader_figures(process),
+        loader: loader_figures(process, recorded),
         io: IoFigures::from(&process.io),
         time: process.times,
     }

@@ -80,6 +80,9 @@ pub struct Exec {
     pub argv: Vec<Bytes>,
     /// The dynamic loader's run, when the loader probes saw it.
     pub loader: Option<LoaderRun>,
+    /// Files mapped executable after the loader was done (`dlopen`), by
+    /// the kernel's name, once each, in order.
+    pub late_libraries: Vec<Bytes>,
 }
 
 impl Exec {
@@ -296,6 +299,7 @@ impl ProcessTable {
                     ino: *ino,
                     argv: argv.clone(),
                     loader: None,
+                    late_libraries: Vec::new(),
                 });
             }
             Event::Loader { common, phase } => {
@@ -320,6 +324,16 @@ impl ProcessTable {
                 }
             }
             Event::Mmap { common, path, fd, prot, len, duration_ns, dev, ino, .. } => {
+                if let Some(path) = path
+                    && prot & PROT_EXEC != 0
+                    && self.running_loader(common.pid).is_none()
+                    && let Some(exec) =
+                        self.live.get(&common.pid).and_then(|i| self.processes[*i].execs.last_mut())
+                    && exec.loader.as_ref().is_some_and(|run| run.done_ns.is_some())
+                    && !exec.late_libraries.contains(path)
+                {
+                    exec.late_libraries.push(path.clone());
+                }
                 if let Some(run) = self.running_loader(common.pid) {
                     run.map_ns = run.map_ns.saturating_add(*duration_ns);
                     let map = Map {
