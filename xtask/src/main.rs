@@ -4,10 +4,10 @@
 //! - `cargo xtask setup` installs every prerequisite on Debian 12, skipping
 //!   what is already there: the Debian packages (LLVM 22, build tools,
 //!   strace, bpftrace, perf, patchelf, nix-bin, chromium, QEMU, debootstrap,
-//!   linux-image-amd64), the nightly `rust-src`
-//!   component, bpf-linker built against LLVM 22, cargo-fuzz, deadnix (a Nix linter), and
-//!   the tracefs mount. Installing the Debian packages and mounting tracefs
-//!   needs root.
+//!   linux-image-amd64), the nightly `rust-src` component, bpf-linker built
+//!   against LLVM 22, cargo-fuzz, the Nix linters deadnix and statix (built
+//!   from `shared/tools/statix/` beside the repository), and the tracefs
+//!   mount. Installing the Debian packages and mounting tracefs needs root.
 //! - `cargo xtask test` runs `setup`, then the whole suite: `cargo fmt
 //!   --check`, the nix checks, clippy with `-D warnings`, the release build
 //!   (which embeds the eBPF object), `cargo test` on one thread, the
