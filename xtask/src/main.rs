@@ -16,8 +16,8 @@
 //!   load eBPF programs into the kernel, so this must run as root (`sudo -E
 //!   cargo xtask test`). `--quick` skips fmt, the nix checks and clippy.
 //! - `cargo xtask nix-check` checks every tracked `.nix` file: it parses with
-//!   `nix-instantiate --parse`, runs deadnix, and checks the formatting with
-//!   alejandra (and runs statix where one is on PATH). No Nix store is needed.
+//!   `nix-instantiate --parse`, runs deadnix and statix, and checks the
+//!   formatting with alejandra. No Nix store is needed.
 //!   `--format` formats the files first, as `nix fmt` would.
 //! - `cargo xtask bench` measures tracing overhead against bpftrace, strace
 //!   and the floor of empty BPF programs, and how fast `report` reads a big
@@ -86,14 +86,14 @@ enum Cmd {
     /// boot test boots a Debian 6.1 guest. Stops at the first failing step
     /// and names it.
     Test(test::Args),
-    /// Check every tracked .nix file: parse, deadnix, alejandra's formatting (no Nix store needed).
+    /// Check every tracked .nix file: parse, deadnix, statix, alejandra's formatting (no Nix store needed).
     ///
     /// Parses each file with `nix-instantiate --parse` (Debian's nix-bin,
     /// with the empty `dummy://` store), then runs `deadnix --fail`, checks
     /// the formatting with alejandra (linked in, the formatter of `nix fmt`),
-    /// and runs `statix check` if statix is on PATH. Runs every check, then
-    /// fails naming those that failed. Run `cargo xtask setup` first to
-    /// install nix-bin and deadnix.
+    /// and runs `statix check`. Runs every check, then fails naming those
+    /// that failed. Run `cargo xtask setup` first to install nix-bin, deadnix
+    /// and statix.
     NixCheck(nix::Args),
     /// Boot a Debian 6.1 guest under QEMU with the boot unit and check its trace (as root).
     ///
