@@ -65,7 +65,7 @@
         module = self.nixosModules.default;
       };
 
-      # What `cargo xtask nix-check` runs, plus statix.
+      # The linters `cargo xtask nix-check` runs too, without Nix.
       lint =
         pkgs.runCommand "nixtrace-nix-lint" {
           nativeBuildInputs = [pkgs.alejandra pkgs.deadnix pkgs.statix];

@@ -238,16 +238,18 @@ in {
         }
       ];
 
-      # The unit itself comes from the package (lib/systemd/system).
-      systemd.packages = [cfg.package];
-      systemd.services.nixtrace-boot = {
-        # NixOS ignores the unit file's [Install] section.
-        wantedBy = ["sysinit.target"];
-        environment.NIXTRACE_BOOT_ARGS = lib.concatMapStringsSep " " systemdWord bootArgs;
-        # It records a boot: `nixos-rebuild switch` should not restart it.
-        restartIfChanged = false;
+      systemd = {
+        # The unit itself comes from the package (lib/systemd/system).
+        packages = [cfg.package];
+        services.nixtrace-boot = {
+          # NixOS ignores the unit file's [Install] section.
+          wantedBy = ["sysinit.target"];
+          environment.NIXTRACE_BOOT_ARGS = lib.concatMapStringsSep " " systemdWord bootArgs;
+          # It records a boot: `nixos-rebuild switch` should not restart it.
+          restartIfChanged = false;
+        };
+        tmpfiles.rules = ["d ${bootCfg.outputDir} 0700 root root -"];
       };
-      systemd.tmpfiles.rules = ["d ${bootCfg.outputDir} 0700 root root -"];
     })
 
     (mkIf opt.enable (mkMerge [

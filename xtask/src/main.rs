@@ -4,10 +4,10 @@
 //! - `cargo xtask setup` installs every prerequisite on Debian 12, skipping
 //!   what is already there: the Debian packages (LLVM 22, build tools,
 //!   strace, bpftrace, perf, patchelf, nix-bin, chromium, QEMU, debootstrap,
-//!   linux-image-amd64), the nightly `rust-src`
-//!   component, bpf-linker built against LLVM 22, cargo-fuzz, deadnix (a Nix linter), and
-//!   the tracefs mount. Installing the Debian packages and mounting tracefs
-//!   needs root.
+//!   linux-image-amd64), the nightly `rust-src` component, bpf-linker built
+//!   against LLVM 22, cargo-fuzz, the Nix linters deadnix and statix (built
+//!   from `shared/tools/statix/` beside the repository), and the tracefs
+//!   mount. Installing the Debian packages and mounting tracefs needs root.
 //! - `cargo xtask test` runs `setup`, then the whole suite: `cargo fmt
 //!   --check`, the nix checks, clippy with `-D warnings`, the release build
 //!   (which embeds the eBPF object), `cargo test` on one thread, the
@@ -16,8 +16,8 @@
 //!   load eBPF programs into the kernel, so this must run as root (`sudo -E
 //!   cargo xtask test`). `--quick` skips fmt, the nix checks and clippy.
 //! - `cargo xtask nix-check` checks every tracked `.nix` file: it parses with
-//!   `nix-instantiate --parse`, runs deadnix, and checks the formatting with
-//!   alejandra (and runs statix where one is on PATH). No Nix store is needed.
+//!   `nix-instantiate --parse`, runs deadnix and statix, and checks the
+//!   formatting with alejandra. No Nix store is needed.
 //!   `--format` formats the files first, as `nix fmt` would.
 //! - `cargo xtask bench` measures tracing overhead against bpftrace, strace
 //!   and the floor of empty BPF programs, and how fast `report` reads a big
@@ -86,14 +86,14 @@ enum Cmd {
     /// boot test boots a Debian 6.1 guest. Stops at the first failing step
     /// and names it.
     Test(test::Args),
-    /// Check every tracked .nix file: parse, deadnix, alejandra's formatting (no Nix store needed).
+    /// Check every tracked .nix file: parse, deadnix, statix, alejandra's formatting (no Nix store needed).
     ///
     /// Parses each file with `nix-instantiate --parse` (Debian's nix-bin,
     /// with the empty `dummy://` store), then runs `deadnix --fail`, checks
     /// the formatting with alejandra (linked in, the formatter of `nix fmt`),
-    /// and runs `statix check` if statix is on PATH. Runs every check, then
-    /// fails naming those that failed. Run `cargo xtask setup` first to
-    /// install nix-bin and deadnix.
+    /// and runs `statix check`. Runs every check, then fails naming those
+    /// that failed. Run `cargo xtask setup` first to install nix-bin, deadnix
+    /// and statix.
     NixCheck(nix::Args),
     /// Boot a Debian 6.1 guest under QEMU with the boot unit and check its trace (as root).
     ///

@@ -12,14 +12,19 @@
 //!   nixpkgs ships alejandra 4.0.0 as of this writing, which formats the same except for `/**
 //!   */` doc comments and the pipe operators, which no file here uses.
 //!   `--format` writes the formatted files back first, as `nix fmt` would;
-//! - `statix check`, only where a `statix` is on PATH: it is on neither
-//!   crates.io nor Debian 12, so setup cannot install it. `nix flake check`
-//!   runs it (the flake's `lint` check), with deadnix and alejandra.
+//! - `statix check`: statix's lints (such as W20, repeated keys), each
+//!   finding on one line (`--format errfmt`). It is on neither crates.io nor Debian 12, so
+//!   `cargo xtask setup` builds 0.5.8 from the copy of its source in
+//!   `shared/tools/statix/`, beside the repository; without it this fails
+//!   and says to run setup.
 //!
-//! Every check runs on every file; the command then fails naming each check
-//! that failed. Nothing here evaluates or builds anything: the flake's
-//! package, its NixOS VM test and its lint check need `nix flake check` on a
-//! machine with Nix and its binary cache.
+//! With the parse check, that is what the flake's `lint` check runs
+//! (`alejandra --check`, `deadnix --fail` and `statix check` with its
+//! default configuration), on the `.nix` files git tracks instead of the
+//! flake's copy of every `.nix` file. Every check runs on every file; the
+//! command then fails naming each check that failed. Nothing here evaluates
+//! or builds anything: the flake's package and its NixOS VM test need `nix
+//! flake check` on a machine with Nix and its binary cache.
 use std::{
     fs,
     process::{Command, Stdio},
@@ -64,15 +69,19 @@ pub fn run(args: &Args) -> Result<()> {
         check(&mut failed, &format!("nix-instantiate --parse {file}"), &mut cmd);
     }
     check(&mut failed, "deadnix", command("deadnix").arg("--fail").args(&files));
-    if output(command("statix").arg("--version")).is_ok() {
-        for file in &files {
-            check(&mut failed, &format!("statix check {file}"), command("statix").args(["check", file]));
+    match output(command("statix").arg("--version")) {
+        // It takes one file or directory; a finding or a parse error makes it fail.
+        Ok(_) => {
+            for file in &files {
+                let mut cmd = command("statix");
+                cmd.args(["check", "--format", "errfmt", file]);
+                check(&mut failed, &format!("statix check {file}"), &mut cmd);
+            }
         }
-    } else {
-        println!(
-            "skipped: statix (not on PATH; it is on neither crates.io nor Debian 12, so \
-             `cargo xtask setup` cannot install it; `nix flake check` runs it)"
-        );
+        Err(err) => {
+            println!("error: {err:#}\nstatix is missing: `cargo xtask setup` installs it");
+            failed.push("statix (not installed: run `cargo xtask setup`)".to_owned());
+        }
     }
 
     if failed.is_empty() {

@@ -1,11 +1,14 @@
 //! `cargo xtask setup`: installs the prerequisites, one function per step.
 //! Each step checks first and prints `ok: ...` when there is nothing to do,
 //! or `installing: ...` before it changes the machine.
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{command, output, run as run_cmd};
+use crate::{command, output, repo_root, run as run_cmd, target_dir};
 
 /// Everything the build, the tests and the demo need from Debian 12.
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -33,11 +36,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// A tool that `cargo install` builds from crates.io at a pinned version.
+/// A tool that `cargo install` builds from source at a pinned version.
 struct CargoTool {
     /// The crate, which is also the executable's name.
     name: &'static str,
     version: &'static str,
+    source: Source,
     /// Extra arguments to `cargo install` (features).
     args: &'static [&'static str],
     /// Environment for the build.
@@ -46,10 +50,24 @@ struct CargoTool {
     what: &'static str,
 }
 
+/// Where `cargo install` takes a tool's source from.
+enum Source {
+    /// crates.io, at the tool's version.
+    CratesIo,
+    /// A crate in the `shared/` folder beside the repository (CI puts a copy
+    /// there), given by its path inside that folder; the folder's README
+    /// says where the source comes from. It is built with its own
+    /// `Cargo.lock` (no retry without `--locked`) into `NAME/` in cargo's
+    /// target directory (`target/statix`): with `--path`, cargo would
+    /// otherwise build inside the source tree, which is read-only in CI.
+    Shared(&'static str),
+}
+
 /// The eBPF linker, built from source against the system's LLVM 22.
 const BPF_LINKER: CargoTool = CargoTool {
     name: "bpf-linker",
     version: "0.13.0",
+    source: Source::CratesIo,
     args: &["--no-default-features", "--features", "llvm-22"],
     // aya-rustc-llvm-proxy finds libLLVM through LLVM_PREFIX (without it
     // linking fails on -lLLVM); llvm-sys 221 reads its own variable.
@@ -57,15 +75,39 @@ const BPF_LINKER: CargoTool = CargoTool {
     what: "against LLVM 22 (a few minutes)",
 };
 
-/// The Nix linter that `cargo xtask nix-check` runs. Its formatter check
-/// links alejandra's library instead (see nix.rs), and statix, the other
-/// linter the flake runs, is on neither crates.io nor Debian 12.
-const NIX_TOOLS: [CargoTool; 1] =
-    [CargoTool { name: "deadnix", version: "1.3.1", args: &[], env: &[], what: "(about a minute)" }];
+/// The Nix linters that `cargo xtask nix-check` runs, the two the flake's
+/// lint check runs besides alejandra (whose library nix.rs links instead).
+/// statix is not on crates.io (the crate named `statix` there is another
+/// program) nor in Debian 12, so it is built from the copy of its source
+/// in `shared/tools/statix/`.
+const NIX_TOOLS: [CargoTool; 2] = [
+    CargoTool {
+        name: "deadnix",
+        version: "1.3.1",
+        source: Source::CratesIo,
+        args: &[],
+        env: &[],
+        what: "(about a minute)",
+    },
+    CargoTool {
+        name: "statix",
+        version: "0.5.8",
+        source: Source::Shared("tools/statix/bin"),
+        args: &[],
+        env: &[],
+        what: "from shared/tools/statix (one to two minutes)",
+    },
+];
 
 /// libFuzzer's cargo front end, for `cargo xtask fuzz`.
-const CARGO_FUZZ: CargoTool =
-    CargoTool { name: "cargo-fuzz", version: "0.12.0", args: &[], env: &[], what: "(about a minute)" };
+const CARGO_FUZZ: CargoTool = CargoTool {
+    name: "cargo-fuzz",
+    version: "0.12.0",
+    source: Source::CratesIo,
+    args: &[],
+    env: &[],
+    what: "(about a minute)",
+};
 
 /// Runs every step in order; the Debian packages come first because
 /// bpf-linker is built against their LLVM.
@@ -158,9 +200,24 @@ fn cargo_tool(tool: &CargoTool) -> Result<()> {
     } else {
         println!("installing: {name} {} {}", tool.version, tool.what);
     }
-    if let Err(err) = cargo_install(tool, true) {
-        println!("warning: {err:#}; retrying without --locked");
-        cargo_install(tool, false)?;
+    if let Source::Shared(path) = tool.source {
+        let dir = shared_dir().join(path);
+        if !dir.join("Cargo.toml").is_file() {
+            bail!(
+                "cannot install {name} {}: its source is missing, {} has no Cargo.toml \
+                 (the shared/ folder must sit beside the repository, as in CI; \
+                 shared/tools/README.md describes it)",
+                tool.version,
+                dir.display(),
+            );
+        }
+    }
+    match cargo_install(tool, true) {
+        Err(err) if matches!(tool.source, Source::CratesIo) => {
+            println!("warning: {err:#}; retrying without --locked");
+            cargo_install(tool, false)?;
+        }
+        result => result?,
     }
     match installed_version(tool) {
         Some(version) if has_version(&version, tool.version) => Ok(()),
@@ -184,9 +241,23 @@ fn has_version(line: &str, version: &str) -> bool {
     line.split_whitespace().any(|word| word.trim_start_matches('v') == version)
 }
 
+/// The `shared/` folder beside the repository, which holds source trees of
+/// tools (`Source::Shared`).
+fn shared_dir() -> PathBuf {
+    repo_root().parent().unwrap_or(repo_root()).join("shared")
+}
+
 fn cargo_install(tool: &CargoTool, locked: bool) -> Result<()> {
     let mut cmd = command("cargo");
-    cmd.args(["install", tool.name, "--version", tool.version]);
+    cmd.arg("install");
+    match tool.source {
+        Source::CratesIo => cmd.args([tool.name, "--version", tool.version]),
+        Source::Shared(path) => cmd
+            .arg("--path")
+            .arg(shared_dir().join(path))
+            .arg("--target-dir")
+            .arg(target_dir().join(tool.name)),
+    };
     if locked {
         cmd.arg("--locked");
     }

@@ -31,7 +31,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut steps: Vec<(&str, Step)> = Vec::new();
     if !args.quick {
         steps.push(("format check", Step::Cmd(crate::cargo(["fmt", "--all", "--", "--check"]))));
-        // Every tracked .nix file: parse, deadnix, alejandra (nix.rs).
+        // Every tracked .nix file: parse, deadnix, statix, alejandra (nix.rs).
         steps.push(("nix checks", Step::Fn(crate::nix::check_only)));
         steps.push((
             "clippy",
