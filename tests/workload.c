@@ -11,6 +11,7 @@
  *   opens N PATH   openat(PATH) N times, exit 0
  *   cpu MS SLEEP OUT  burn MS of CPU, sleep SLEEP ms, write getrusage's
  *                     user+system time in ns to OUT
+ *   dlopen LIB     dlopen(LIB) after startup, as a plugin is loaded; exit 0
  *
  * Any step that does not behave as the test expects exits with a distinct
  * code >= 80 (see `fail`), so a broken environment is told apart from a
@@ -19,6 +20,7 @@
  * Build: cc -O1 -pthread -o workload tests/workload.c
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -265,8 +267,14 @@ int main(int argc, char **argv)
         return opens(atoi(argv[2]), argv[3]);
     if (strcmp(mode, "cpu") == 0 && argc == 5)
         return cpu(atoi(argv[2]), atoi(argv[3]), argv[4]);
+    if (strcmp(mode, "dlopen") == 0 && argc == 3) {
+        if (!dlopen(argv[2], RTLD_NOW))
+            fail(FAIL_USAGE, dlerror());
+        return 0;
+    }
 
     fprintf(stderr,
-            "usage: workload files DIR | chain N | threads | sleep SECS | opens N PATH | cpu MS SLEEP_MS OUT\n");
+            "usage: workload files DIR | chain N | threads | sleep SECS | opens N PATH | cpu MS SLEEP_MS OUT"
+            " | dlopen LIB\n");
     return FAIL_USAGE;
 }

@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     analysis::{Filter, analyse_file, boot},
-    flamegraph,
+    flamegraph, recommend,
     record::StagedBoot,
     report,
 };
@@ -53,10 +53,11 @@ pub fn file(staged: &StagedBoot) -> Result<PathBuf> {
         systemd_analyze(&["critical-chain"]).as_deref(),
         systemd_analyze(&["blame"]).as_deref(),
     ));
+    let recommendations = recommend::recommend(&analysis, &recommend::Selection::default());
     for (format, extension) in
         [(report::Format::Markdown, "report.md"), (report::Format::Json, "report.json")]
     {
-        let text = report::render(&analysis, format, REPORT_ROWS, false);
+        let text = report::render(&analysis, &recommendations, format, REPORT_ROWS, false);
         crate::output::write_private(&stem.with_extension(extension), text.as_bytes())?;
     }
     for kind in [flamegraph::Kind::Startup, flamegraph::Kind::Io] {

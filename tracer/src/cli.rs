@@ -10,7 +10,7 @@ use clap::{
     builder::{PossibleValue, PossibleValuesParser, TypedValueParser},
 };
 
-use crate::{analysis::Filter, diff, export, flamegraph, record, report, trace::Probe};
+use crate::{analysis::Filter, diff, export, flamegraph, recommend, record, report, trace::Probe};
 
 /// Trace program startup and boot with eBPF: every exec, open and mmap, with
 /// the process tree and cgroups, into a compact trace file.
@@ -91,6 +91,19 @@ pub enum Command {
         nixtrace export boot.ntr -o boot.json\n  \
         nixtrace export python.ntr --format chrome-json -o python.json")]
     Export(ExportArgs),
+    /// Say what to change: rules that read a trace and recommend fixes,
+    /// each with its evidence, an estimated saving and a pasteable,
+    /// opt-in, reversible fix.
+    ///
+    /// Ranked by the time each would save, then bytes. --list-rules prints
+    /// every rule, what it looks for and its thresholds; --threshold
+    /// changes one. The JSON shape is in docs/recommendations.md.
+    #[command(after_help = "Examples:\n  \
+        nixtrace recommend python.ntr\n  \
+        nixtrace recommend boot.ntr --format markdown --min-saving 1ms > comment.md\n  \
+        nixtrace recommend boot.ntr --rule library-search --format json\n  \
+        nixtrace recommend --list-rules")]
+    Recommend(RecommendArgs),
     /// Print a trace's events as JSON Lines, one object per event.
     ///
     /// The first line is the trace header; every event has `type`, `ts_ns`,
@@ -479,6 +492,84 @@ impl From<ExportArgs> for export::Options {
     fn from(args: ExportArgs) -> export::Options {
         export::Options { file: args.file, format: args.format, output: args.output }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// The trace file.
+    #[arg(required_unless_present = "list_rules")]
+    file: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(short = 'F', long, default_value = "text",
+          value_parser = one_of(&recommend::Format::ALL, recommend::Format::name, recommend_format_help))]
+    format: recommend::Format,
+
+    /// Only this rule (repeatable; see --list-rules).
+    #[arg(long = "rule", value_name = "ID", value_parser = rule_id())]
+    rules: Vec<String>,
+
+    /// Leave out recommendations that save less time than this (e.g.
+    /// 500us, 2ms, 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    min_saving: std::time::Duration,
+
+    /// Change a rule's threshold (repeatable), e.g.
+    /// --threshold library-search.min_failed_lookups=10.
+    #[arg(long = "threshold", value_name = "RULE.NAME=VALUE", value_parser = parse_threshold)]
+    thresholds: Vec<String>,
+
+    /// List every rule, what it looks for and its thresholds, and exit.
+    #[arg(long, conflicts_with_all = ["rules", "thresholds"])]
+    list_rules: bool,
+
+    /// Write the recommendations here instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+fn recommend_format_help(format: recommend::Format) -> &'static str {
+    match format {
+        recommend::Format::Text => "for a terminal",
+        recommend::Format::Markdown => "a pull-request comment: a table, then each fix folded",
+        recommend::Format::Json => "for programs (docs/recommendations.md)",
+    }
+}
+
+fn rule_id() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        recommend::RULES.iter().map(|rule| PossibleValue::new(rule.id).help(rule.title)),
+    )
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 500us, 2ms or 1s)"))
+}
+
+fn parse_threshold(text: &str) -> Result<String, String> {
+    recommend::Settings::default().set(text).map(|()| text.to_string()).map_err(|e| e.to_string())
+}
+
+/// `nixtrace recommend`, or its `--list-rules`.
+pub fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
+    if args.list_rules {
+        return crate::output::write_or_print(args.output.as_deref(), recommend::list_rules().as_bytes());
+    }
+    let mut settings = recommend::Settings::default();
+    for assignment in &args.thresholds {
+        settings.set(assignment)?;
+    }
+    let options = recommend::Options {
+        file: args.file.expect("clap requires the file without --list-rules"),
+        format: args.format,
+        selection: recommend::Selection {
+            rules: args.rules,
+            min_saving_ns: u64::try_from(args.min_saving.as_nanos()).unwrap_or(u64::MAX),
+            settings,
+        },
+        output: args.output,
+    };
+    recommend::run(&options)
 }
 
 #[derive(Debug, Args)]

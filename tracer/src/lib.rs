@@ -20,6 +20,7 @@ mod flamegraph;
 mod human;
 mod model;
 mod output;
+mod recommend;
 mod record;
 mod report;
 mod saturating;
@@ -39,6 +40,7 @@ pub fn main() -> ExitCode {
         cli::Command::Export(args) => export::run(&args.into()).map(|()| 0),
         cli::Command::Dump(args) => dump::run(&args.file).map(|()| 0),
         cli::Command::Report(args) => report::run(&args.into()).map(|()| 0),
+        cli::Command::Recommend(args) => cli::recommend(args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
@@ -69,7 +71,7 @@ fn record_and_file(options: record::Options) -> anyhow::Result<i32> {
 /// memory are the bugs.
 #[doc(hidden)]
 pub mod fuzzing {
-    use crate::{analysis, diff, export, flamegraph, report, trace::TraceReader};
+    use crate::{analysis, diff, export, flamegraph, recommend, report, trace::TraceReader};
 
     /// Reads every event of `bytes` as a trace.
     pub fn read_trace(bytes: &[u8]) {
@@ -87,8 +89,12 @@ pub mod fuzzing {
     /// its timeline.
     pub fn report_pipeline(bytes: &[u8]) {
         let Ok(analysis) = analysis::analyse(bytes, "fuzz", &analysis::Filter::default()) else { return };
+        let recommendations = recommend::recommend(&analysis, &recommend::Selection::default());
         for format in report::Format::ALL {
-            report::render(&analysis, format, 10, false);
+            report::render(&analysis, &recommendations, format, 10, false);
+        }
+        for format in recommend::Format::ALL {
+            recommend::render(&analysis, &recommendations, format);
         }
         for kind in flamegraph::Kind::ALL {
             let stacks = flamegraph::stacks(&analysis, kind);

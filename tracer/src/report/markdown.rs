@@ -11,9 +11,10 @@ use crate::{
         boot::{BootSection, BootUnit},
     },
     human::{bytes, count, duration, markdown_escape as escape},
+    recommend::{Recommendation, markdown_section},
 };
 
-pub fn render(analysis: &Analysis, top: usize) -> String {
+pub fn render(analysis: &Analysis, recommendations: &[Recommendation], top: usize) -> String {
     let mut out = String::new();
     let h = &analysis.header;
     let subject = h.command.as_ref().map_or("the whole system".to_string(), |c| escape(&c.join(" ")));
@@ -38,6 +39,9 @@ pub fn render(analysis: &Analysis, top: usize) -> String {
         escape(&h.kernel_release),
     );
 
+    if !recommendations.is_empty() {
+        let _ = writeln!(out, "**Recommendations**\n\n{}", markdown_section(recommendations));
+    }
     if let Some(boot) = &analysis.boot {
         render_boot(&mut out, boot);
     }

@@ -12,6 +12,7 @@ use anyhow::Result;
 use crate::{
     analysis::{Analysis, Filter, PackageFigures, ProcessFigures, analyse_file},
     human::{bytes, duration},
+    recommend::{Recommendation, Selection, recommend},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,18 +51,25 @@ pub struct Options {
 /// `nixtrace report`.
 pub fn run(options: &Options) -> Result<()> {
     let analysis = analyse_file(&options.file, &options.filter)?;
-    let text =
-        render(&analysis, options.format, options.top, options.color && options.format == Format::Text);
+    let recommendations = recommend(&analysis, &Selection::default());
+    let color = options.color && options.format == Format::Text;
+    let text = render(&analysis, &recommendations, options.format, options.top, color);
     crate::output::write_or_print(options.output.as_deref(), text.as_bytes())
 }
 
-/// `analysis` in `format`, with at most `top` rows per table (JSON has
-/// every row).
-pub fn render(analysis: &Analysis, format: Format, top: usize, color: bool) -> String {
+/// `analysis` and its `recommendations` in `format`, with at most `top`
+/// rows per table (JSON has every row).
+pub fn render(
+    analysis: &Analysis,
+    recommendations: &[Recommendation],
+    format: Format,
+    top: usize,
+    color: bool,
+) -> String {
     match format {
-        Format::Text => text::render(analysis, top, color),
-        Format::Markdown => markdown::render(analysis, top),
-        Format::Json => json::render(analysis),
+        Format::Text => text::render(analysis, recommendations, top, color),
+        Format::Markdown => markdown::render(analysis, recommendations, top),
+        Format::Json => json::render(analysis, recommendations),
     }
 }
 

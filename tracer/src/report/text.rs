@@ -7,6 +7,7 @@ use super::{loader_cells, package_cells};
 use crate::{
     analysis::Analysis,
     human::{bytes, count, duration},
+    recommend::{Recommendation, text_section},
 };
 
 fn bold(s: &str, color: bool) -> String {
@@ -17,7 +18,7 @@ fn red(s: &str, color: bool) -> String {
     if color { format!("\x1b[31m{s}\x1b[0m") } else { s.to_string() }
 }
 
-pub fn render(analysis: &Analysis, top: usize, color: bool) -> String {
+pub fn render(analysis: &Analysis, recommendations: &[Recommendation], top: usize, color: bool) -> String {
     let mut out = String::new();
     let h = &analysis.header;
     let _ = writeln!(
@@ -111,6 +112,14 @@ pub fn render(analysis: &Analysis, top: usize, color: bool) -> String {
         for f in analysis.files.iter().take(top) {
             let _ = writeln!(out, "{:>10}  {}", bytes(f.disk_read_bytes), f.display_name());
         }
+    }
+    if !recommendations.is_empty() {
+        let _ = write!(
+            out,
+            "\n{}\n{}",
+            bold("Recommendations (nixtrace recommend for more)", color),
+            text_section(recommendations)
+        );
     }
     out
 }

@@ -1,0 +1,207 @@
+//! End-to-end tests of `nixtrace recommend`: real programs with real
+//! search paths (set with patchelf), recorded with the real probes; each
+//! rule must fire on the workload built to trigger it, stay silent on its
+//! close twin, and rest on evidence equal to the report's figures. The
+//! printed fixes are applied and a new recording shows what they promised.
+//! Needs root, and Debian's patchelf and C compiler.
+
+mod common;
+
+use std::{fs, path::Path, process::Command};
+
+use common::*;
+use serde_json::Value;
+
+/// Where Debian keeps the C library and zlib.
+const SYSTEM_LIBS: &str = "/lib/x86_64-linux-gnu";
+
+fn patchelf_set_rpath(binary: &Path, rpath: &str) {
+    let output = run(Command::new("patchelf").arg("--set-rpath").arg(rpath).arg(binary));
+    assert!(output.status.success(), "patchelf: {}", stderr_of(&output));
+}
+
+fn rpath_of(binary: &Path) -> String {
+    let output = run(Command::new("patchelf").arg("--print-rpath").arg(binary));
+    assert!(output.status.success(), "patchelf: {}", stderr_of(&output));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// `nixtrace recommend TRACE --format json ARGS`, parsed.
+fn recommend_json(trace: &Path, args: &[&str]) -> Value {
+    let output =
+        run(Command::new(NIXTRACE).arg("recommend").arg(trace).args(["--format", "json"]).args(args));
+    assert!(output.status.success(), "recommend: {}", stderr_of(&output));
+    serde_json::from_slice(&output.stdout).expect("recommend --format json prints JSON")
+}
+
+/// The recommendations of `rule` about `binary`.
+fn about<'a>(recommendations: &'a Value, rule: &str, binary: &Path) -> Vec<&'a Value> {
+    recommendations["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["rule"] == rule
+                && r["subjects"].as_array().unwrap().iter().any(|s| s["name"] == text_of(binary))
+        })
+        .collect()
+}
+
+/// Records `binary ARGS` into `trace` and returns the report's row for it.
+fn record_and_report(binary: &Path, args: &[&str], trace: &Path) -> Value {
+    let _ = fs::remove_file(trace);
+    // cargo test sets LD_LIBRARY_PATH, which the loader searches first.
+    let output =
+        run(record_cmd(trace).env_remove("LD_LIBRARY_PATH").arg("-q").arg("--").arg(binary).args(args));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let report = report_json(trace, &[]);
+    process_running(&report, text_of(binary)).clone()
+}
+
+/// Proves library-search: a program whose RUNPATH has two entries that
+/// hold nothing is told to drop exactly those, keeping the entry that only
+/// a `dlopen` after startup used; the evidence equals the report's failed
+/// lookups; the printed command, run, leaves exactly the failed lookups
+/// the evidence predicted and no recommendation; the revert restores the
+/// RUNPATH; and the twin built with the minimal RUNPATH gets none.
+#[test]
+fn library_search_drops_the_entries_that_hold_nothing() {
+    let sandbox = Sandbox::new();
+    let program = sandbox.build_workload();
+    let (empty_a, plugins, empty_b) =
+        (sandbox.path("empty-a"), sandbox.path("plugins"), sandbox.path("empty-b"));
+    for dir in [&empty_a, &plugins, &empty_b] {
+        fs::create_dir(dir).unwrap();
+    }
+    fs::copy(Path::new(SYSTEM_LIBS).join("libz.so.1"), plugins.join("libz.so.1")).unwrap();
+    let old = format!("{}:{}:{}:{SYSTEM_LIBS}", text_of(&empty_a), text_of(&plugins), text_of(&empty_b));
+    patchelf_set_rpath(&program, &old);
+    let trace = sandbox.trace_path();
+    let row = record_and_report(&program, &["dlopen", "libz.so.1"], &trace);
+    let dlopened: Vec<&str> =
+        row["loader"]["dlopened"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert!(dlopened.iter().any(|d| d.ends_with("plugins/libz.so.1")), "{dlopened:?}");
+
+    let recommendations = recommend_json(&trace, &[]);
+    let found = about(&recommendations, "library-search", &program);
+    assert_eq!(found.len(), 1, "{recommendations:#}");
+    let r = found[0];
+    let evidence = &r["evidence"];
+    let new = format!("{}:{SYSTEM_LIBS}", text_of(&plugins));
+    assert_eq!(evidence["new_entries"], serde_json::json!([text_of(&plugins), SYSTEM_LIBS]), "{evidence:#}");
+    let useless: Vec<&str> = evidence["useless_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"].as_str().unwrap())
+        .collect();
+    assert_eq!(useless, [text_of(&empty_a), text_of(&empty_b)]);
+
+    // The evidence is the report's: the failed lookups the program's own
+    // RUNPATH caused, and those under the dropped entries.
+    let failed = row["loader"]["failed"].as_array().unwrap();
+    let own: Vec<&Value> = failed.iter().filter(|f| f["searcher"] == text_of(&program)).collect();
+    let sum = |items: &[&Value], key: &str| items.iter().map(|f| f[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(evidence["failed_lookups"].as_u64(), Some(sum(&own, "count")));
+    let under = |f: &&Value, dir: &Path| {
+        let d = f["dir"].as_str().unwrap();
+        d == text_of(dir) || d.starts_with(&format!("{}/", text_of(dir)))
+    };
+    let removed: Vec<&Value> =
+        own.iter().copied().filter(|f| under(f, &empty_a) || under(f, &empty_b)).collect();
+    assert!(!removed.is_empty(), "the empty entries were searched: {failed:#?}");
+    assert_eq!(evidence["removed_failed_lookups"].as_u64(), Some(sum(&removed, "count")));
+    assert_eq!(r["saving"]["time_ns"].as_u64(), Some(sum(&removed, "ns")));
+    assert_eq!(r["fix"]["kind"], "command");
+    assert_eq!(
+        r["fix"]["text"].as_str().unwrap(),
+        format!("patchelf --set-rpath {new} {}", text_of(&program))
+    );
+
+    // Apply the fix exactly as printed.
+    let applied = run(Command::new("sh").arg("-c").arg(r["fix"]["text"].as_str().unwrap()));
+    assert!(applied.status.success(), "{}", stderr_of(&applied));
+    assert_eq!(rpath_of(&program), new);
+    let after = record_and_report(&program, &["dlopen", "libz.so.1"], &sandbox.path("after.ntr"));
+    assert_eq!(
+        after["loader"]["failed_lookups"].as_u64(),
+        evidence["remaining_failed_lookups"].as_u64(),
+        "the fix leaves the failed lookups it predicted: {:#}",
+        after["loader"]
+    );
+    assert_eq!(after["exit_code"], 0, "the dlopened library is still found");
+    assert!(about(&recommend_json(&sandbox.path("after.ntr"), &[]), "library-search", &program).is_empty());
+
+    // And the revert, as printed, restores the original.
+    let reverted = run(Command::new("sh").arg("-c").arg(r["fix"]["revert"].as_str().unwrap()));
+    assert!(reverted.status.success(), "{}", stderr_of(&reverted));
+    assert_eq!(rpath_of(&program), old);
+
+    // The twin, built with the minimal RUNPATH, gets no recommendation.
+    let twin = sandbox.path("twin");
+    fs::copy(&program, &twin).unwrap();
+    patchelf_set_rpath(&twin, &new);
+    record_and_report(&twin, &["dlopen", "libz.so.1"], &sandbox.path("twin.ntr"));
+    assert!(about(&recommend_json(&sandbox.path("twin.ntr"), &[]), "library-search", &twin).is_empty());
+}
+
+/// Proves the command line's rule selection, threshold and minimum saving:
+/// --rule and --threshold refuse unknown names (usage errors), a threshold
+/// above what the trace shows silences the rule, and --list-rules lists
+/// every rule with its thresholds.
+#[test]
+fn rules_thresholds_and_listing() {
+    let sandbox = Sandbox::new();
+    let program = sandbox.build_workload();
+    let empty = sandbox.path("empty");
+    fs::create_dir(&empty).unwrap();
+    patchelf_set_rpath(&program, &format!("{}:{SYSTEM_LIBS}", text_of(&empty)));
+    let trace = sandbox.trace_path();
+    let row = record_and_report(&program, &["sleep", "0"], &trace);
+    let own =
+        row["loader"]["failed"].as_array().unwrap().iter().filter(|f| f["searcher"] == text_of(&program));
+    let failed: u64 = own.map(|f| f["count"].as_u64().unwrap()).sum();
+    assert!(failed > 0);
+    assert_eq!(
+        about(&recommend_json(&trace, &["--rule", "library-search"]), "library-search", &program).len(),
+        1
+    );
+    let above = format!("library-search.min_failed_lookups={}", failed + 1);
+    assert!(about(&recommend_json(&trace, &["--threshold", &above]), "library-search", &program).is_empty());
+    assert!(about(&recommend_json(&trace, &["--min-saving", "1h"]), "library-search", &program).is_empty());
+    for bad in [
+        &["--rule", "no-such-rule"][..],
+        &["--threshold", "library-search.nope=1"],
+        &["--min-saving", "soon"],
+    ] {
+        let output = run(Command::new(NIXTRACE).arg("recommend").arg(&trace).args(bad));
+        assert_eq!(output.status.code(), Some(2), "{bad:?}: {}", stderr_of(&output));
+    }
+    let list = run(Command::new(NIXTRACE).args(["recommend", "--list-rules"]));
+    assert!(list.status.success(), "{}", stderr_of(&list));
+    let text = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        text.contains("library-search: ") && text.contains("--threshold library-search.min_failed_lookups=1"),
+        "{text}"
+    );
+}
+
+/// Proves the report carries the recommendations: the same objects in
+/// JSON `recommendations[]`, and a section in text and Markdown.
+#[test]
+fn the_report_carries_the_recommendations() {
+    let sandbox = Sandbox::new();
+    let program = sandbox.build_workload();
+    let empty = sandbox.path("empty");
+    fs::create_dir(&empty).unwrap();
+    patchelf_set_rpath(&program, &format!("{}:{SYSTEM_LIBS}", text_of(&empty)));
+    let trace = sandbox.trace_path();
+    record_and_report(&program, &["sleep", "0"], &trace);
+    let report = report_json(&trace, &[]);
+    assert_eq!(report["recommendations"], recommend_json(&trace, &[])["recommendations"]);
+    for (format, heading) in [("text", "Recommendations"), ("markdown", "**Recommendations**")] {
+        let output = run(Command::new(NIXTRACE).arg("report").arg(&trace).args(["--format", format]));
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.contains(heading) && text.contains("library-search"), "{format}: {text}");
+    }
+}
