@@ -131,6 +131,19 @@ fn library_search_drops_the_entries_that_hold_nothing() {
     );
     assert_eq!(after["exit_code"], 0, "the dlopened library is still found");
     assert!(about(&recommend_json(&sandbox.path("after.ntr"), &[]), "library-search", &program).is_empty());
+    // A diff of the two says the change resolved it.
+    let diff = run(Command::new(NIXTRACE)
+        .arg("diff")
+        .arg(&trace)
+        .arg(sandbox.path("after.ntr"))
+        .args(["-F", "json"]));
+    assert!(diff.status.success(), "{}", stderr_of(&diff));
+    let diff: Value = serde_json::from_slice(&diff.stdout).unwrap();
+    let resolved = diff["recommendations_resolved"].as_array().unwrap();
+    assert_eq!(resolved.len(), 1, "{diff:#}");
+    assert_eq!(resolved[0]["rule"], "library-search");
+    assert_eq!(resolved[0]["subjects"][0], text_of(&program));
+    assert_eq!(diff["recommendations_introduced"], serde_json::json!([]));
 
     // And the revert, as printed, restores the original.
     let reverted = run(Command::new("sh").arg("-c").arg(r["fix"]["revert"].as_str().unwrap()));

@@ -100,7 +100,7 @@ pub mod fuzzing {
             let stacks = flamegraph::stacks(&analysis, kind);
             let _ = flamegraph::svg(&stacks, kind, &analysis, false);
         }
-        let _ = diff::compare(&analysis, &analysis, Some(0.0));
+        let _ = diff::compare((&analysis, &recommendations), (&analysis, &recommendations), Some(0.0));
         let _ = export::chrome_json_from(|| Ok(bytes), "fuzz");
     }
 }

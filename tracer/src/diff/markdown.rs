@@ -106,6 +106,18 @@ pub fn render(diff: &Diff, top: usize) -> String {
     section(&mut out, "Units", "unit", &diff.units, top);
     section(&mut out, "Binaries", "binary", &diff.binaries, top);
     section(&mut out, "Nix packages", "package", &diff.packages, top);
+    for (label, found) in [
+        ("Recommendations resolved", &diff.recommendations_resolved),
+        ("Recommendations introduced", &diff.recommendations_introduced),
+    ] {
+        if !found.is_empty() {
+            let _ = writeln!(out, "**{label}:**\n");
+            for r in found {
+                let _ = writeln!(out, "- `{}`: {}", r.rule, escape(&r.title));
+            }
+            out.push('\n');
+        }
+    }
     for (label, names) in [("Only before", &diff.only_before), ("Only after", &diff.only_after)] {
         if !names.is_empty() {
             let list: Vec<String> = names.iter().map(|n| escape(n)).collect();

@@ -15,6 +15,7 @@ use crate::{
     flamegraph,
     human::{bytes, duration},
     model::nix::without_hash,
+    recommend::{Recommendation, Selection, recommend},
 };
 
 /// Version of the JSON output (`docs/diff-schema.md`).
@@ -234,6 +235,10 @@ pub struct Diff {
     /// Units, binaries and packages seen in only one of the traces.
     pub only_before: Vec<String>,
     pub only_after: Vec<String>,
+    /// Recommendations the change made go away, and new ones it brought
+    /// (by rule and subjects, store hashes elided).
+    pub recommendations_resolved: Vec<RecommendationSummary>,
+    pub recommendations_introduced: Vec<RecommendationSummary>,
     /// The `--fail-on-regression` threshold, and what exceeded it.
     pub threshold_percent: Option<f64>,
     pub regressions: Vec<Change>,
@@ -264,8 +269,43 @@ fn only_in<'a>(a: &'a BTreeMap<String, Totals>, b: &BTreeMap<String, Totals>) ->
     a.keys().filter(|k| !b.contains_key(*k)).collect()
 }
 
-/// Compares the analyses of two traces.
-pub fn compare(before: &Analysis, after: &Analysis, threshold_percent: Option<f64>) -> Diff {
+/// A recommendation as a diff names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct RecommendationSummary {
+    pub rule: String,
+    /// Its subjects' names, store hashes elided.
+    pub subjects: Vec<String>,
+    pub title: String,
+}
+
+impl From<&Recommendation> for RecommendationSummary {
+    fn from(r: &Recommendation) -> RecommendationSummary {
+        RecommendationSummary {
+            rule: r.rule.to_string(),
+            subjects: r.subjects.iter().map(|s| without_hash(&s.name).into_owned()).collect(),
+            title: r.title.clone(),
+        }
+    }
+}
+
+/// The recommendations only `a` has (by rule and subjects).
+fn only_recommended(a: &[Recommendation], b: &[Recommendation]) -> Vec<RecommendationSummary> {
+    let key = |s: &RecommendationSummary| (s.rule.clone(), s.subjects.clone());
+    let b: Vec<_> = b.iter().map(|r| key(&r.into())).collect();
+    let mut only: Vec<RecommendationSummary> =
+        a.iter().map(RecommendationSummary::from).filter(|s| !b.contains(&key(s))).collect();
+    only.sort();
+    only
+}
+
+/// Compares the analyses of two traces, and the recommendations made from
+/// each.
+pub fn compare(
+    before: (&Analysis, &[Recommendation]),
+    after: (&Analysis, &[Recommendation]),
+    threshold_percent: Option<f64>,
+) -> Diff {
+    let ((before, recommended_before), (after, recommended_after)) = (before, after);
     let (b, a) = (groups(before), groups(after));
     // A metric one trace was recorded without would read as growth from, or
     // a fall to, nothing.
@@ -302,6 +342,8 @@ pub fn compare(before: &Analysis, after: &Analysis, threshold_percent: Option<f6
         units,
         binaries,
         packages,
+        recommendations_resolved: only_recommended(recommended_before, recommended_after),
+        recommendations_introduced: only_recommended(recommended_after, recommended_before),
         threshold_percent,
         regressions,
     }
@@ -327,7 +369,10 @@ pub struct Options {
 pub fn run(options: &Options) -> Result<i32> {
     let before = analyse_file(&options.before, &Filter::default())?;
     let after = analyse_file(&options.after, &Filter::default())?;
-    let diff = compare(&before, &after, options.fail_on_regression);
+    let recommended_before = recommend(&before, &Selection::default());
+    let recommended_after = recommend(&after, &Selection::default());
+    let diff =
+        compare((&before, &recommended_before), (&after, &recommended_after), options.fail_on_regression);
     let text = match options.format {
         Format::Markdown => markdown::render(&diff, options.top),
         Format::Json => serde_json::to_string_pretty(&diff).context("serialising the diff")? + "\n",
