@@ -218,3 +218,92 @@ fn the_report_carries_the_recommendations() {
         assert!(text.contains(heading) && text.contains("library-search"), "{format}: {text}");
     }
 }
+
+/// A C project whose files each take a while to compile, with a Makefile.
+fn c_project(dir: &Path, files: usize) {
+    fs::create_dir_all(dir).unwrap();
+    let mut objects = Vec::new();
+    for i in 0..files {
+        // Enough code that -O2 takes a noticeable time per file.
+        let mut source = String::new();
+        for f in 0..120 {
+            source.push_str(&format!(
+                "int f{i}_{f}(int x) {{ int s = 0; for (int k = 0; k < x; k++) s += (k * {f}) ^ (s >> 3); return s; }}\n"
+            ));
+        }
+        fs::write(dir.join(format!("f{i}.c")), source).unwrap();
+        objects.push(format!("f{i}.o"));
+    }
+    fs::write(dir.join("main.c"), "int main(void) { return 0; }\n").unwrap();
+    let makefile = format!(
+        "prog: main.o {objects}\n\tcc -o $@ $^\n%.o: %.c\n\tcc -O2 -c -o $@ $<\n",
+        objects = objects.join(" ")
+    );
+    fs::write(dir.join("Makefile"), makefile).unwrap();
+}
+
+/// Records `make JOBS` in a fresh copy of the project and returns the trace.
+fn record_make(sandbox: &Sandbox, name: &str, jobs: &str) -> std::path::PathBuf {
+    let dir = sandbox.path(name);
+    c_project(&dir, 12);
+    let trace = sandbox.path(&format!("{name}.ntr"));
+    let output = run(record_cmd(&trace).arg("-q").args(["--", "make", "-s", "-C"]).arg(&dir).arg(jobs));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    trace
+}
+
+/// Proves build-parallelism: `make -j1` of twelve C files on a machine
+/// with two or more CPUs is told to use them all, with evidence equal to
+/// the report's (the compilers it ran, the on-CPU and waiting time of make
+/// and everything below it, one compiler at a time); `make -jCPUS` of the
+/// same project is not, even on a busy machine, since its compilers
+/// waiting for a CPU count as asking for one.
+#[test]
+fn build_parallelism_finds_a_serial_make() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert!(cpus >= 2, "the test needs two CPUs to tell a serial build from a parallel one");
+    let sandbox = Sandbox::new();
+    let serial = record_make(&sandbox, "serial", "-j1");
+    let recommendations = recommend_json(&serial, &["--rule", "build-parallelism"]);
+    let found = recommendations["recommendations"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{recommendations:#}");
+    let evidence = &found[0]["evidence"];
+
+    let report = report_json(&serial, &[]);
+    let processes = report["processes"].as_array().unwrap();
+    let make = process_running(&report, "/usr/bin/make");
+    let key = |p: &Value| (p["pid"].as_u64(), p["start_ns"].as_u64());
+    let parent = |p: &Value| (p["ppid"].as_u64(), p["parent_start_ns"].as_u64());
+    let mut tree = vec![key(make)];
+    loop {
+        let more: Vec<_> = processes
+            .iter()
+            .filter(|p| tree.contains(&parent(p)) && !tree.contains(&key(p)))
+            .map(key)
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        tree.extend(more);
+    }
+    let members: Vec<&Value> = processes.iter().filter(|p| tree.contains(&key(p))).collect();
+    let compilers = members.iter().filter(|p| p["exe"].as_str().is_some_and(|e| e.ends_with("/cc1"))).count();
+    assert_eq!(compilers, 13, "one cc1 per source file");
+    assert_eq!(evidence["compiler_invocations"].as_u64(), Some(compilers as u64));
+    assert_eq!(evidence["processes"].as_u64(), Some(members.len() as u64));
+    let on_cpu: u64 = members.iter().map(|p| p["time"]["on_cpu_ns"].as_u64().unwrap()).sum();
+    assert_eq!(evidence["on_cpu_ns"].as_u64(), Some(on_cpu));
+    let runnable: u64 = members.iter().map(|p| p["time"]["runnable_ns"].as_u64().unwrap()).sum();
+    assert_eq!(evidence["runnable_ns"].as_u64(), Some(runnable));
+    assert_eq!(evidence["wall_ns"], make["wall_ns"]);
+    assert_eq!(evidence["cpus"].as_u64(), Some(cpus as u64));
+    assert_eq!(evidence["most_compilers_at_once"].as_u64(), Some(1), "make -j1 runs one at a time");
+    assert_eq!(
+        found[0]["fix"]["text"].as_str().unwrap().split_whitespace().take(2).collect::<Vec<_>>(),
+        ["make", &format!("-j{cpus}")]
+    );
+
+    let parallel = record_make(&sandbox, "parallel", &format!("-j{cpus}"));
+    let none = recommend_json(&parallel, &["--rule", "build-parallelism"]);
+    assert_eq!(none["recommendations"], serde_json::json!([]), "make -j{cpus}: {none:#}");
+}

@@ -8,6 +8,7 @@
 //! Every rule is one file here, listed in [`RULES`]; its settings are
 //! [`Threshold`]s, changed with `--threshold RULE.NAME=VALUE`.
 
+mod build_parallelism;
 mod library_search;
 mod render;
 
@@ -34,6 +35,7 @@ pub struct Subject {
 pub enum SubjectKind {
     Binary,
     Package,
+    ProcessTree,
 }
 
 /// What following the recommendation would save, and how that was worked
@@ -48,6 +50,7 @@ pub struct Saving {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    Low,
     Medium,
     High,
 }
@@ -106,7 +109,7 @@ pub struct Rule {
 }
 
 /// Every rule nixtrace has, in the order `--list-rules` prints them.
-pub const RULES: &[Rule] = &[library_search::RULE];
+pub const RULES: &[Rule] = &[library_search::RULE, build_parallelism::RULE];
 
 /// The thresholds in force: the defaults, with `--threshold` on top.
 #[derive(Debug, Clone, Default)]

@@ -130,6 +130,7 @@ fn header(args: &Options, probes: &Probes) -> Header {
         attach_ns: probes.attach_time.as_nanos() as u64,
         loaders: probes.loaders.clone(),
         argv_max: tracer_common::ARGV_MAX,
+        cpus: std::thread::available_parallelism().map_or(0, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
         command: (!args.command.is_empty()).then(|| {
             let mut argv: Vec<Vec<u8>> = args.command.iter().map(|a| a.as_bytes().to_vec()).collect();
             redact(&mut argv, &args.redact);

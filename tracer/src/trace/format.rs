@@ -85,6 +85,11 @@ pub struct Header {
     pub loaders: Vec<FileId>,
     /// Bytes of argv captured per exec.
     pub argv_max: usize,
+    /// CPUs the recorder could run on when it started (0 in traces that
+    /// predate the field):
+    /// what a build could have run on.
+    #[serde(default)]
+    pub cpus: u32,
     /// What was recorded: the command, or null for the whole system.
     pub command: Option<Vec<String>>,
     pub filters: Filters,
@@ -159,6 +164,7 @@ mod tests {
           "attach_ns": 48213117,
           "loaders": [{ "path": "/lib64/ld-linux-x86-64.so.2", "dev": 266338304, "ino": 325843 }],
           "argv_max": 1024,
+          "cpus": 2,
           "command": ["/bin/echo", "hello"],
           "filters": { "pids": [], "cgroup": null }
         }"#;

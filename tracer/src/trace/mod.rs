@@ -29,6 +29,7 @@ mod tests {
             attach_ns: 12_000_000,
             loaders: vec![FileId { path: "/lib64/ld-linux-x86-64.so.2".into(), dev: 0xfe00000, ino: 7 }],
             argv_max: 1024,
+            cpus: 2,
             command: Some(vec!["true".into()]),
             filters: Filters::default(),
         }
