@@ -47,15 +47,19 @@ fn about<'a>(recommendations: &'a Value, rule: &str, binary: &Path) -> Vec<&'a V
         .collect()
 }
 
-/// Records `binary ARGS` into `trace` and returns the report's row for it.
-fn record_and_report(binary: &Path, args: &[&str], trace: &Path) -> Value {
+/// Records `binary ARGS` into `trace` and returns the report.
+fn record_and_report_all(binary: &Path, args: &[&str], trace: &Path) -> Value {
     let _ = fs::remove_file(trace);
     // cargo test sets LD_LIBRARY_PATH, which the loader searches first.
     let output =
         run(record_cmd(trace).env_remove("LD_LIBRARY_PATH").arg("-q").arg("--").arg(binary).args(args));
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
-    let report = report_json(trace, &[]);
-    process_running(&report, text_of(binary)).clone()
+    report_json(trace, &[])
+}
+
+/// Records `binary ARGS` into `trace` and returns the report's row for it.
+fn record_and_report(binary: &Path, args: &[&str], trace: &Path) -> Value {
+    process_running(&record_and_report_all(binary, args, trace), text_of(binary)).clone()
 }
 
 /// Proves library-search: a program whose RUNPATH has two entries that
@@ -306,4 +310,126 @@ fn build_parallelism_finds_a_serial_make() {
     let parallel = record_make(&sandbox, "parallel", &format!("-j{cpus}"));
     let none = recommend_json(&parallel, &["--rule", "build-parallelism"]);
     assert_eq!(none["recommendations"], serde_json::json!([]), "make -j{cpus}: {none:#}");
+}
+
+/// A program that needs zlib (`-l:libz.so.1`), built in the sandbox.
+fn zlib_program(sandbox: &Sandbox) -> std::path::PathBuf {
+    let source = sandbox.path("usez.c");
+    fs::write(
+        &source,
+        "extern const char *zlibVersion(void);\nint main(void) { return zlibVersion()[0] ? 0 : 1; }\n",
+    )
+    .unwrap();
+    let program = sandbox.path("usez");
+    let output = run(Command::new("cc").arg("-o").arg(&program).arg(&source).arg("-l:libz.so.1"));
+    assert!(output.status.success(), "cc: {}", stderr_of(&output));
+    program
+}
+
+/// Proves loader-environment: a wrapper script that sets LD_LIBRARY_PATH
+/// (an empty directory, then the one holding the program's zlib) and
+/// `exec`s the program is reported, with the failed lookups in those
+/// entries equal to the report's and the script named as what set it; the
+/// printed fix (the directory into the program's RUNPATH) makes the
+/// program find its zlib there without the wrapper. `LD_PRELOAD` of a
+/// library into /bin/true is reported too, with the preloaded library's
+/// load time; the same programs without the variables are not. Only the
+/// loader's own variables are in the trace.
+#[test]
+fn loader_environment_finds_wrapper_variables() {
+    let sandbox = Sandbox::new();
+    let program = zlib_program(&sandbox);
+    let (empty, libs) = (sandbox.path("empty"), sandbox.path("libs"));
+    fs::create_dir(&empty).unwrap();
+    fs::create_dir(&libs).unwrap();
+    fs::copy(Path::new(SYSTEM_LIBS).join("libz.so.1"), libs.join("libz.so.1")).unwrap();
+    let wrapper = sandbox.path("wrapper");
+    let value = format!("{}:{}", text_of(&empty), text_of(&libs));
+    fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nLD_LIBRARY_PATH={value} NOT_RECORDED=secret exec {} \"$@\"\n", text_of(&program)),
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("+x").arg(&wrapper));
+    let trace = sandbox.trace_path();
+    let report = record_and_report_all(&wrapper, &[], &trace);
+    let row = process_running(&report, text_of(&program));
+    assert_eq!(row["exit_code"], 0);
+    let exec = row["execs"].as_array().unwrap().last().unwrap();
+    assert_eq!(exec["filename"], text_of(&program), "the wrapper execs the program in the same process");
+    assert_eq!(exec["loader_env"], serde_json::json!({ "LD_LIBRARY_PATH": value }));
+    let raw = fs::read(&trace).unwrap();
+    assert!(!raw.windows(6).any(|w| w == b"secret"), "a variable that is not the loader's is in the trace");
+
+    let recommendations = recommend_json(&trace, &["--rule", "loader-environment"]);
+    let found = about(&recommendations, "loader-environment", &program);
+    assert_eq!(found.len(), 1, "{recommendations:#}");
+    let evidence = &found[0]["evidence"];
+    assert_eq!(evidence["variable"], "LD_LIBRARY_PATH");
+    assert_eq!(evidence["execs"], 1);
+    assert_eq!(evidence["entries_that_held_libraries"], serde_json::json!([text_of(&libs)]));
+    let failed = row["loader"]["failed"].as_array().unwrap();
+    let in_entries: Vec<&Value> = failed
+        .iter()
+        .filter(|f| f["searcher"].is_null())
+        .filter(|f| [&empty, &libs].iter().any(|d| f["dir"].as_str().unwrap().starts_with(text_of(d))))
+        .collect();
+    assert!(!in_entries.is_empty(), "{failed:#?}");
+    assert_eq!(
+        evidence["failed_lookups"].as_u64(),
+        Some(in_entries.iter().map(|f| f["count"].as_u64().unwrap()).sum())
+    );
+    assert_eq!(found[0]["fix"]["kind"], "command");
+    let text = found[0]["fix"]["text"].as_str().unwrap();
+    let command = text.split("   #").next().unwrap();
+    assert_eq!(command, format!("patchelf --add-rpath {} {}", text_of(&libs), text_of(&program)));
+    let applied = run(Command::new("sh").arg("-c").arg(command));
+    assert!(applied.status.success(), "{}", stderr_of(&applied));
+    let after = record_and_report(&program, &[], &sandbox.path("after.ntr"));
+    let zlib = after["loader"]["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["path"] == text_of(&libs.join("libz.so.1")));
+    assert!(zlib, "the program finds its zlib through RUNPATH now: {:#}", after["loader"]);
+    assert!(
+        recommend_json(&sandbox.path("after.ntr"), &["--rule", "loader-environment"])["recommendations"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // LD_PRELOAD of a library /bin/true does not need.
+    let preload = Path::new(SYSTEM_LIBS).join("libz.so.1");
+    let preloaded = sandbox.path("preload.ntr");
+    let output = run(record_cmd(&preloaded)
+        .env_remove("LD_LIBRARY_PATH")
+        .arg("-q")
+        .args(["--", "env"])
+        .arg(format!("LD_PRELOAD={}", text_of(&preload)))
+        .arg("/bin/true"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let found = recommend_json(&preloaded, &["--rule", "loader-environment"]);
+    let found = about(&found, "loader-environment", Path::new("/bin/true"));
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["evidence"]["variable"], "LD_PRELOAD");
+    let report = report_json(&preloaded, &[]);
+    let truth = process_running(&report, "/bin/true");
+    let load_ns = truth["loader"]["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["path"] == text_of(&preload))
+        .unwrap()["load_ns"]
+        .clone();
+    assert_eq!(found[0]["evidence"]["preloaded_load_ns"], load_ns);
+
+    // Without the variables: nothing.
+    let plain = sandbox.path("plain.ntr");
+    let output = run(record_cmd(&plain).env_remove("LD_LIBRARY_PATH").args(["-q", "--", "/bin/true"]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert_eq!(
+        recommend_json(&plain, &["--rule", "loader-environment"])["recommendations"],
+        serde_json::json!([])
+    );
 }

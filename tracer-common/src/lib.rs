@@ -23,6 +23,10 @@
 /// Bytes of NUL-separated argv captured per exec (from the new image's
 /// `mm->arg_start`); longer command lines are cut and flagged.
 pub const ARGV_MAX: usize = 1024;
+/// Bytes of the environment (`mm->env_start`) copied per exec, for the
+/// recorder to keep the dynamic loader's own variables from and drop the
+/// rest; an environment cut there is flagged.
+pub const ENV_MAX: usize = 4096;
 /// Bytes of a path as the program passed it (open, exec).
 pub const PATH_MAX: usize = 4096;
 /// Bytes of a path the kernel reconstructs from dentries.
@@ -134,8 +138,9 @@ pub struct ForkEvent {
 }
 
 /// A successful exec (`sched_process_exec`), from inside the new image.
-/// Trailing: `filename_len` bytes of filename, then `argv_len` bytes of
-/// NUL-separated argv.
+/// Trailing: `filename_len` bytes of filename, `argv_len` bytes of
+/// NUL-separated argv, then `env_len` bytes of the NUL-separated
+/// environment (which the recorder filters before anything is written).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ExecEvent {
@@ -151,9 +156,13 @@ pub struct ExecEvent {
     /// page-cache reads can be named.
     pub dev: u32,
     pub ino: u64,
+    pub env_len: u16,
+    pub _pad: [u16; 3],
 }
 
 pub const EXEC_ARGV_TRUNCATED: u32 = 1;
+/// The environment was longer than [`ENV_MAX`] and is cut.
+pub const EXEC_ENV_TRUNCATED: u32 = 2;
 
 /// An exec that returned an error. Trailing: `filename_len` bytes.
 #[repr(C)]
@@ -418,6 +427,8 @@ pub struct KernelOffsets {
     pub task_exit_code: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
     pub mm_exe_file: u32,
     pub fs_pwd: u32,
     pub path_mnt: u32,
@@ -504,7 +515,7 @@ macro_rules! layout {
 
 layout!(EventHeader, 32, { ts_ns: 0, cgroup_id: 8, pid: 16, tid: 20, kind: 24, _pad: 28 });
 layout!(ForkEvent, 48, { header: 0, child_pid: 32, child_tid: 36, clone_flags: 40 });
-layout!(ExecEvent, 56, { header: 0, old_tid: 32, filename_len: 36, argv_len: 38, flags: 40, dev: 44, ino: 48 });
+layout!(ExecEvent, 64, { header: 0, old_tid: 32, filename_len: 36, argv_len: 38, flags: 40, dev: 44, ino: 48, env_len: 56, _pad: 58 });
 layout!(ExecFailedEvent, 40, { header: 0, ret: 32, filename_len: 36, _pad: 38 });
 layout!(ExitEvent, 40, { header: 0, exit_status: 32, flags: 36 });
 layout!(OpenEvent, 88, {

@@ -50,14 +50,28 @@ pub fn event_json(event: &Event) -> Value {
             kind,
             json!({"child_pid": child_pid, "child_tid": child_tid, "thread": child_pid != child_tid, "clone_flags": clone_flags}),
         ),
-        Event::Exec { common, old_tid, filename, argv, argv_truncated, dev, ino } => with_common(
+        Event::Exec {
             common,
-            kind,
-            json!({
-                "filename": text(filename), "argv": texts(argv), "argv_truncated": argv_truncated,
-                "old_tid": old_tid, "dev": dev, "ino": ino,
-            }),
-        ),
+            old_tid,
+            filename,
+            argv,
+            argv_truncated,
+            dev,
+            ino,
+            loader_env,
+            env_truncated,
+        } => {
+            let env: serde_json::Map<String, serde_json::Value> =
+                loader_env.iter().map(|(name, value)| (text(name), json!(text(value)))).collect();
+            with_common(
+                common,
+                kind,
+                json!({
+                    "filename": text(filename), "argv": texts(argv), "argv_truncated": argv_truncated,
+                    "old_tid": old_tid, "dev": dev, "ino": ino, "loader_env": env, "env_truncated": env_truncated,
+                }),
+            )
+        }
         Event::ExecFailed { common, filename, ret } => with_common(
             common,
             kind,

@@ -1,9 +1,13 @@
 //! exec: `sched:sched_process_exec` for every successful exec (the resolved
-//! filename, and argv read from the new image's `mm->arg_start`), and the
-//! execve/execveat syscall tracepoints for the ones that fail.
+//! filename, argv read from the new image's `mm->arg_start`, and its
+//! environment from `mm->env_start`, which the recorder filters down to the
+//! dynamic loader's variables), and the execve/execveat syscall
+//! tracepoints for the ones that fail.
 
 use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
-use tracer_common::{ARGV_MAX, EXEC_ARGV_TRUNCATED, EventKind, ExecEvent, ExecFailedEvent, lost};
+use tracer_common::{
+    ARGV_MAX, ENV_MAX, EXEC_ARGV_TRUNCATED, EXEC_ENV_TRUNCATED, EventKind, ExecEvent, ExecFailedEvent, lost,
+};
 
 use crate::{
     emit::{header, kernel_str, put_fixed, scratch, send, user_bytes, user_str},
@@ -97,7 +101,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let filename_len = kernel_str(buf, fixed, filename);
 
     let k = config.kernel;
-    let (mut argv_len, mut flags, mut exe) = (0, 0, (0, 0));
+    let (mut argv_len, mut env_len, mut flags, mut exe) = (0, 0, 0, (0, 0));
     if let Some(mm) = read::<u64>(current_task(), k.task_mm) {
         exe = file_id_of(&k, read(mm, k.mm_exe_file).unwrap_or(0));
         let start: u64 = read(mm, k.mm_arg_start).unwrap_or(0);
@@ -108,6 +112,15 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
                 flags |= EXEC_ARGV_TRUNCATED;
             }
             argv_len = user_bytes(buf, fixed + filename_len, start, want, ARGV_MAX);
+        }
+        let start: u64 = read(mm, k.mm_env_start).unwrap_or(0);
+        let end: u64 = read(mm, k.mm_env_end).unwrap_or(0);
+        if end > start {
+            let want = (end - start) as usize;
+            if want > ENV_MAX {
+                flags |= EXEC_ENV_TRUNCATED;
+            }
+            env_len = user_bytes(buf, fixed + filename_len + argv_len, start, want, ENV_MAX);
         }
     }
     put_fixed(
@@ -120,8 +133,10 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             flags,
             dev: exe.1,
             ino: exe.0,
+            env_len: env_len as u16,
+            _pad: [0; 3],
         },
     );
-    send(buf, fixed + filename_len + argv_len, EventKind::Exec);
+    send(buf, fixed + filename_len + argv_len + env_len, EventKind::Exec);
     0
 }

@@ -75,6 +75,8 @@ pub struct ExecFigures {
     pub ts_ns: u64,
     pub filename: String,
     pub argv: Vec<String>,
+    /// The dynamic loader's variables in its environment (`LD_*`), by name.
+    pub loader_env: BTreeMap<String, String>,
     pub loader_ns: Option<u64>,
     /// From the exec to the program's entry point (loader, initialisers).
     pub to_entry_ns: Option<u64>,
@@ -134,6 +136,7 @@ fn exec_figures(exec: &Exec) -> ExecFigures {
         ts_ns: exec.ts_ns,
         filename: text(&exec.filename),
         argv: exec.argv.iter().map(|a| text(a)).collect(),
+        loader_env: exec.loader_env.iter().map(|(name, value)| (text(name), text(value))).collect(),
         loader_ns: loader.and_then(|l| l.total_ns()),
         to_entry_ns: loader.and_then(|l| l.entry_ns).map(|entry| entry.saturating_sub(exec.ts_ns)),
         failed_lookups: loader.map(|l| l.failed_lookups),

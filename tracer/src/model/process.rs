@@ -78,6 +78,8 @@ pub struct Exec {
     pub dev: u32,
     pub ino: u64,
     pub argv: Vec<Bytes>,
+    /// The dynamic loader's variables in its environment.
+    pub loader_env: Vec<(Bytes, Bytes)>,
     /// The dynamic loader's run, when the loader probes saw it.
     pub loader: Option<LoaderRun>,
     /// Files mapped executable after the loader was done (`dlopen`), by
@@ -289,7 +291,7 @@ impl ProcessTable {
                     ..Process::new(key, common.pid, parent.map(|p| p.key), common.cgroup_id)
                 });
             }
-            Event::Exec { common, filename, argv, dev, ino, .. } => {
+            Event::Exec { common, filename, argv, dev, ino, loader_env, .. } => {
                 let process = self.live_process(common.pid, common.ts_ns, common.cgroup_id);
                 process.cgroup_id = common.cgroup_id;
                 process.execs.push(Exec {
@@ -298,6 +300,7 @@ impl ProcessTable {
                     dev: *dev,
                     ino: *ino,
                     argv: argv.clone(),
+                    loader_env: loader_env.clone(),
                     loader: None,
                     late_libraries: Vec::new(),
                 });
@@ -416,6 +419,8 @@ mod tests {
             argv_truncated: false,
             dev: 0,
             ino: 0,
+            loader_env: Vec::new(),
+            env_truncated: false,
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod build_parallelism;
 mod library_search;
+mod loader_environment;
 mod render;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -66,6 +67,7 @@ pub struct Confidence {
 pub enum FixKind {
     NixExpression,
     Command,
+    Environment,
 }
 
 /// The change, in full, and how to take it back.
@@ -109,7 +111,7 @@ pub struct Rule {
 }
 
 /// Every rule nixtrace has, in the order `--list-rules` prints them.
-pub const RULES: &[Rule] = &[library_search::RULE, build_parallelism::RULE];
+pub const RULES: &[Rule] = &[library_search::RULE, loader_environment::RULE, build_parallelism::RULE];
 
 /// The thresholds in force: the defaults, with `--threshold` on top.
 #[derive(Debug, Clone, Default)]

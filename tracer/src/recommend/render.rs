@@ -84,6 +84,7 @@ fn kind(r: &Recommendation) -> &'static str {
     match r.fix.kind {
         super::FixKind::NixExpression => "Nix expression",
         super::FixKind::Command => "command",
+        super::FixKind::Environment => "environment",
     }
 }
 

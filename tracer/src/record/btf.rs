@@ -275,6 +275,8 @@ fn kernel_offsets(offset: impl Fn(&str, &[&str]) -> Result<u32>) -> Result<Kerne
         task_exit_code: offset("task_struct", &["exit_code"])?,
         mm_arg_start: offset("mm_struct", &["arg_start"])?,
         mm_arg_end: offset("mm_struct", &["arg_end"])?,
+        mm_env_start: offset("mm_struct", &["env_start"])?,
+        mm_env_end: offset("mm_struct", &["env_end"])?,
         mm_exe_file: offset("mm_struct", &["exe_file"])?,
         fs_pwd: offset("fs_struct", &["pwd"])?,
         path_mnt: offset("path", &["mnt"])?,

@@ -3,12 +3,13 @@
 use std::mem::size_of;
 
 use tracer_common::{
-    BLOCK_WRITE, BlockIoEvent, CgroupEvent, EXEC_ARGV_TRUNCATED, EXIT_GROUP_DEAD, EventHeader, EventKind,
-    ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, LOADER_DONE, LOADER_ENTRY, LOADER_START, LoaderEvent,
-    MmapEvent, OpenEvent, PageCacheEvent, SchedEvent, TaskTimes, WALK_TRUNCATED, join_reversed_components,
+    BLOCK_WRITE, BlockIoEvent, CgroupEvent, EXEC_ARGV_TRUNCATED, EXEC_ENV_TRUNCATED, EXIT_GROUP_DEAD,
+    EventHeader, EventKind, ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, LOADER_DONE, LOADER_ENTRY,
+    LOADER_START, LoaderEvent, MmapEvent, OpenEvent, PageCacheEvent, SchedEvent, TaskTimes, WALK_TRUNCATED,
+    join_reversed_components,
 };
 
-use crate::trace::{Common, Event, LoaderPhase, OpenSyscall, ThreadTimes};
+use crate::trace::{Common, Event, LoaderPhase, OpenSyscall, ThreadTimes, event::loader_env};
 
 /// A record that does not match the ABI: a bug, never expected.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,8 +72,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
         }
         EventKind::Exec => {
             let e: ExecEvent = fixed(bytes)?;
-            let [filename, argv] =
-                trailing(bytes, size_of::<ExecEvent>(), [e.filename_len.into(), e.argv_len.into()])?;
+            let [filename, argv, env] = trailing(
+                bytes,
+                size_of::<ExecEvent>(),
+                [e.filename_len.into(), e.argv_len.into(), e.env_len.into()],
+            )?;
             Event::Exec {
                 common,
                 old_tid: e.old_tid,
@@ -81,6 +85,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
                 argv_truncated: e.flags & EXEC_ARGV_TRUNCATED != 0,
                 dev: e.dev,
                 ino: e.ino,
+                loader_env: loader_env(env),
+                env_truncated: e.flags & EXEC_ENV_TRUNCATED != 0,
             }
         }
         EventKind::ExecFailed => {
@@ -215,22 +221,30 @@ mod tests {
     }
 
     #[test]
-    fn decodes_exec_argv() {
+    fn decodes_exec_argv_and_keeps_only_the_loaders_variables() {
+        let env = b"HOME=/root\0LD_PRELOAD=/x.so\0TOKEN=secret\0";
         let fixed = ExecEvent {
             header: header(EventKind::Exec),
             old_tid: 101,
             filename_len: 9,
             argv_len: 11,
-            flags: 0,
+            flags: EXEC_ENV_TRUNCATED,
             dev: 8,
             ino: 12,
+            env_len: env.len() as u16,
+            _pad: [0; 3],
         };
         let mut bytes = bytes_of(&fixed);
         bytes.extend_from_slice(b"/bin/echo");
         bytes.extend_from_slice(b"echo\0\0a b\0\0");
-        let Event::Exec { argv, filename, .. } = decode(&bytes).unwrap() else { panic!() };
+        bytes.extend_from_slice(env);
+        let Event::Exec { argv, filename, loader_env, env_truncated, .. } = decode(&bytes).unwrap() else {
+            panic!()
+        };
         assert_eq!(filename, b"/bin/echo");
         assert_eq!(argv, [&b"echo"[..], b"", b"a b", b""]);
+        assert_eq!(loader_env, [(b"LD_PRELOAD".to_vec(), b"/x.so".to_vec())]);
+        assert!(env_truncated);
     }
 
     #[test]

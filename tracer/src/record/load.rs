@@ -480,6 +480,8 @@ mod tests {
                 task_exit_code,
                 mm_arg_start,
                 mm_arg_end,
+                mm_env_start,
+                mm_env_end,
                 mm_exe_file,
                 fs_pwd,
                 path_mnt,

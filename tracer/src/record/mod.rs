@@ -167,7 +167,8 @@ struct Sink {
     writer: TraceWriter<File>,
     counts: Counts,
     binaries: binaries::BinaryReader,
-    /// `--redact` patterns, applied to every argv before it is written.
+    /// `--redact` patterns, applied to every argv and loader variable
+    /// before it is written.
     redactions: Vec<regex::bytes::Regex>,
 }
 
@@ -176,6 +177,11 @@ impl Sink {
     fn write(&mut self, mut event: Event) -> Result<()> {
         if let Event::Exec { argv, .. } | Event::Process { argv, .. } = &mut event {
             redact(argv, &self.redactions);
+        }
+        if let Event::Exec { loader_env, .. } = &mut event {
+            for (_, value) in loader_env.iter_mut() {
+                redact(std::slice::from_mut(value), &self.redactions);
+            }
         }
         self.binaries.observe(&event);
         self.counts.add(&event);

@@ -54,6 +54,43 @@ impl LoaderPhase {
     }
 }
 
+/// The environment variables glibc's dynamic loader reads (glibc 2.36,
+/// `elf/rtld.c` and `elf/dl-support.c`): the only ones a trace records.
+pub const LOADER_VARIABLES: &[&str] = &[
+    "LD_AUDIT",
+    "LD_BIND_NOT",
+    "LD_BIND_NOW",
+    "LD_DEBUG",
+    "LD_DEBUG_OUTPUT",
+    "LD_DYNAMIC_WEAK",
+    "LD_HWCAP_MASK",
+    "LD_LIBRARY_PATH",
+    "LD_ORIGIN_PATH",
+    "LD_PREFER_MAP_32BIT_EXEC",
+    "LD_PRELOAD",
+    "LD_PROFILE",
+    "LD_PROFILE_OUTPUT",
+    "LD_SHOW_AUXV",
+    "LD_TRACE_LOADED_OBJECTS",
+    "LD_USE_LOAD_BIAS",
+    "LD_VERBOSE",
+    "LD_WARN",
+];
+
+/// The loader's variables in a NUL-separated environment, as
+/// (name, value): everything else is dropped here, before it can be
+/// written anywhere.
+pub fn loader_env(environment: &[u8]) -> Vec<(Bytes, Bytes)> {
+    environment
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            let at = entry.iter().position(|b| *b == b'=')?;
+            let (name, value) = (&entry[..at], &entry[at + 1..]);
+            LOADER_VARIABLES.iter().any(|v| v.as_bytes() == name).then(|| (name.to_vec(), value.to_vec()))
+        })
+        .collect()
+}
+
 /// A byte string from the traced system (paths, argv): not necessarily UTF-8.
 pub type Bytes = Vec<u8>;
 
@@ -79,6 +116,13 @@ pub enum Event {
         /// Device and inode of the executable (0 if unknown).
         dev: u32,
         ino: u64,
+        /// The dynamic loader's own variables in its environment
+        /// ([`LOADER_VARIABLES`]), name and value, in environment order.
+        /// Nothing else of the environment is ever recorded.
+        loader_env: Vec<(Bytes, Bytes)>,
+        /// The environment was longer than the kernel side copies
+        /// (`tracer_common::ENV_MAX`): a variable past that is missing.
+        env_truncated: bool,
     },
     ExecFailed {
         common: Common,
@@ -314,5 +358,25 @@ impl Event {
             Event::Process { ts_ns, .. } | Event::Binary { ts_ns, .. } => *ts_ns,
             Event::Stats(stats) => stats.ts_ns,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_loaders_variables_are_kept() {
+        let env = b"HOME=/root\0LD_LIBRARY_PATH=/a:/b\0SECRET=x\0LD_PRELOAD=\0LD_LIBRARY_PATHX=no\0LD_AUDIT=/x.so=1\0";
+        assert_eq!(
+            loader_env(env),
+            [
+                (b"LD_LIBRARY_PATH".to_vec(), b"/a:/b".to_vec()),
+                (b"LD_PRELOAD".to_vec(), Vec::new()),
+                (b"LD_AUDIT".to_vec(), b"/x.so=1".to_vec()),
+            ]
+        );
+        assert!(loader_env(b"").is_empty());
+        assert!(loader_env(b"LD_LIBRARY_PATH").is_empty(), "no = sign: no variable");
     }
 }

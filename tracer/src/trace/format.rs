@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::Probe;
 
 pub const MAGIC: &[u8; 8] = b"NIXTRACE";
-/// 2 added the `BINARY` record; version 1 files read as before.
+/// 2 added the `BINARY` record and the loader's variables of an exec;
+/// version 1 files read as before.
 pub const VERSION: u32 = 2;
 /// A block is written when its payload reaches this size (and at least once
 /// a second), so a crash loses at most one block.
@@ -53,6 +54,7 @@ pub mod tag {
 /// Flag bits packed into one varint per record.
 pub mod flag {
     pub const ARGV_TRUNCATED: u64 = 1;
+    pub const ENV_TRUNCATED: u64 = 2;
     pub const GROUP_DEAD: u64 = 1;
     pub const DIR_TRUNCATED: u64 = 1;
     pub const PATH_TRUNCATED: u64 = 1;

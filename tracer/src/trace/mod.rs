@@ -51,6 +51,11 @@ mod tests {
                 argv_truncated: true,
                 dev: 8,
                 ino: 1234,
+                loader_env: vec![
+                    (b"LD_LIBRARY_PATH".to_vec(), b"/a:/b".to_vec()),
+                    (b"LD_PRELOAD".to_vec(), vec![]),
+                ],
+                env_truncated: false,
             },
             Event::ExecFailed { common: common(1100, 11, 12), filename: b"/nope".to_vec(), ret: -2 },
             Event::Open {
@@ -358,11 +363,42 @@ mod properties {
                     Event::Fork { common, child_pid, child_tid, clone_flags }
                 }
             ),
-            (common(), any::<u32>(), bytes(), argv(), any::<bool>(), any::<u32>(), any::<u64>()).prop_map(
-                |(common, old_tid, filename, argv, argv_truncated, dev, ino)| {
-                    Event::Exec { common, old_tid, filename, argv, argv_truncated, dev, ino }
-                }
-            ),
+            (
+                common(),
+                any::<u32>(),
+                bytes(),
+                argv(),
+                any::<bool>(),
+                any::<u32>(),
+                any::<u64>(),
+                proptest::collection::vec((bytes(), bytes()), 0..3),
+                any::<bool>()
+            )
+                .prop_map(
+                    |(
+                        common,
+                        old_tid,
+                        filename,
+                        argv,
+                        argv_truncated,
+                        dev,
+                        ino,
+                        loader_env,
+                        env_truncated,
+                    )| {
+                        Event::Exec {
+                            common,
+                            old_tid,
+                            filename,
+                            argv,
+                            argv_truncated,
+                            dev,
+                            ino,
+                            loader_env,
+                            env_truncated,
+                        }
+                    }
+                ),
             (common(), bytes(), any::<i32>()).prop_map(|(common, filename, ret)| Event::ExecFailed {
                 common,
                 filename,

@@ -58,6 +58,8 @@ pub struct TraceReader<R: Read> {
     last_ts: u64,
     finished: bool,
     cut_short: Option<String>,
+    /// The file's format version: what its records hold.
+    version: u32,
 }
 
 /// Reads into `buf` until it is full or the input ends; returns bytes read.
@@ -115,6 +117,7 @@ impl<R: Read> TraceReader<R> {
             last_ts: 0,
             finished: false,
             cut_short: None,
+            version,
         })
     }
 
@@ -297,9 +300,25 @@ impl<R: Read> TraceReader<R> {
                     let filename = self.get_string()?;
                     let argv = self.get_argv()?;
                     let old_tid = self.get_tid(common.tid)?;
-                    let argv_truncated = self.get()? & flag::ARGV_TRUNCATED != 0;
+                    let flags = self.get()?;
                     let (dev, ino) = (self.get_u32()?, self.get()?);
-                    Event::Exec { common, old_tid, filename, argv, argv_truncated, dev, ino }
+                    // Version 1 recorded none of the environment.
+                    let env = if self.version >= 2 { self.get_argv()? } else { Vec::new() };
+                    if env.len() % 2 != 0 {
+                        return Err(self.corrupt("an exec's loader variables are not name-value pairs"));
+                    }
+                    let loader_env = env.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+                    Event::Exec {
+                        common,
+                        old_tid,
+                        filename,
+                        argv,
+                        argv_truncated: flags & flag::ARGV_TRUNCATED != 0,
+                        dev,
+                        ino,
+                        loader_env,
+                        env_truncated: flags & flag::ENV_TRUNCATED != 0,
+                    }
                 }
                 tag::EXEC_FAILED => {
                     let common = self.get_common()?;

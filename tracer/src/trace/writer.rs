@@ -140,16 +140,30 @@ impl<W: Write> TraceWriter<W> {
                 self.put_signed(*child_tid as i64 - *child_pid as i64);
                 self.put(*clone_flags);
             }
-            Event::Exec { common, old_tid, filename, argv, argv_truncated, dev, ino } => {
+            Event::Exec {
+                common,
+                old_tid,
+                filename,
+                argv,
+                argv_truncated,
+                dev,
+                ino,
+                loader_env,
+                env_truncated,
+            } => {
                 let filename = self.string(filename);
                 let argv = self.strings_of(argv);
+                let env: Vec<u64> =
+                    loader_env.iter().flat_map(|(n, v)| [self.string(n), self.string(v)]).collect();
                 self.put_common(tag::EXEC, common);
                 self.put(filename);
                 self.put_ids(&argv);
                 self.put_signed(*old_tid as i64 - common.tid as i64);
-                self.put(if *argv_truncated { flag::ARGV_TRUNCATED } else { 0 });
+                let truncated = if *env_truncated { flag::ENV_TRUNCATED } else { 0 };
+                self.put(truncated | if *argv_truncated { flag::ARGV_TRUNCATED } else { 0 });
                 self.put(*dev as u64);
                 self.put(*ino);
+                self.put_ids(&env);
             }
             Event::ExecFailed { common, filename, ret } => {
                 let filename = self.string(filename);
