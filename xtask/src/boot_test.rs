@@ -36,6 +36,10 @@ WantedBy=multi-user.target
 
 const BOOTS_DIR: &str = "/var/lib/nixtrace/boots";
 
+/// The guest's kernel command line: a serial console at the kernel's default
+/// 9600 baud, without `quiet`, which the boot-config rule must report.
+const GUEST_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw edd=off";
+
 /// The newest Debian 6.1 kernel installed on this machine (by setup's
 /// `linux-image-amd64`): (vmlinuz, initrd, release).
 fn debian_kernel() -> Result<(String, String, String)> {
@@ -133,6 +137,30 @@ fn check(nixtrace: &Path, out: &Path, names: &[String], guest_kernel: &str) -> R
         "the critical chain does not start at the default target: {chain:?}"
     );
 
+    // boot-config, from what record --boot read in the guest: its serial
+    // console without quiet, at the default 9600 baud, and the time it took
+    // to print what the kernel logged.
+    let recommendations = guest_report["recommendations"].as_array().context("no recommendations[]")?;
+    let console = recommendations
+        .iter()
+        .find(|r| r["rule"] == "boot-config" && r["evidence"]["console"] == "ttyS0")
+        .with_context(|| format!("no boot-config finding for the serial console: {recommendations:#?}"))?;
+    let evidence = &console["evidence"];
+    let setup = &guest_report["header"]["boot"];
+    ensure!(evidence["kernel_cmdline"] == GUEST_CMDLINE, "kernel_cmdline {}", evidence["kernel_cmdline"]);
+    ensure!(
+        evidence["baud"] == 9600 && evidence["console_loglevel"] == setup["console_loglevel"],
+        "{evidence}"
+    );
+    let printed = setup["console_log_bytes"].as_u64().context("no header.boot.console_log_bytes")?;
+    ensure!(evidence["console_log_bytes"] == printed, "{evidence} against {setup}");
+    ensure!(
+        console["saving"]["time_ns"].as_u64() == Some(printed * 10 * 1_000_000_000 / 9600),
+        "saving {} for {printed} bytes at 9600 baud",
+        console["saving"]
+    );
+    println!("ok: boot-config: {printed} bytes on ttyS0 at 9600 baud, {}", console["title"]);
+
     // The host's nixtrace reads the guest's trace the same way.
     let report = nixtrace_json(nixtrace, &["report", "--format", "json"], &out.join(trace))?;
     let dump = output(command(nixtrace).arg("dump").arg(out.join(trace)))?;
@@ -183,7 +211,7 @@ pub fn run_test() -> Result<()> {
         .args(["-nographic", "-no-reboot", "-kernel", &kernel, "-initrd", &initrd])
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", image.display()))
-        .args(["-append", "console=ttyS0 root=/dev/vda rw edd=off"])
+        .args(["-append", GUEST_CMDLINE])
         .stdin(std::process::Stdio::null())
         .stdout(fs::File::create(&console)?)
         .stderr(std::process::Stdio::inherit())

@@ -8,6 +8,7 @@
 //! Every rule is one file here, listed in [`RULES`]; its settings are
 //! [`Threshold`]s, changed with `--threshold RULE.NAME=VALUE`.
 
+mod boot_config;
 mod build_parallelism;
 mod library_search;
 mod loader_environment;
@@ -37,6 +38,7 @@ pub enum SubjectKind {
     Binary,
     Package,
     ProcessTree,
+    System,
 }
 
 /// What following the recommendation would save, and how that was worked
@@ -65,6 +67,7 @@ pub struct Confidence {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FixKind {
+    NixosOption,
     NixExpression,
     Command,
     Environment,
@@ -111,7 +114,8 @@ pub struct Rule {
 }
 
 /// Every rule nixtrace has, in the order `--list-rules` prints them.
-pub const RULES: &[Rule] = &[library_search::RULE, loader_environment::RULE, build_parallelism::RULE];
+pub const RULES: &[Rule] =
+    &[library_search::RULE, loader_environment::RULE, boot_config::RULE, build_parallelism::RULE];
 
 /// The thresholds in force: the defaults, with `--threshold` on top.
 #[derive(Debug, Clone, Default)]

@@ -82,6 +82,7 @@ pub fn text_section(recommendations: &[Recommendation]) -> String {
 
 fn kind(r: &Recommendation) -> &'static str {
     match r.fix.kind {
+        super::FixKind::NixosOption => "NixOS option",
         super::FixKind::NixExpression => "Nix expression",
         super::FixKind::Command => "command",
         super::FixKind::Environment => "environment",

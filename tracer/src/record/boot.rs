@@ -15,6 +15,7 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::BootOptions;
+use crate::trace::{BootSetup, Initrd};
 
 /// Where the trace grows while the machine boots.
 const STAGING_DIR: &str = "/run/nixtrace";
@@ -125,5 +126,113 @@ pub async fn finished() {
             Some(_) => return,
         }
         tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// How this boot was set up: the kernel's command line, the initrd and how
+/// much the console printed before the tracer started, for the boot-config
+/// recommendations to rerun anywhere. What cannot be read is left out.
+pub fn setup() -> BootSetup {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let candidates = [
+        // NixOS: the booted generation's initrd.
+        "/run/booted-system/initrd".to_string(),
+        format!("/boot/initrd.img-{release}"),
+        format!("/boot/initramfs-{release}.img"),
+    ];
+    let initrd = candidates.iter().find_map(|path| {
+        let size_bytes = fs::metadata(path).ok()?.len();
+        Some(Initrd { path: path.clone(), size_bytes, compression: initrd_compression(Path::new(path)) })
+    });
+    let console_loglevel = fs::read_to_string("/proc/sys/kernel/printk")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok());
+    BootSetup {
+        kernel_cmdline: fs::read_to_string("/proc/cmdline").unwrap_or_default().trim().to_string(),
+        initrd,
+        console_loglevel,
+        console_log_bytes: console_loglevel.and_then(console_log_bytes),
+    }
+}
+
+/// How an initrd is compressed: the magic of its first compressed member.
+/// An initrd may start with an uncompressed cpio archive (early CPU
+/// microcode), so the first megabytes are searched.
+fn initrd_compression(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    const MAGICS: [(&[u8], &str); 6] = [
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+        (&[0x1f, 0x8b], "gzip"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
+        (&[0x5d, 0x00, 0x00], "lzma"),
+        (&[0x02, 0x21, 0x4c, 0x18], "lz4"),
+        (b"BZh", "bzip2"),
+    ];
+    let mut head = Vec::new();
+    fs::File::open(path).ok()?.take(16 << 20).read_to_end(&mut head).ok()?;
+    let compressed_at = |at: usize| MAGICS.iter().find(|(magic, _)| head[at..].starts_with(magic));
+    if let Some((_, name)) = compressed_at(0) {
+        return Some(name.to_string());
+    }
+    if !head.starts_with(b"070701") {
+        return None;
+    }
+    // After the cpio archive's trailer, padded to 4 bytes, comes the next member.
+    let trailer = head.windows(10).position(|w| w == b"TRAILER!!!")?;
+    (trailer..head.len()).filter(|at| at % 4 == 0).find_map(compressed_at).map(|(_, name)| name.to_string())
+}
+
+/// Bytes of the kernel messages logged so far with a level below
+/// `console_loglevel`: those the console printed.
+fn console_log_bytes(console_loglevel: u32) -> Option<u64> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let mut kmsg = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg").ok()?;
+    let mut record = vec![0; 8192];
+    let mut bytes = 0u64;
+    // One record per read; EAGAIN once all are read.
+    while let Ok(n) = kmsg.read(&mut record) {
+        if n == 0 {
+            break;
+        }
+        let line = &record[..n];
+        let Some(semicolon) = line.iter().position(|b| *b == b';') else { continue };
+        let prefix = String::from_utf8_lossy(&line[..semicolon]);
+        let level = prefix.split(',').next().and_then(|p| p.parse::<u32>().ok()).map(|p| p & 7);
+        if level.is_some_and(|level| level < console_loglevel) {
+            let message = &line[semicolon + 1..];
+            // The message, up to the end of its line (continuation lines
+            // carry key=value dictionaries, not printed text).
+            let end = message.iter().position(|b| *b == b'\n').unwrap_or(message.len());
+            bytes = bytes.saturating_add(end as u64 + 1);
+        }
+    }
+    Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::initrd_compression;
+
+    #[test]
+    fn initrd_compressors_are_told_by_their_magic_even_after_microcode() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        assert_eq!(initrd_compression(&write("gz", b"\x1f\x8b\x08\x00rest")).as_deref(), Some("gzip"));
+        assert_eq!(initrd_compression(&write("zst", b"\x28\xb5\x2f\xfdrest")).as_deref(), Some("zstd"));
+        // An uncompressed cpio archive of microcode, padded to 4 bytes, then the initrd.
+        let mut early = b"070701".to_vec();
+        early.extend_from_slice(b"0000000000000000TRAILER!!!");
+        while !early.len().is_multiple_of(4) {
+            early.push(0);
+        }
+        early.extend_from_slice(&[0; 8]);
+        early.extend_from_slice(b"\xfd7zXZ\x00rest");
+        assert_eq!(initrd_compression(&write("early", &early)).as_deref(), Some("xz"));
+        assert_eq!(initrd_compression(&write("plain", b"070701no trailer")), None);
     }
 }

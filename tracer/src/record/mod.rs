@@ -136,6 +136,7 @@ fn header(args: &Options, probes: &Probes) -> Header {
             redact(&mut argv, &args.redact);
             argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect()
         }),
+        boot: args.boot.as_ref().map(|_| boot::setup()),
         filters: Filters {
             pids: args.pids.clone(),
             cgroup: args.cgroup.as_ref().map(|c| c.display().to_string()),

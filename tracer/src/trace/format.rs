@@ -94,6 +94,10 @@ pub struct Header {
     pub cpus: u32,
     /// What was recorded: the command, or null for the whole system.
     pub command: Option<Vec<String>>,
+    /// How this boot was set up, read by `record --boot` when it started;
+    /// null for other recordings.
+    #[serde(default)]
+    pub boot: Option<BootSetup>,
     pub filters: Filters,
 }
 
@@ -102,6 +106,30 @@ impl Header {
     pub fn has_probe(&self, probe: Probe) -> bool {
         self.probes.contains(&probe)
     }
+}
+
+/// How the machine booted, as `record --boot` found it when it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootSetup {
+    /// `/proc/cmdline`.
+    pub kernel_cmdline: String,
+    /// The initrd the machine booted with, when it could be found.
+    pub initrd: Option<Initrd>,
+    /// The console log level (`/proc/sys/kernel/printk`'s first field):
+    /// messages below it are printed on the console.
+    pub console_loglevel: Option<u32>,
+    /// Bytes of kernel messages below the console log level, logged
+    /// before the tracer started (`/dev/kmsg`): what the console printed.
+    pub console_log_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Initrd {
+    pub path: String,
+    pub size_bytes: u64,
+    /// `gzip`, `zstd`, `xz`, `lzma`, `lz4`, `bzip2`, or null when none was
+    /// recognised (an uncompressed cpio archive).
+    pub compression: Option<String>,
 }
 
 /// An optional probe a trace was recorded without.

@@ -8,16 +8,16 @@ pub mod reader;
 pub mod writer;
 
 pub use event::{Common, ElfFacts, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes};
-pub use format::{ClockReference, FileId, Filters, Header, MissingProbe};
+pub use format::{BootSetup, ClockReference, FileId, Filters, Header, Initrd, MissingProbe};
 pub use probe::Probe;
 pub use reader::TraceReader;
 pub use writer::TraceWriter;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{reader::TraceError, *};
 
-    pub(super) fn header() -> Header {
+    pub(crate) fn header() -> Header {
         Header {
             nixtrace_version: "test".into(),
             host: "host".into(),
@@ -31,6 +31,7 @@ mod tests {
             argv_max: 1024,
             cpus: 2,
             command: Some(vec!["true".into()]),
+            boot: None,
             filters: Filters::default(),
         }
     }

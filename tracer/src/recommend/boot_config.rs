@@ -1,0 +1,208 @@
+//! boot-config: how the machine was set up to boot, from what
+//! `record --boot` read when it started (the kernel command line, the
+//! initrd, what the console printed): a serial console that prints every
+//! kernel message, an initrd compressor that unpacks slowly.
+
+use serde_json::json;
+
+use super::{
+    Confidence, Fix, FixKind, Level, Recommendation, Rule, Saving, Settings, Subject, SubjectKind, Threshold,
+};
+use crate::{
+    analysis::Analysis,
+    human::{bytes, duration},
+    trace::BootSetup,
+};
+
+pub const RULE: Rule = Rule {
+    id: "boot-config",
+    title: "Boot settings that slow the kernel and the initrd",
+    description: "From the kernel command line and the initrd that record --boot read: a serial \
+        console printing every kernel message (printk to a UART waits for it, about a millisecond \
+        a character at 9600 baud), and an initrd compressed with gzip, xz, lzma or bzip2, which \
+        the kernel unpacks several times slower than zstd.",
+    thresholds: &[Threshold {
+        name: "min_console_bytes",
+        default: 4096.0,
+        help: "bytes the console printed before the tracer started, before quiet is worth saying",
+    }],
+    check,
+};
+
+/// Serial UART consoles, whose output is synchronous.
+const SERIAL_CONSOLES: &[&str] = &["ttyS", "ttyAMA", "ttyPS", "ttySAC", "ttymxc", "ttyO", "ttyLP"];
+/// The console log level `quiet` sets.
+const QUIET_LOGLEVEL: u32 = 4;
+
+fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
+    let Some(setup) = &analysis.header.boot else { return Vec::new() };
+    let attached_after = analysis.header.clock.boottime_ns;
+    [serial_console(setup, attached_after, settings), initrd(setup, attached_after)]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The serial console of a kernel command line, and its baud rate
+/// (9600, the kernel's default, when not given).
+fn console_of(cmdline: &str) -> Option<(String, u64)> {
+    cmdline.split_whitespace().filter_map(|word| word.strip_prefix("console=")).find_map(|console| {
+        let (device, options) = console.split_once(',').unwrap_or((console, ""));
+        SERIAL_CONSOLES.iter().any(|s| device.starts_with(s)).then(|| {
+            let digits: String = options.chars().take_while(char::is_ascii_digit).collect();
+            (device.to_string(), digits.parse().unwrap_or(9600))
+        })
+    })
+}
+
+fn serial_console(setup: &BootSetup, attached_after: u64, settings: &Settings) -> Option<Recommendation> {
+    let (device, baud) = console_of(&setup.kernel_cmdline)?;
+    let words: Vec<&str> = setup.kernel_cmdline.split_whitespace().collect();
+    let loglevel = setup.console_loglevel?;
+    if words.contains(&"quiet") || loglevel <= QUIET_LOGLEVEL {
+        return None;
+    }
+    let printed = setup.console_log_bytes?;
+    if (printed as f64) < settings.get(&RULE, "min_console_bytes") {
+        return None;
+    }
+    // 8N1: ten bits on the wire for every byte.
+    let saving_ns = printed.saturating_mul(10).saturating_mul(1_000_000_000) / baud.max(1);
+    let evidence = json!({
+        "console": device,
+        "baud": baud,
+        "console_loglevel": loglevel,
+        "console_log_bytes": printed,
+        "tracer_started_after_ns": attached_after,
+        "kernel_cmdline": setup.kernel_cmdline,
+    });
+    Some(Recommendation {
+        rule: RULE.id,
+        title: format!(
+            "the kernel printed {} on the serial console {device} at {baud} baud before the tracer started",
+            bytes(printed)
+        ),
+        subjects: vec![Subject { kind: SubjectKind::System, name: "kernel command line".into() }],
+        evidence,
+        saving: Saving {
+            time_ns: Some(saving_ns),
+            bytes: None,
+            how: format!(
+                "{printed} bytes at {baud} baud, ten bits a byte: the time the console took to print them, which printk waits for; with quiet only warnings and errors are printed"
+            ),
+        },
+        confidence: Confidence {
+            level: Level::Medium,
+            reason: "the bytes are the kernel log's own, below the console log level; an emulated UART (QEMU) does not run at its baud rate, and messages after the tracer started are not counted".into(),
+        },
+        fix: Fix {
+            kind: FixKind::NixosOption,
+            text: "boot.kernelParams = [ \"quiet\" ];   # elsewhere: add quiet to the kernel command line (GRUB_CMDLINE_LINUX_DEFAULT)".into(),
+            revert: "Remove \"quiet\" from boot.kernelParams.".into(),
+            risk: Some("Boot messages no longer appear on the console; `journalctl -k` (or `dmesg`) still has them, but a boot that hangs before the journal starts shows less.".into()),
+        },
+    })
+}
+
+/// Compressors the kernel unpacks several times slower than zstd.
+const SLOW_COMPRESSORS: &[&str] = &["gzip", "xz", "lzma", "bzip2"];
+
+fn initrd(setup: &BootSetup, attached_after: u64) -> Option<Recommendation> {
+    let initrd = setup.initrd.as_ref()?;
+    let compression = initrd.compression.as_deref()?;
+    if !SLOW_COMPRESSORS.contains(&compression) {
+        return None;
+    }
+    Some(Recommendation {
+        rule: RULE.id,
+        title: format!("the initrd ({}) is compressed with {compression}", bytes(initrd.size_bytes)),
+        subjects: vec![Subject { kind: SubjectKind::System, name: "initrd".into() }],
+        evidence: json!({
+            "initrd": initrd.path,
+            "size_bytes": initrd.size_bytes,
+            "compression": compression,
+            "tracer_started_after_ns": attached_after,
+        }),
+        saving: Saving {
+            time_ns: None,
+            bytes: None,
+            how: format!(
+                "not measured: the kernel unpacks the initrd before any tracer can start ({} before this one); nixpkgs #105777 measured zstd unpacking about five times faster than gzip",
+                duration(attached_after)
+            ),
+        },
+        confidence: Confidence {
+            level: Level::Low,
+            reason: "the compressor is read from the initrd itself; the gain depends on its size and the CPU, and the trace cannot see the unpacking".into(),
+        },
+        fix: Fix {
+            kind: FixKind::NixosOption,
+            text: "services.nixtrace.optimizations.enable = true;\nservices.nixtrace.optimizations.initrdZstd = true;   # or directly: boot.initrd.compressor = \"zstd\";".into(),
+            revert: "Set services.nixtrace.optimizations.initrdZstd = false (or remove boot.initrd.compressor).".into(),
+            risk: Some("A kernel built without zstd initrd support (CONFIG_RD_ZSTD) cannot unpack it and does not boot: keep the previous generation in the boot menu.".into()),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        analysis::{Filter, analyse},
+        trace::{Initrd, Stats, TraceWriter},
+    };
+
+    /// The recommendations of a trace recorded on a boot set up as given.
+    fn recommended(setup: BootSetup) -> Vec<Recommendation> {
+        let mut header = crate::trace::tests::header();
+        header.clock.boottime_ns = 3_000_000_000;
+        header.boot = Some(setup);
+        let mut bytes = Vec::new();
+        TraceWriter::new(&mut bytes, &header).unwrap().finish(&Stats::default()).unwrap();
+        let analysis = analyse(bytes.as_slice(), "t", &Filter::default()).unwrap();
+        check(&analysis, &Settings::default())
+    }
+
+    fn setup(cmdline: &str, loglevel: u32, printed: u64, compression: &str) -> BootSetup {
+        BootSetup {
+            kernel_cmdline: cmdline.into(),
+            initrd: Some(Initrd {
+                path: "/boot/initrd".into(),
+                size_bytes: 30 << 20,
+                compression: Some(compression.into()),
+            }),
+            console_loglevel: Some(loglevel),
+            console_log_bytes: Some(printed),
+        }
+    }
+
+    #[test]
+    fn a_chatty_serial_console_and_a_slow_initrd() {
+        let found = recommended(setup("console=ttyS0,115200 root=/dev/vda", 7, 23_040, "gzip"));
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(found[0].evidence["baud"], 115200);
+        // 23040 bytes at 115200 baud, ten bits a byte: 2 s.
+        assert_eq!(found[0].saving.time_ns, Some(2_000_000_000));
+        assert_eq!(found[1].evidence["compression"], "gzip");
+        assert_eq!(found[1].saving.time_ns, None);
+    }
+
+    #[test]
+    fn quiet_zstd_and_no_serial_console_say_nothing() {
+        for quiet in [
+            setup("console=ttyS0 quiet", 7, 1 << 20, "zstd"),
+            setup("console=ttyS0", 4, 1 << 20, "zstd"),
+            setup("console=tty1", 7, 1 << 20, "lz4"),
+            setup("console=ttyS0", 7, 100, "zstd"),
+        ] {
+            assert!(recommended(quiet.clone()).is_empty(), "{quiet:?}");
+        }
+    }
+
+    #[test]
+    fn serial_consoles_and_their_baud_rates() {
+        assert_eq!(console_of("root=/dev/vda console=ttyS0 rw"), Some(("ttyS0".into(), 9600)));
+        assert_eq!(console_of("console=tty0 console=ttyS1,115200n8"), Some(("ttyS1".into(), 115200)));
+        assert_eq!(console_of("console=tty1 quiet"), None);
+    }
+}
