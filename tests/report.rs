@@ -9,28 +9,6 @@ use std::{fs, process::Command};
 use common::*;
 use serde_json::Value;
 
-/// What `LD_DEBUG=libs` says the loader did for one exec: the path of each
-/// library found, in load order, and how many candidate files it tried in
-/// vain first.
-fn ld_debug_libs(log: &str) -> (Vec<String>, u64) {
-    let mut found = Vec::new();
-    let mut failed = 0;
-    let mut last_try: Option<String> = None;
-    for line in log.lines() {
-        let text = line.split_once(':').map_or(line, |(_, rest)| rest).trim();
-        if let Some(path) = text.strip_prefix("trying file=") {
-            if last_try.replace(path.to_string()).is_some() {
-                failed += 1;
-            }
-        } else if (text.starts_with("find library=") || text.starts_with("calling init:"))
-            && let Some(path) = last_try.take()
-        {
-            found.push(path);
-        }
-    }
-    (found, failed)
-}
-
 /// Proves the libraries the report lists for an exec, in order, are exactly
 /// the ones glibc's loader reports loading, and its failed lookups are the
 /// loader's own failed tries, over six real programs (one with a library
@@ -316,57 +294,13 @@ fn time_is_split_by_scheduler_state() {
     assert!(accounted.abs_diff(wall) <= wall / 100, "accounted {accounted} ns of a {wall} ns life: {time}");
 }
 
-/// glibc's `LD_DEBUG=statistics` reports "total startup time in dynamic
-/// loader" in ticks of its own counter. This finds that counter's rate the
-/// way the task says ("convert cycles with the measured rate"): make the
-/// loader's work longer by a known amount of wall-clock time (a library
-/// path of missing directories it must probe) and divide the difference in
-/// ticks by the difference in time, over untraced runs.
-fn ld_debug_ticks_per_ns(sandbox: &Sandbox) -> f64 {
-    let missing: Vec<String> = (0..400).map(|i| format!("/nonexistent/nixtrace-{i}")).collect();
-    let log = sandbox.path("calibrate");
-    let run_true = |library_path: Option<&str>| -> (f64, f64) {
-        let mut command = Command::new("/usr/bin/true");
-        command.env("LD_DEBUG", "statistics").env("LD_DEBUG_OUTPUT", &log);
-        if let Some(path) = library_path {
-            command.env("LD_LIBRARY_PATH", path);
-        }
-        let started = std::time::Instant::now();
-        let child = command.spawn().expect("run /usr/bin/true");
-        let pid = child.id();
-        let status = child.wait_with_output().expect("wait").status;
-        let wall_ns = started.elapsed().as_nanos() as f64;
-        assert!(status.success());
-        let text = fs::read_to_string(format!("{}.{pid}", log.display())).expect("the LD_DEBUG log");
-        (wall_ns, startup_ticks(&text) as f64)
-    };
-    let joined = missing.join(":");
-    let (mut short, mut long) = ((0.0, 0.0), (0.0, 0.0));
-    for _ in 0..30 {
-        let (w, t) = run_true(None);
-        short = (short.0 + w, short.1 + t);
-        let (w, t) = run_true(Some(&joined));
-        long = (long.0 + w, long.1 + t);
-    }
-    (long.1 - short.1) / (long.0 - short.0)
-}
-
-/// "total startup time in dynamic loader: N cycles" from an LD_DEBUG log.
-fn startup_ticks(log: &str) -> u64 {
-    log.lines()
-        .find_map(|l| l.split("total startup time in dynamic loader:").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no startup time in the LD_DEBUG log:\n{log}"))
-}
-
 /// Proves the loader time the report gives for an exec agrees with glibc's
 /// own measurement of the same run (`LD_DEBUG=statistics`), within 25% or
 /// 0.2 ms, over five real dynamically linked programs.
 #[test]
 fn loader_time_matches_ld_debug_statistics() {
     let sandbox = Sandbox::new();
-    let ticks_per_ns = ld_debug_ticks_per_ns(&sandbox);
+    let ticks_per_ns = ld_debug_ticks_per_ns(&sandbox, "/usr/bin/true");
     assert!(ticks_per_ns > 0.01, "implausible LD_DEBUG counter rate {ticks_per_ns} ticks/ns");
     let programs: [(&str, &str); 5] = [
         ("/usr/bin/ls", "/"),
@@ -390,7 +324,7 @@ fn loader_time_matches_ld_debug_statistics() {
         let glibc_ns = ticks as f64 / ticks_per_ns;
         let ours =
             row["execs"].as_array().unwrap().last().unwrap()["loader_ns"].as_u64().expect("loader time");
-        let allowed = (glibc_ns * 0.25).max(200_000.0);
+        let allowed = loader_time_allowance_ns(glibc_ns);
         comparisons.push(format!("{program}: nixtrace {ours} ns, glibc {glibc_ns:.0} ns"));
         let exec = row["execs"].as_array().unwrap().last().unwrap();
         let to_entry = exec["to_entry_ns"].as_u64().expect("the program was entered");

@@ -1,6 +1,8 @@
 //! Helpers for nixtrace's integration tests: a per-test sandbox directory,
 //! the C workload (`tests/workload.c`), running `nixtrace record` and
-//! `nixtrace dump` under a timeout, and picking events out of a parsed trace.
+//! `nixtrace dump` under a timeout, picking events out of a parsed trace,
+//! what glibc's loader says about itself (`LD_DEBUG`), and the Nix store
+//! fixture (`tests/nix/`).
 //!
 //! Accessors panic with the offending event when a field is missing or has
 //! the wrong JSON type, so a schema change fails loudly instead of filtering
@@ -14,6 +16,7 @@ use std::{
     io::{Read, Seek, SeekFrom},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::OnceLock,
     thread,
     time::{Duration, Instant},
 };
@@ -264,8 +267,22 @@ impl Recording {
 
 /// Records `command` into the sandbox's trace file and loads the trace.
 pub fn record_command<S: AsRef<OsStr>>(sandbox: &Sandbox, command: &[S]) -> Recording {
+    record_with(sandbox, record_cmd(&sandbox.trace_path()).arg("--").args(command))
+}
+
+/// [`record_command`] without the `LD_LIBRARY_PATH` that cargo gives the
+/// tests (it points into target/): the traced programs search only the
+/// directories they name themselves, as they do outside the tests.
+pub fn record_command_without_library_path<S: AsRef<OsStr>>(sandbox: &Sandbox, command: &[S]) -> Recording {
+    record_with(
+        sandbox,
+        record_cmd(&sandbox.trace_path()).env_remove("LD_LIBRARY_PATH").arg("--").args(command),
+    )
+}
+
+fn record_with(sandbox: &Sandbox, record: &mut Command) -> Recording {
     let trace_path = sandbox.trace_path();
-    let output = run(record_cmd(&trace_path).arg("--").args(command));
+    let output = run(record);
     let stderr = stderr_of(&output);
     assert!(trace_path.exists(), "nixtrace record ({}) wrote no trace; stderr:\n{stderr}", output.status);
     Recording { status: output.status, stderr, trace: Trace::load(&trace_path) }
@@ -568,4 +585,262 @@ pub fn process_running<'a>(report: &'a Value, program: &str) -> &'a Value {
         .collect();
     assert_eq!(rows.len(), 1, "one process ran {program}: {rows:#?}");
     rows[0]
+}
+
+// ---------------------------------------------------------------------------
+// What glibc's loader says about itself
+
+/// One run of glibc's dynamic loader as `LD_DEBUG=libs` logs it, up to
+/// "transferring control" to the program.
+#[derive(Debug, Default)]
+pub struct LdDebugRun {
+    /// The path of each library found, in load order.
+    pub libraries: Vec<String>,
+    /// Every file it tried in vain before finding a library, in order.
+    pub failed: Vec<String>,
+    /// The program it transferred control to; `None` if the log ends first.
+    pub program: Option<String>,
+}
+
+impl LdDebugRun {
+    /// The failed tries by (file name sought, directory probed).
+    pub fn failed_by_library_and_dir(&self) -> BTreeMap<(String, String), u64> {
+        tally_failed(self.failed.iter())
+    }
+}
+
+/// `paths` tried in vain, counted by (file name, directory).
+pub fn tally_failed<'a>(paths: impl Iterator<Item = &'a String>) -> BTreeMap<(String, String), u64> {
+    let mut tally = BTreeMap::new();
+    for path in paths {
+        let (dir, library) = path.rsplit_once('/').unwrap_or_else(|| panic!("LD_DEBUG tried {path:?}"));
+        *tally.entry((library.to_string(), dir.to_string())).or_default() += 1;
+    }
+    tally
+}
+
+/// The loader runs in one process's `LD_DEBUG=libs` log, in order (a
+/// process that execs again appends another run to the same file).
+pub fn ld_debug_runs(log: &str) -> Vec<LdDebugRun> {
+    let mut runs = vec![LdDebugRun::default()];
+    let mut last_try: Option<String> = None;
+    for line in log.lines() {
+        let text = line.split_once(':').map_or(line, |(_, rest)| rest).trim();
+        let run = runs.last_mut().unwrap();
+        if let Some(path) = text.strip_prefix("trying file=") {
+            // A new try means the one before failed.
+            if let Some(failed) = last_try.replace(path.to_string()) {
+                run.failed.push(failed);
+            }
+        } else if text.starts_with("find library=")
+            || text.starts_with("calling init:")
+            || text.starts_with("transferring control:")
+        {
+            if let Some(path) = last_try.take() {
+                run.libraries.push(path);
+            }
+            if let Some(program) = text.strip_prefix("transferring control:") {
+                run.program = Some(program.trim().to_string());
+                runs.push(LdDebugRun::default());
+            }
+        }
+    }
+    let last = runs.last().unwrap();
+    if last.program.is_none() && last.libraries.is_empty() && last.failed.is_empty() {
+        runs.pop();
+    }
+    runs
+}
+
+/// What `LD_DEBUG=libs` says the loader did, over every run in `log`: the
+/// path of each library found, in load order, and how many candidate files
+/// it tried in vain first.
+pub fn ld_debug_libs(log: &str) -> (Vec<String>, u64) {
+    let runs = ld_debug_runs(log);
+    let libraries = runs.iter().flat_map(|r| r.libraries.iter().cloned()).collect();
+    (libraries, runs.iter().map(|r| r.failed.len() as u64).sum())
+}
+
+/// glibc's `LD_DEBUG=statistics` reports "total startup time in dynamic
+/// loader" in ticks of its own counter. This finds that counter's rate the
+/// way the task says ("convert cycles with the measured rate"): make the
+/// loader's work longer by a known amount of wall-clock time (a library
+/// path of missing directories it must probe) and divide the difference in
+/// ticks by the difference in time, over untraced runs of `program` (which
+/// must run quietly with no arguments and exit 0), whose loader is the one
+/// measured.
+pub fn ld_debug_ticks_per_ns(sandbox: &Sandbox, program: &str) -> f64 {
+    let missing: Vec<String> = (0..400).map(|i| format!("/nonexistent/nixtrace-{i}")).collect();
+    let log = sandbox.path("calibrate");
+    let run_once = |library_path: Option<&str>| -> (f64, f64) {
+        let mut command = Command::new(program);
+        command.env("LD_DEBUG", "statistics").env("LD_DEBUG_OUTPUT", &log).stdout(Stdio::null());
+        match library_path {
+            Some(path) => command.env("LD_LIBRARY_PATH", path),
+            None => command.env_remove("LD_LIBRARY_PATH"),
+        };
+        let started = Instant::now();
+        let child = command.spawn().unwrap_or_else(|e| panic!("run {program}: {e}"));
+        let pid = child.id();
+        let status = child.wait_with_output().expect("wait").status;
+        let wall_ns = started.elapsed().as_nanos() as f64;
+        assert!(status.success(), "{program} failed: {status}");
+        let path = format!("{}.{pid}", log.display());
+        let text = fs::read_to_string(&path).expect("the LD_DEBUG log");
+        fs::remove_file(&path).expect("remove the LD_DEBUG log");
+        (wall_ns, startup_ticks(&text) as f64)
+    };
+    let joined = missing.join(":");
+    let (mut short, mut long) = ((0.0, 0.0), (0.0, 0.0));
+    for _ in 0..30 {
+        let (w, t) = run_once(None);
+        short = (short.0 + w, short.1 + t);
+        let (w, t) = run_once(Some(&joined));
+        long = (long.0 + w, long.1 + t);
+    }
+    (long.1 - short.1) / (long.0 - short.0)
+}
+
+/// "total startup time in dynamic loader: N cycles" from an LD_DEBUG log.
+pub fn startup_ticks(log: &str) -> u64 {
+    log.lines()
+        .find_map(|l| l.split("total startup time in dynamic loader:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no startup time in the LD_DEBUG log:\n{log}"))
+}
+
+/// How far nixtrace's loader time may be from glibc's own figure for the
+/// same run: 25% or 0.2 ms, whichever is more.
+pub fn loader_time_allowance_ns(glibc_ns: f64) -> f64 {
+    (glibc_ns * 0.25).max(200_000.0)
+}
+
+// ---------------------------------------------------------------------------
+// The Nix store fixture
+
+const NIX_FIXTURES_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/nix/default.nix");
+
+/// Options for every nix command the tests run. No sandbox: the builders
+/// run the host's /bin/sh, cc and patchelf. No build users: Debian's
+/// nix-bin creates no `nixbld` group, so builds run as the calling root.
+/// No binary cache: nothing here is in one, and without this nix asks
+/// cache.nixos.org about every package (or, offline, retries for seconds).
+pub const NIX_OPTIONS: [&str; 9] =
+    ["--option", "sandbox", "false", "--option", "build-users-group", "", "--option", "substituters", ""];
+
+/// One package of the fixture, as `tests/nix/default.nix` built it.
+#[derive(Debug)]
+pub struct NixPackage {
+    /// Its attribute in default.nix.
+    pub attr: String,
+    /// `/nix/store/<hash>-<pname>-<version>`.
+    pub store_path: String,
+    pub pname: String,
+    pub version: String,
+}
+
+impl NixPackage {
+    /// A file in the package.
+    pub fn file(&self, inside: &str) -> String {
+        format!("{}/{inside}", self.store_path)
+    }
+
+    /// The package as nixtrace's JSON report should name it.
+    pub fn report_json(&self) -> Value {
+        serde_json::json!({ "name": self.pname, "version": self.version, "store_path": self.store_path })
+    }
+}
+
+/// Every package of the fixture, by attribute.
+#[derive(Debug)]
+pub struct NixFixtures {
+    pub packages: BTreeMap<String, NixPackage>,
+}
+
+impl NixFixtures {
+    pub fn get(&self, attr: &str) -> &NixPackage {
+        self.packages.get(attr).unwrap_or_else(|| panic!("the Nix fixture has no package {attr:?}"))
+    }
+
+    /// The fixture package `path` lies in.
+    pub fn owner(&self, path: &str) -> Option<&NixPackage> {
+        self.packages.values().find(|p| {
+            path.strip_prefix(p.store_path.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+}
+
+/// The fixture's packages, built on first use in this test process:
+/// `nix-build tests/nix -A manifest`, with the out-link (a GC root) in
+/// `target/nix-fixtures/`. Nix builds what is missing from its store and
+/// otherwise only evaluates, so this is cheap after the first time on a
+/// machine. As root, nix-build creates `/nix/store` and `/nix/var/nix`
+/// itself and needs no `nix.conf`.
+pub fn nix_fixtures() -> &'static NixFixtures {
+    static FIXTURES: OnceLock<NixFixtures> = OnceLock::new();
+    FIXTURES.get_or_init(build_nix_fixtures)
+}
+
+/// `args` as a shell would need them typed (for messages).
+fn shell_words<S: AsRef<OsStr>>(args: &[S]) -> String {
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| {
+            let a = a.as_ref().to_string_lossy();
+            if a.is_empty() || a.contains(|c: char| !c.is_ascii_alphanumeric() && !"/-_.=+:".contains(c)) {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            } else {
+                a.into_owned()
+            }
+        })
+        .collect();
+    words.join(" ")
+}
+
+fn build_nix_fixtures() -> NixFixtures {
+    require_root();
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target directory");
+    let dir = target.join("nix-fixtures");
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let link = dir.join("manifest");
+    let mut args: Vec<&OsStr> = NIX_OPTIONS.iter().map(OsStr::new).collect();
+    args.extend([NIX_FIXTURES_SOURCE, "-A", "manifest", "--out-link"].map(OsStr::new));
+    args.push(link.as_os_str());
+    let description = format!("nix-build {}", shell_words(&args));
+    let output = match Command::new("nix-build").args(&args).env_remove("LD_LIBRARY_PATH").output() {
+        Ok(output) => output,
+        Err(e) => panic!(
+            "could not run `{description}` ({e}): the Nix tests need Debian's nix-bin (`cargo xtask setup` installs it)"
+        ),
+    };
+    assert!(
+        output.status.success(),
+        "building the Nix fixture failed: `{description}` exited with {} (it needs root and Debian's nix-bin); its output:\n{}",
+        output.status,
+        stderr_of(&output)
+    );
+    let text = fs::read_to_string(&link).unwrap_or_else(|e| panic!("read {}: {e}", link.display()));
+    let manifest: BTreeMap<String, BTreeMap<String, String>> = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not the manifest ({e}): {text}", link.display()));
+    let packages = manifest
+        .into_iter()
+        .map(|(attr, mut fields)| {
+            let mut take = |key: &str| fields.remove(key).unwrap_or_else(|| panic!("{attr} lacks {key:?}"));
+            let package = NixPackage {
+                store_path: take("path"),
+                pname: take("pname"),
+                version: take("version"),
+                attr: attr.clone(),
+            };
+            assert!(
+                Path::new(&package.store_path).is_dir(),
+                "{} is not in the store after `{description}`",
+                package.store_path
+            );
+            (attr, package)
+        })
+        .collect();
+    NixFixtures { packages }
 }

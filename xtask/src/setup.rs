@@ -22,7 +22,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftrace",
     "linux-perf",
     "patchelf",
-    // nix-instantiate, for `cargo xtask nix-check`'s parse check of every .nix file.
+    // nix-instantiate, for `cargo xtask nix-check`'s parse check of every .nix file;
+    // nix-build and nix-store, for the store fixture of tests/nix.rs. Nothing
+    // else is needed: as root, nix-build creates /nix/store and /nix/var/nix
+    // itself, and the tests pass the options a Debian machine lacks
+    // (`build-users-group ''`: there is no nixbld group) on the command line
+    // instead of writing a nix.conf (NIX_OPTIONS in tests/common/mod.rs).
     "nix-bin",
     // Headless rendering of a flamegraph, in tests/pictures.rs.
     "chromium",
