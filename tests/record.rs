@@ -774,3 +774,82 @@ fn redact_keeps_secrets_out_of_the_trace() {
     assert!(stderr_of(&refused).contains("--redact"), "{}", stderr_of(&refused));
     assert!(!sandbox.path("other.ntr").exists());
 }
+
+/// Two store paths built in this machine's Nix store (a derivation without
+/// inputs, built by `/bin/sh` with the test's `PATH`): `proga`, whose
+/// `bin/prog` names `libb`, so that Nix records the reference. Returns
+/// their store paths (proga, libb); the out-links stay in the sandbox.
+fn build_store_pair(sandbox: &Sandbox) -> (String, String) {
+    let expression = sandbox.path("pair.nix");
+    fs::write(
+        &expression,
+        r#"
+let
+  drv = name: script: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    PATH = builtins.getEnv "PATH";
+    args = [ "-c" script ];
+  };
+  libb = drv "nixtrace-test-libb-1.0" "mkdir -p $out/lib && echo b > $out/lib/libb.txt";
+  proga = drv "nixtrace-test-proga-1.0" ''
+    mkdir -p $out/bin && printf '#!/bin/sh\necho uses ${libb}\n' > $out/bin/prog && chmod +x $out/bin/prog
+  '';
+in { inherit libb proga; }
+"#,
+    )
+    .expect("write pair.nix");
+    let output = run(Command::new("nix-build")
+        .args(["--option", "sandbox", "false", "--option", "build-users-group", ""])
+        .args(["--option", "substituters", "", "-A", "proga", "-A", "libb", "-o"])
+        .arg(sandbox.path("result"))
+        .arg(&expression));
+    assert!(output.status.success(), "nix-build failed ({}): {}", output.status, stderr_of(&output));
+    let stdout = String::from_utf8(output.stdout).expect("nix-build prints UTF-8");
+    let paths: Vec<&str> = stdout.lines().collect();
+    let [proga, libb] = paths[..] else { panic!("nix-build printed {stdout:?}") };
+    (proga.to_owned(), libb.to_owned())
+}
+
+/// Proves `record` writes the store's graph of the store paths the command
+/// touched and of their closure: the program's store path, with its deriver
+/// and the library's store path as its reference, and the library's (which
+/// only the closure brings in: nothing else in the trace names it), each
+/// once; then exactly one `store_graph` record, complete, after them.
+#[test]
+fn the_closure_of_the_touched_store_paths_is_recorded() {
+    let sandbox = Sandbox::new();
+    let (proga, libb) = build_store_pair(&sandbox);
+    let recording = record_command(&sandbox, &[format!("{proga}/bin/prog")]);
+    recording.assert_exit_code(0);
+    let trace = &recording.trace;
+    assert!(trace.of_type("exec").iter().any(|e| string(e, "filename") == format!("{proga}/bin/prog")));
+
+    let store_paths = trace.of_type("store_path");
+    let by_path: BTreeMap<&str, &Value> = store_paths.iter().map(|r| (string(r, "path"), *r)).collect();
+    assert_eq!(by_path.len(), store_paths.len(), "a store path recorded twice: {store_paths:#?}");
+    let a =
+        by_path.get(proga.as_str()).unwrap_or_else(|| panic!("no store_path of {proga}: {store_paths:#?}"));
+    assert_eq!(a["references"], serde_json::json!([libb]), "{a}");
+    assert!(string(a, "deriver").ends_with("-nixtrace-test-proga-1.0.drv"), "{a}");
+    let b = by_path.get(libb.as_str()).unwrap_or_else(|| panic!("no store_path of {libb}: {store_paths:#?}"));
+    assert_eq!(b["references"], serde_json::json!([]), "{b}");
+    assert!(string(b, "deriver").ends_with("-nixtrace-test-libb-1.0.drv"), "{b}");
+    let naming_libb: Vec<&Value> =
+        trace.records.iter().filter(|r| r["type"] != "store_path" && r.to_string().contains(&libb)).collect();
+    assert!(naming_libb.is_empty(), "only the closure should name {libb}: {naming_libb:#?}");
+
+    let graphs: Vec<usize> = trace
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r["type"] == "store_graph")
+        .map(|(i, _)| i)
+        .collect();
+    let [graph] = graphs[..] else { panic!("{} store_graph records", graphs.len()) };
+    let record = &trace.records[graph];
+    assert!(boolean(record, "complete") && opt_string(record, "error").is_none(), "{record}");
+    let last_store_path = trace.records.iter().rposition(|r| r["type"] == "store_path").unwrap();
+    assert!(last_store_path < graph, "the store_graph record comes after every store_path record");
+}

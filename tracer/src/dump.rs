@@ -155,6 +155,13 @@ pub fn event_json(event: &Event) -> Value {
             "type": kind, "ts_ns": ts_ns, "dev": dev, "ino": ino, "path": text(path),
             "size_bytes": size_bytes, "facts": facts, "error": error.as_deref().map(text),
         }),
+        Event::StorePath { ts_ns, path, deriver, references } => json!({
+            "type": kind, "ts_ns": ts_ns, "path": text(path), "deriver": deriver.as_deref().map(text),
+            "references": texts(references),
+        }),
+        Event::StoreGraph { ts_ns, complete, error } => json!({
+            "type": kind, "ts_ns": ts_ns, "complete": complete, "error": error.as_deref().map(text),
+        }),
         Event::Stats(stats) => json!({
             "type": kind, "ts_ns": stats.ts_ns, "events": stats.events, "lost": stats.lost,
             "lost_total": stats.lost_total(),

@@ -384,7 +384,12 @@ impl ProcessTable {
             Event::PageCache { common, .. } | Event::BlockIo { common, .. } => {
                 self.live_process(common.pid, common.ts_ns, common.cgroup_id).io.add(event);
             }
-            Event::ExecFailed { .. } | Event::Cgroup { .. } | Event::Binary { .. } | Event::Stats(_) => {}
+            Event::ExecFailed { .. }
+            | Event::Cgroup { .. }
+            | Event::Binary { .. }
+            | Event::StorePath { .. }
+            | Event::StoreGraph { .. }
+            | Event::Stats(_) => {}
         }
         self.last_ts = self.last_ts.max(event.ts_ns());
     }

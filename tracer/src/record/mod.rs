@@ -14,6 +14,7 @@ mod loader_probes;
 mod probes;
 pub mod procfs;
 mod status;
+mod store;
 mod tracefs;
 
 use std::{
@@ -168,6 +169,8 @@ struct Sink {
     writer: TraceWriter<File>,
     counts: Counts,
     binaries: binaries::BinaryReader,
+    /// The store paths the events named, for the store's graph at the end.
+    store_paths: store::StorePaths,
     /// `--redact` patterns, applied to every argv and loader variable
     /// before it is written.
     redactions: Vec<regex::bytes::Regex>,
@@ -185,6 +188,7 @@ impl Sink {
             }
         }
         self.binaries.observe(&event);
+        self.store_paths.observe(&event);
         self.counts.add(&event);
         self.writer.write(&event).context("writing the trace")
     }
@@ -389,6 +393,7 @@ async fn record(mut args: Options) -> Result<Recorded> {
             .context("writing the trace header")?,
         counts: Counts::default(),
         binaries: binaries::BinaryReader::start()?,
+        store_paths: store::StorePaths::default(),
         redactions: args.redact.clone(),
     };
     seed(&mut sink, &scope, &procs, !has_command)?;
@@ -485,12 +490,20 @@ async fn record(mut args: Options) -> Result<Recorded> {
     sink.write_running_threads(&probes)?;
     sink.write_read_totals(&probes)?;
     status.clear();
-    let stats = sink.stats(&probes)?;
+    // The recording ends here: its time and losses. The store's graph is
+    // read after it (the queries are the recorder's, not the command's, and
+    // their processes are not drained), and adds only records of its own.
+    let mut stats = sink.stats(&probes)?;
+    let elapsed = status.elapsed();
+    for event in store::graph(&sink.store_paths, stats.ts_ns).await {
+        sink.write(event)?;
+    }
+    stats.events = sink.writer.events();
     let Sink { writer, counts, .. } = sink;
     writer.finish(&stats).context("writing the trace")?;
     let size = std::fs::metadata(&args.output).map_or(0, |m| m.len());
     if !args.quiet {
-        summarize(&args.output, &counts, &stats, size, status.elapsed());
+        summarize(&args.output, &counts, &stats, size, elapsed);
     }
     let exit_code = match exit_status {
         Some(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
@@ -504,7 +517,9 @@ fn summarize(output: &Path, counts: &Counts, stats: &Stats, bytes: u64, elapsed:
         .by_type
         .iter()
         // What the recorder wrote itself, not the kernel's events.
-        .filter(|(kind, _)| !matches!(**kind, "stats" | "cgroup" | "process" | "binary"))
+        .filter(|(kind, _)| {
+            !matches!(**kind, "stats" | "cgroup" | "process" | "binary" | "store_path" | "store_graph")
+        })
         .map(|(kind, n)| match *kind {
             "open" => format!("{n} open ({} failed)", counts.failed_opens),
             _ => format!("{n} {kind}"),

@@ -242,6 +242,28 @@ pub enum Event {
         /// replaced by another before the recorder got to it).
         error: Option<Bytes>,
     },
+    /// One store path the trace touched, or one in the closure of those,
+    /// as the Nix store's database described it when recording stopped.
+    StorePath {
+        ts_ns: u64,
+        /// `/nix/store/<hash>-<name>`.
+        path: Bytes,
+        /// The `.drv` that built it, when the store knows it.
+        deriver: Option<Bytes>,
+        /// The store paths it refers to (as Nix records them: the path
+        /// itself included when it refers to itself).
+        references: Vec<Bytes>,
+    },
+    /// Whether the `StorePath` records before it are the whole graph:
+    /// written once, after them, when recording stops.
+    StoreGraph {
+        ts_ns: u64,
+        /// The references and derivers of every store path the trace
+        /// touched, and of their closure, were read.
+        complete: bool,
+        /// Why they were not (no Nix store, no `nix-store`, the query failed).
+        error: Option<Bytes>,
+    },
     /// Counters so far: written periodically and once at the end.
     Stats(Stats),
 }
@@ -337,6 +359,8 @@ impl Event {
             Event::Cgroup { .. } => "cgroup",
             Event::Process { .. } => "process",
             Event::Binary { .. } => "binary",
+            Event::StorePath { .. } => "store_path",
+            Event::StoreGraph { .. } => "store_graph",
             Event::Stats(_) => "stats",
         }
     }
@@ -355,7 +379,10 @@ impl Event {
             | Event::Sched { common, .. }
             | Event::FileRead { common, .. }
             | Event::Cgroup { common, .. } => common.ts_ns,
-            Event::Process { ts_ns, .. } | Event::Binary { ts_ns, .. } => *ts_ns,
+            Event::Process { ts_ns, .. }
+            | Event::Binary { ts_ns, .. }
+            | Event::StorePath { ts_ns, .. }
+            | Event::StoreGraph { ts_ns, .. } => *ts_ns,
             Event::Stats(stats) => stats.ts_ns,
         }
     }

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::Probe;
 
 pub const MAGIC: &[u8; 8] = b"NIXTRACE";
-/// 2 added the `BINARY` record and the loader's variables of an exec;
-/// version 1 files read as before.
+/// 2 added the `BINARY`, `STORE_PATH` and `STORE_GRAPH` records and the
+/// loader's variables of an exec; version 1 files read as before.
 pub const VERSION: u32 = 2;
 /// A block is written when its payload reaches this size (and at least once
 /// a second), so a crash loses at most one block.
@@ -47,6 +47,8 @@ pub mod tag {
     pub const SCHED: u8 = 0x1c;
     pub const FILE_READ: u8 = 0x1d;
     pub const BINARY: u8 = 0x1e;
+    pub const STORE_PATH: u8 = 0x1f;
+    pub const STORE_GRAPH: u8 = 0x20;
     /// Written once by a recorder that stopped cleanly.
     pub const END: u8 = 0x7f;
 }
@@ -62,6 +64,7 @@ pub mod flag {
     pub const WRITE: u64 = 1;
     pub const BIND_NOW: u64 = 1;
     pub const IS_DYNAMIC: u64 = 2;
+    pub const COMPLETE: u64 = 1;
 }
 
 /// The self-describing JSON header at the start of every trace.

@@ -132,6 +132,22 @@ pub(crate) mod tests {
                 error: None,
             },
             Event::Exit { common: common(1600, 11, 11), status: 3 << 8, group_dead: true },
+            Event::StorePath {
+                ts_ns: 1700,
+                path: b"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.1".to_vec(),
+                deriver: Some(b"/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-hello-2.12.1.drv".to_vec()),
+                references: vec![
+                    b"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.1".to_vec(),
+                    b"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-glibc-2.39-52".to_vec(),
+                ],
+            },
+            Event::StorePath {
+                ts_ns: 1700,
+                path: b"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-glibc-2.39-52".to_vec(),
+                deriver: None,
+                references: Vec::new(),
+            },
+            Event::StoreGraph { ts_ns: 1700, complete: true, error: None },
         ]
     }
 
@@ -561,6 +577,11 @@ mod properties {
                     facts,
                     error
                 }),
+            (any::<u64>(), bytes(), proptest::option::of(bytes()), argv()).prop_map(
+                |(ts_ns, path, deriver, references)| Event::StorePath { ts_ns, path, deriver, references }
+            ),
+            (any::<u64>(), any::<bool>(), proptest::option::of(bytes()))
+                .prop_map(|(ts_ns, complete, error)| Event::StoreGraph { ts_ns, complete, error }),
             (any::<u64>(), any::<u64>(), proptest::collection::btree_map(text(), any::<u64>(), 0..4))
                 .prop_map(|(ts_ns, events, lost)| Event::Stats(Stats { ts_ns, events, lost })),
         ]
@@ -584,10 +605,12 @@ mod properties {
             Event::Cgroup { .. } => 11,
             Event::Process { .. } => 12,
             Event::Binary { .. } => 13,
-            Event::Stats(_) => 14,
+            Event::StorePath { .. } => 14,
+            Event::StoreGraph { .. } => 15,
+            Event::Stats(_) => 16,
         }
     }
-    const VARIANTS: usize = 15;
+    const VARIANTS: usize = 17;
 
     #[test]
     fn the_strategy_draws_every_variant() {

@@ -453,6 +453,17 @@ impl<R: Read> TraceReader<R> {
                         error: self.get_optional_string()?,
                     }
                 }
+                tag::STORE_PATH => Event::StorePath {
+                    ts_ns: self.get_ts()?,
+                    path: self.get_string()?,
+                    deriver: self.get_optional_string()?,
+                    references: self.get_argv()?,
+                },
+                tag::STORE_GRAPH => Event::StoreGraph {
+                    ts_ns: self.get_ts()?,
+                    complete: self.get()? & flag::COMPLETE != 0,
+                    error: self.get_optional_string()?,
+                },
                 tag::STATS => {
                     let ts_ns = self.get_ts()?;
                     let events = self.get()?;

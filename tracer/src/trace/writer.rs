@@ -314,6 +314,23 @@ impl<W: Write> TraceWriter<W> {
                 self.put(facts.entry);
                 self.put(error);
             }
+            Event::StorePath { ts_ns, path, deriver, references } => {
+                let path = self.string(path);
+                let deriver = self.optional_string(deriver.as_deref());
+                let references = self.strings_of(references);
+                self.block.push(tag::STORE_PATH);
+                self.put_ts(*ts_ns);
+                self.put(path);
+                self.put(deriver);
+                self.put_ids(&references);
+            }
+            Event::StoreGraph { ts_ns, complete, error } => {
+                let error = self.optional_string(error.as_deref());
+                self.block.push(tag::STORE_GRAPH);
+                self.put_ts(*ts_ns);
+                self.put(if *complete { flag::COMPLETE } else { 0 });
+                self.put(error);
+            }
             Event::Stats(stats) => {
                 let names: Vec<u64> = stats.lost.keys().map(|k| self.string(k.as_bytes())).collect();
                 self.block.push(tag::STATS);
