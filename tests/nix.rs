@@ -502,3 +502,207 @@ fn elf_facts_name_the_references_nix_recorded() {
     // Three programs, two builds of libgreet, zlib and glibc's libc.
     assert_eq!(checked, 7, "{:#?}", report["binaries"]);
 }
+
+/// `nixtrace recommend TRACE --format json ARGS`, parsed.
+fn recommend_json(trace: &std::path::Path, args: &[&str]) -> Value {
+    let output =
+        run(Command::new(NIXTRACE).arg("recommend").arg(trace).args(["--format", "json"]).args(args));
+    assert!(output.status.success(), "recommend: {}", stderr_of(&output));
+    serde_json::from_slice(&output.stdout).expect("recommend --format json prints JSON")
+}
+
+/// Records `sh -c SCRIPT` without cargo's LD_LIBRARY_PATH; returns the report.
+fn record_script(sandbox: &Sandbox, script: &str) -> Value {
+    let recording = record_command_without_library_path(sandbox, &["sh", "-c", script]);
+    recording.assert_exit_code(0);
+    recording.trace.assert_nothing_lost();
+    report_json(&sandbox.trace_path(), &[])
+}
+
+/// Proves the per-package figures on real store paths: hello-padded's
+/// package caused exactly the failed lookups its RUNPATH put in the search
+/// (the report's failed lookups whose searcher is its program), its
+/// processes and execs are counted, each library's package mapped what
+/// the loader mapped from it, the store graph gives each package its
+/// references as `nix-store --query --references` does, and `--package`
+/// narrows the report to the processes of that package.
+#[test]
+fn packages_count_what_they_cost_and_what_their_runpath_caused() {
+    let sandbox = Sandbox::new();
+    let nix = nix_fixtures();
+    let (hello, padded) = (HELLO.path(nix), HELLO_PADDED.path(nix));
+    let report = record_script(&sandbox, &format!("{hello} && {padded}"));
+    assert_eq!(report["store_graph"]["status"], "complete", "{}", report["store_graph"]);
+    let package = |attr: &str| {
+        let store_path = nix.get(attr).store_path.as_str();
+        report["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["store_path"] == store_path)
+            .unwrap_or_else(|| panic!("no packages[] row for {store_path}: {:#}", report["packages"]))
+    };
+    let row = process_running(&report, &padded);
+    let caused: u64 = row["loader"]["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["searcher"] == padded.as_str())
+        .map(|f| uint(f, "count"))
+        .sum();
+    assert!(caused > 0);
+    let p = package("hello-padded");
+    assert_eq!((uint(p, "processes"), uint(p, "execs")), (1, 1));
+    assert_eq!(uint(p, "failed_lookups_caused"), caused);
+    assert_eq!(uint(p, "failed_lookups"), uint(&row["loader"], "failed_lookups"));
+    assert_eq!(uint(p, "loader_ns"), uint(&row["loader"], "total_ns"));
+    // zlib was loaded by both programs: what the loader mapped from it.
+    let mapped: u64 = [&hello, &padded]
+        .iter()
+        .map(|program| {
+            let row = process_running(&report, program);
+            let libraries = row["loader"]["libraries"].as_array().unwrap();
+            let zlib = libraries.iter().find(|l| l["package"]["name"] == "zlib").unwrap();
+            uint(zlib, "exec_bytes")
+        })
+        .sum();
+    assert_eq!(uint(package("zlib"), "mapped_bytes"), mapped);
+    for attr in ["hello", "hello-padded", "greet1", "zlib"] {
+        let store_path = nix.get(attr).store_path.clone();
+        let output = run(Command::new("nix-store").args(["--query", "--references", &store_path]));
+        let mut expected: Vec<String> =
+            String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect();
+        expected.sort();
+        let mut references: Vec<String> =
+            strings(&package(attr)["references"]).iter().map(|s| s.to_string()).collect();
+        references.sort();
+        assert_eq!(references, expected, "{attr}'s references");
+        assert!(package(attr)["deriver"].as_str().is_some_and(|d| d.ends_with(".drv")), "{attr}'s deriver");
+    }
+    // --package narrows to the processes of that package.
+    let narrowed = report_json(&sandbox.trace_path(), &["--package", "hello-padded-1.0"]);
+    let exes: Vec<&str> =
+        narrowed["processes"].as_array().unwrap().iter().map(|p| string(p, "exe")).collect();
+    assert_eq!(exes, [padded.as_str()]);
+}
+
+/// Proves the closure check: hello run with LD_LIBRARY_PATH pointing at
+/// greet-2.0 loads that libgreet, which is outside hello's closure and is
+/// flagged so; its zlib and glibc are inside it, pulled in by the
+/// packages of hello's closure that refer to them.
+#[test]
+fn a_library_from_outside_the_programs_closure_is_flagged() {
+    let sandbox = Sandbox::new();
+    let nix = nix_fixtures();
+    let hello = HELLO.path(nix);
+    let greet2 = nix.get("greet2");
+    let report = record_script(&sandbox, &format!("LD_LIBRARY_PATH={} exec {hello}", greet2.file("lib")));
+    let row = process_running(&report, &hello);
+    let libraries = row["loader"]["libraries"].as_array().unwrap();
+    let by_package = |attr: &str| {
+        let store_path = nix.get(attr).store_path.as_str();
+        libraries
+            .iter()
+            .find(|l| l["package"]["store_path"] == store_path)
+            .unwrap_or_else(|| panic!("{attr}: {libraries:#?}"))
+    };
+    assert_eq!(by_package("greet2")["outside_closure"], true);
+    assert_eq!(by_package("zlib")["outside_closure"], false);
+    assert_eq!(by_package("glibc")["outside_closure"], false);
+    let mut pulled: Vec<&str> = strings(&by_package("zlib")["pulled_in_by"]);
+    pulled.sort();
+    let mut expected = vec![nix.get("hello").store_path.as_str(), nix.get("greet1").store_path.as_str()];
+    expected.sort();
+    assert_eq!(pulled, expected, "hello and greet-1.0 refer to zlib");
+}
+
+/// Proves duplicate-libraries: hello and hola in one trace load
+/// libgreet.so.1 from greet-1.0 and greet-2.0; the recommendation names
+/// both copies with the package that pulled each in (from the store
+/// graph) and overrides the other copy's referrer; hello alone gets none.
+#[test]
+fn duplicate_libraries_names_both_builds_and_who_pulled_them_in() {
+    let sandbox = Sandbox::new();
+    let nix = nix_fixtures();
+    let (hello, hola) = (HELLO.path(nix), HOLA.path(nix));
+    record_script(&sandbox, &format!("{hello} && {hola}"));
+    let found = recommend_json(&sandbox.trace_path(), &["--rule", "duplicate-libraries"]);
+    let found = found["recommendations"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let evidence = &found[0]["evidence"];
+    assert_eq!(evidence["soname"], "libgreet.so.1");
+    let copies = evidence["copies"].as_array().unwrap();
+    let copy =
+        |attr: &str| copies.iter().find(|c| c["store_path"] == nix.get(attr).store_path.as_str()).unwrap();
+    assert_eq!(strings(&copy("greet1")["pulled_in_by"]), [nix.get("hello").store_path.as_str()]);
+    assert_eq!(strings(&copy("greet2")["pulled_in_by"]), [nix.get("hola").store_path.as_str()]);
+    assert_eq!(strings(&copy("greet1")["programs"]), [hello.as_str()]);
+    assert_eq!(
+        uint(copy("greet2"), "size_bytes"),
+        fs::metadata(nix.get("greet2").file("lib/libgreet.so.1")).unwrap().len()
+    );
+    let fix = string(&found[0]["fix"], "text");
+    assert!(
+        fix.contains("hola = prev.hola.override { greet = final.greet; };")
+            || fix.contains("hello = prev.hello.override { greet = final.greet; };"),
+        "{fix}"
+    );
+
+    let alone = Sandbox::new();
+    record_script(&alone, &hello);
+    assert_eq!(
+        recommend_json(&alone.trace_path(), &["--rule", "duplicate-libraries"])["recommendations"],
+        serde_json::json!([])
+    );
+}
+
+/// Proves library-search on a store program: hello-padded's eight padding
+/// entries are the ones to drop, as a Nix expression for its package
+/// (postFixup with the new RUNPATH); the same program copied out of the
+/// store gets the patchelf command, which, run, leaves exactly the failed
+/// lookups the evidence predicted; its twin hello gets no recommendation.
+#[test]
+fn library_search_on_a_store_program() {
+    let sandbox = Sandbox::new();
+    let nix = nix_fixtures();
+    let padded = HELLO_PADDED.path(nix);
+    record_script(&sandbox, &padded);
+    let found = recommend_json(&sandbox.trace_path(), &["--rule", "library-search"]);
+    let found = found["recommendations"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let evidence = &found[0]["evidence"];
+    let useless: Vec<&str> =
+        evidence["useless_entries"].as_array().unwrap().iter().map(|e| string(e, "entry")).collect();
+    let padding: Vec<String> = PADDING.iter().map(|attr| nix.get(attr).file("lib")).collect();
+    assert_eq!(useless, padding);
+    let new: Vec<String> = ["greet1", "zlib", "glibc"].iter().map(|attr| nix.get(attr).file("lib")).collect();
+    assert_eq!(strings(&evidence["new_entries"]), new);
+    assert_eq!(found[0]["fix"]["kind"], "nix-expression");
+    let text = string(&found[0]["fix"], "text");
+    assert!(
+        text.contains(&format!("patchelf --set-rpath {} $out/bin/hello-padded", new.join(":"))),
+        "{text}"
+    );
+
+    // Out of the store, the command form, applied.
+    let copy = sandbox.path("hello-padded");
+    fs::copy(&padded, &copy).unwrap();
+    let copied = Sandbox::new();
+    record_script(&copied, text_of(&copy));
+    let found = recommend_json(&copied.trace_path(), &["--rule", "library-search"]);
+    let r = &found["recommendations"][0];
+    assert_eq!(r["fix"]["kind"], "command", "{found:#}");
+    let applied = run(Command::new("sh").arg("-c").arg(string(&r["fix"], "text")));
+    assert!(applied.status.success(), "{}", stderr_of(&applied));
+    let after = Sandbox::new();
+    let report = record_script(&after, text_of(&copy));
+    let row = process_running(&report, text_of(&copy));
+    assert_eq!(uint(&row["loader"], "failed_lookups"), uint(&r["evidence"], "remaining_failed_lookups"));
+
+    let twin = Sandbox::new();
+    record_script(&twin, &HELLO.path(nix));
+    assert_eq!(
+        recommend_json(&twin.trace_path(), &["--rule", "library-search"])["recommendations"],
+        serde_json::json!([])
+    );
+}

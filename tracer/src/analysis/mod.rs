@@ -27,7 +27,13 @@ pub use self::{
     unit::UnitFigures,
 };
 use crate::{
-    model::{binary::BinaryTable, io::FileTable, process::ProcessTable, unit::CgroupNames},
+    model::{
+        binary::BinaryTable,
+        closure::{ClosureGraph, GraphStatus},
+        io::FileTable,
+        process::ProcessTable,
+        unit::CgroupNames,
+    },
     saturating::SaturatingSum as _,
     trace::{Event, Header, Stats, TraceReader, event::describe_lost},
 };
@@ -85,9 +91,30 @@ pub struct Analysis {
     /// Every executable and library the selected processes ran, by path,
     /// with the static ELF facts recorded while they ran.
     pub binaries: Vec<BinaryFigures>,
+    /// Whether the trace carries the Nix store's graph (which package
+    /// pulls in which): `complete`, `unavailable` (with why) or
+    /// `not_recorded`.
+    pub store_graph: StoreGraph,
     /// Made by `record --boot`: what the trace missed of the boot, and
     /// systemd's view of it. Null otherwise.
     pub boot: Option<boot::BootSection>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoreGraph {
+    pub status: &'static str,
+    /// Why it is unavailable; null otherwise.
+    pub reason: Option<String>,
+}
+
+impl From<GraphStatus> for StoreGraph {
+    fn from(status: GraphStatus) -> StoreGraph {
+        match status {
+            GraphStatus::Complete => StoreGraph { status: "complete", reason: None },
+            GraphStatus::Unavailable(reason) => StoreGraph { status: "unavailable", reason: Some(reason) },
+            GraphStatus::NotRecorded => StoreGraph { status: "not_recorded", reason: None },
+        }
+    }
 }
 
 /// Reads the trace at `path` and analyses it.
@@ -104,6 +131,7 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
     let mut cgroups = CgroupNames::default();
     let mut files = FileTable::default();
     let mut recorded_binaries = BinaryTable::default();
+    let mut graph = ClosureGraph::default();
     for loader in &reader.header().loaders {
         files.name(loader.dev, loader.ino, &loader.path);
     }
@@ -118,24 +146,29 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
         cgroups.add(&event);
         files.add(&event);
         recorded_binaries.add(&event);
+        graph.add(&event);
         table.add(&event);
     }
     let header = reader.header().clone();
     let trace_start = header.clock.boottime_ns;
     let trace_end = table.last_ts.max(trace_start);
+    let tables = process::Tables { cgroups: &cgroups, binaries: &recorded_binaries, graph: &graph };
     let mut selected: Vec<(ProcessFigures, usize)> = table
         .processes
         .iter()
         .enumerate()
-        .map(|(i, p)| (process::process_figures(p, &cgroups, &recorded_binaries, trace_start, trace_end), i))
+        .map(|(i, p)| (process::process_figures(p, &tables, trace_start, trace_end), i))
         .filter(|(figures, _)| filter.admits(figures))
         .collect();
     selected.sort_by(|(a, _), (b, _)| b.wall_ns.cmp(&a.wall_ns).then(a.pid.cmp(&b.pid)));
     let binaries = binary::binaries(selected.iter().map(|(_, i)| &table.processes[*i]), &recorded_binaries);
     let pids: HashSet<u32> = selected.iter().map(|(p, _)| p.pid).collect();
     let files = io::files_read(&files, &pids);
-    let packages =
-        package::packages(selected.iter().map(|(figures, i)| (figures, &table.processes[*i])), &files);
+    let packages = package::packages(
+        selected.iter().map(|(figures, i)| (figures, &table.processes[*i])),
+        &files,
+        &graph,
+    );
     let processes: Vec<ProcessFigures> = selected.into_iter().map(|(figures, _)| figures).collect();
     let lost_by_probe = last_stats.map(|s| s.lost).unwrap_or_default();
     Ok(Analysis {
@@ -152,6 +185,7 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
         files,
         binaries,
         processes,
+        store_graph: graph.status().into(),
         boot: None,
     })
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{io::FileFigures, process::ProcessFigures};
 use crate::{
-    model::{nix::parse_store_path, process::Process},
+    model::{closure::ClosureGraph, nix::parse_store_path, process::Process},
     trace::event::text,
 };
 
@@ -65,6 +65,10 @@ pub struct PackageFigures {
     pub disk_read_bytes: u64,
     /// Mapped executable from its libraries by the loader.
     pub mapped_bytes: u64,
+    /// Its deriver (`.drv`) and direct references, from the store's graph
+    /// the trace carries (null and empty without one).
+    pub deriver: Option<String>,
+    pub references: Vec<String>,
 }
 
 /// The packages of `processes` (each with its model process) and `files`,
@@ -72,6 +76,7 @@ pub struct PackageFigures {
 pub fn packages<'a>(
     processes: impl Iterator<Item = (&'a ProcessFigures, &'a Process)>,
     files: &[FileFigures],
+    graph: &ClosureGraph,
 ) -> Vec<PackageFigures> {
     let mut packages: BTreeMap<String, PackageFigures> = BTreeMap::new();
     for (figures, process) in processes {
@@ -109,6 +114,10 @@ pub fn packages<'a>(
         }
     }
     let mut packages: Vec<PackageFigures> = packages.into_values().collect();
+    for p in &mut packages {
+        p.deriver = graph.deriver(&p.package.store_path).map(str::to_string);
+        p.references = graph.references(&p.package.store_path).unwrap_or_default().to_vec();
+    }
     packages.sort_by(|a, b| {
         (b.loader_ns, b.failed_lookups_caused, b.disk_read_bytes)
             .cmp(&(a.loader_ns, a.failed_lookups_caused, a.disk_read_bytes))

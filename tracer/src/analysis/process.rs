@@ -10,6 +10,7 @@ use super::{io::IoFigures, package::Package};
 use crate::{
     model::{
         binary::BinaryTable,
+        closure::{ClosureGraph, GraphStatus},
         process::{Exec, LoaderRun, Process},
         unit::CgroupNames,
     },
@@ -23,6 +24,14 @@ pub struct LibraryFigures {
     pub exec_bytes: u64,
     /// Its open and the mmaps of its file descriptor.
     pub load_ns: u64,
+    /// Whether its store path is outside the closure of the program's
+    /// store path: something loaded it from elsewhere (`LD_LIBRARY_PATH`,
+    /// `/run/current-system/sw/lib`, a `dlopen` by absolute path). Null
+    /// when the trace has no store graph, or either is not in the store.
+    pub outside_closure: Option<bool>,
+    /// The store paths in the program's closure whose references include
+    /// the library's: the packages that pull it in.
+    pub pulled_in_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,7 +155,7 @@ fn exec_figures(exec: &Exec) -> ExecFigures {
     }
 }
 
-fn loader_figures(process: &Process, recorded: &BinaryTable) -> Option<LoaderFigures> {
+fn loader_figures(process: &Process, recorded: &BinaryTable, graph: &ClosureGraph) -> Option<LoaderFigures> {
     let runs: Vec<_> = process.execs.iter().filter_map(|e| Some((e, e.loader.as_ref()?))).collect();
     let (last_exec, last) = runs.last()?;
     let mut figures = LoaderFigures::default();
@@ -185,13 +194,37 @@ fn loader_figures(process: &Process, recorded: &BinaryTable) -> Option<LoaderFig
         .into_iter()
         .map(|((library, dir, searcher), (count, ns))| FailedLookup { library, dir, count, ns, searcher })
         .collect();
+    let program = Package::of(&text(&last_exec.filename)).map(|p| p.store_path);
+    let closure = match (&program, graph.status()) {
+        (Some(program), GraphStatus::Complete) => Some(graph.closure(program)),
+        _ => None,
+    };
     figures.libraries = last
         .libraries
         .iter()
         .map(|l| {
             let path = text(&l.path);
             let package = Package::of(&text(&l.mapped_path)).or_else(|| Package::of(&path));
-            LibraryFigures { path, package, exec_bytes: l.exec_bytes, load_ns: l.load_ns }
+            let (outside_closure, pulled_in_by) = match (&closure, &package) {
+                (Some(closure), Some(package)) => (
+                    Some(!closure.contains(package.store_path.as_str())),
+                    graph
+                        .referrers(&package.store_path)
+                        .into_iter()
+                        .filter(|r| closure.contains(r))
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                _ => (None, Vec::new()),
+            };
+            LibraryFigures {
+                path,
+                package,
+                exec_bytes: l.exec_bytes,
+                load_ns: l.load_ns,
+                outside_closure,
+                pulled_in_by,
+            }
         })
         .collect();
     figures.dlopened = last_exec.late_libraries.iter().map(|p| text(p)).collect();
@@ -228,15 +261,22 @@ pub fn searched_for(dir: &str, entry: &str) -> bool {
     dir == entry || dir.strip_prefix(entry).is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// The model's tables a process's figures also read.
+pub struct Tables<'a> {
+    pub cgroups: &'a CgroupNames,
+    pub binaries: &'a BinaryTable,
+    pub graph: &'a ClosureGraph,
+}
+
 /// The figures of one process of a trace that ran from `trace_start` to
 /// `trace_end`.
 pub fn process_figures(
     process: &Process,
-    cgroups: &CgroupNames,
-    recorded: &BinaryTable,
+    tables: &Tables,
     trace_start: u64,
     trace_end: u64,
 ) -> ProcessFigures {
+    let Tables { cgroups, binaries: recorded, graph } = tables;
     let exe = process.exe().map(text);
     let start = process.key.start_ns.max(trace_start);
     let (exit_code, signal) = match process.exit_status {
@@ -260,7 +300,7 @@ pub fn process_figures(
         exit_code,
         signal,
         execs: process.execs.iter().map(exec_figures).collect(),
-        loader: loader_figures(process, recorded),
+        loader: loader_figures(process, recorded, graph),
         io: IoFigures::from(&process.io),
         time: process.times,
     }

@@ -6,7 +6,6 @@
 //! binary, and which systemd unit did it.
 
 pub mod binary;
-#[allow(dead_code, reason = "the analysis of the closure graph is being built on this API")]
 pub mod closure;
 pub mod io;
 pub mod nix;

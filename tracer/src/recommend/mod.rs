@@ -10,6 +10,7 @@
 
 mod boot_config;
 mod build_parallelism;
+mod duplicate_libraries;
 mod library_search;
 mod loader_environment;
 mod render;
@@ -36,6 +37,7 @@ pub struct Subject {
 #[serde(rename_all = "kebab-case")]
 pub enum SubjectKind {
     Binary,
+    Library,
     Package,
     ProcessTree,
     System,
@@ -114,8 +116,13 @@ pub struct Rule {
 }
 
 /// Every rule nixtrace has, in the order `--list-rules` prints them.
-pub const RULES: &[Rule] =
-    &[library_search::RULE, loader_environment::RULE, boot_config::RULE, build_parallelism::RULE];
+pub const RULES: &[Rule] = &[
+    library_search::RULE,
+    loader_environment::RULE,
+    duplicate_libraries::RULE,
+    boot_config::RULE,
+    build_parallelism::RULE,
+];
 
 /// The thresholds in force: the defaults, with `--threshold` on top.
 #[derive(Debug, Clone, Default)]
