@@ -706,3 +706,61 @@ fn library_search_on_a_store_program() {
         serde_json::json!([])
     );
 }
+
+/// `nixtrace flamegraph TRACE --folded ARGS`: stack -> count.
+fn folded(trace: &std::path::Path, args: &[&str]) -> BTreeMap<String, u64> {
+    let output = run(Command::new(NIXTRACE).arg("flamegraph").arg(trace).arg("--folded").args(args));
+    assert!(output.status.success(), "flamegraph: {}", stderr_of(&output));
+    let mut stacks = BTreeMap::new();
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let (stack, count) = line.rsplit_once(' ').unwrap();
+        *stacks.entry(stack.to_string()).or_insert(0) += count.parse::<u64>().unwrap();
+    }
+    stacks
+}
+
+/// Proves the packages flamegraph and the diff per package: the packages
+/// kind draws the startup kind's total, under each process's package
+/// (hello-1.0 and hola-2.0 among them, store hashes elided); and a diff of
+/// hello against hello with LD_LIBRARY_PATH full of padding directories
+/// reports hello-1.0's failed lookups growing by exactly the difference of
+/// the two reports.
+#[test]
+fn packages_flamegraph_and_diff_per_package() {
+    let sandbox = Sandbox::new();
+    let nix = nix_fixtures();
+    let (hello, hola) = (HELLO.path(nix), HOLA.path(nix));
+    record_script(&sandbox, &format!("{hello} && {hola}"));
+    let trace = sandbox.trace_path();
+    let packages = folded(&trace, &["--kind", "packages"]);
+    let startup = folded(&trace, &["--kind", "startup"]);
+    assert_eq!(packages.values().sum::<u64>(), startup.values().sum::<u64>());
+    let roots: BTreeSet<&str> = packages.keys().map(|k| k.split(';').next().unwrap()).collect();
+    assert!(roots.contains("hello-1.0") && roots.contains("hola-2.0"), "{roots:?}");
+
+    let before = Sandbox::new();
+    let report_before = record_script(&before, &hello);
+    let after = Sandbox::new();
+    let padding: Vec<String> = PADDING.iter().map(|attr| nix.get(attr).file("lib")).collect();
+    let report_after = record_script(&after, &format!("LD_LIBRARY_PATH={} exec {hello}", padding.join(":")));
+    let lookups = |report: &Value| uint(&process_running(report, &hello)["loader"], "failed_lookups");
+    let output = run(Command::new(NIXTRACE)
+        .arg("diff")
+        .arg(before.trace_path())
+        .arg(after.trace_path())
+        .args(["-F", "json"]));
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let diff: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let change = diff["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["group"] == "hello-1.0" && c["metric"] == "failed_lookups")
+        .unwrap_or_else(|| panic!("no package change: {:#}", diff["packages"]));
+    assert_eq!(change["scope"], "package");
+    assert_eq!(
+        (uint(change, "before"), uint(change, "after")),
+        (lookups(&report_before), lookups(&report_after))
+    );
+    assert!(uint(change, "after") > uint(change, "before"));
+}

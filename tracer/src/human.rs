@@ -46,6 +46,12 @@ pub fn markdown_escape(s: &str) -> String {
     out
 }
 
+/// Text made inert inside an HTML element such as `<pre>` (which Markdown
+/// passes through): only `&`, `<` and `>` are escaped, so it reads as is.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +75,11 @@ mod tests {
         assert_eq!(duration(850_000), "850 µs");
         assert_eq!(duration(12_345_678), "12.35 ms");
         assert_eq!(duration(1_200_000_000), "1.20 s");
+    }
+
+    #[test]
+    fn escapes_what_html_interprets() {
+        assert_eq!(html_escape("<svg onload=x>&amp; a|b"), "&lt;svg onload=x&gt;&amp;amp; a|b");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{Format, Recommendation, SCHEMA_VERSION};
 use crate::{
     analysis::Analysis,
-    human::{bytes, duration, markdown_escape as escape},
+    human::{bytes, duration, html_escape, markdown_escape as escape},
 };
 
 /// `nixtrace recommend`'s output.
@@ -110,18 +110,14 @@ pub fn markdown_section(recommendations: &[Recommendation]) -> String {
         let _ = writeln!(out, "\n<details><summary>{}. {}</summary>\n", i + 1, escape(&r.title));
         let _ = writeln!(out, "Saves about {}: {}.\n", saving(r), escape(&r.saving.how));
         let _ = writeln!(out, "Confidence {:?}: {}.\n", r.confidence.level, escape(&r.confidence.reason));
-        let _ =
-            writeln!(out, "Fix ({}):\n\n```\n{}\n```\n", kind(r), r.fix.text.replace("```", "`\u{200b}``"));
+        // In <pre>, not a code fence, which what it holds could close.
+        let _ = writeln!(out, "Fix ({}):\n\n<pre>{}</pre>\n", kind(r), html_escape(&r.fix.text));
         let _ = writeln!(out, "Revert: {}\n", escape(&r.fix.revert));
         if let Some(risk) = &r.fix.risk {
             let _ = writeln!(out, "Risk: {}\n", escape(risk));
         }
         let evidence = serde_json::to_string_pretty(&r.evidence).expect("evidence serializes");
-        let _ = writeln!(
-            out,
-            "Evidence:\n\n```json\n{}\n```\n\n</details>",
-            evidence.replace("```", "`\u{200b}``")
-        );
+        let _ = writeln!(out, "Evidence:\n\n<pre>{}</pre>\n\n</details>", html_escape(&evidence));
     }
     out
 }

@@ -199,6 +199,7 @@ mod tests {
           "argv_max": 1024,
           "cpus": 2,
           "command": ["/bin/echo", "hello"],
+          "boot": null,
           "filters": { "pids": [], "cgroup": null }
         }"#;
         let header: Header = serde_json::from_str(json).unwrap();
