@@ -5,6 +5,11 @@
 //!
 //! Run with `--test-threads=1`: system-wide recordings would otherwise see
 //! each other's processes.
+//!
+//! Privileged tier: needs root (every test fails, never skips, without it)
+//! and Debian 12 with build-essential (cc, objcopy), strace, python3, sudo
+//! and util-linux (setpriv, mount). Built only with the `privileged-tests`
+//! feature: `sudo -E cargo xtask test` runs it.
 
 mod common;
 
