@@ -510,6 +510,40 @@ fn a_failed_start_leaves_nothing_behind() {
     Trace::load(&trace).stats();
 }
 
+/// Proves the running kernel has every tracepoint the probes use, laid out
+/// as they read it: a recording with no `--no-probe` attaches every probe,
+/// the loader uprobes included, and leaves none out. (The unit tests choose
+/// probes from a copy of a kernel's tracepoint formats; this is the running
+/// kernel's tracefs.)
+#[test]
+fn every_probe_attaches_on_this_kernel() {
+    let sandbox = Sandbox::new();
+    let trace = sandbox.trace_path();
+    let output = run(record_cmd(&trace).args(["-q", "--", "/bin/true"]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let header = Trace::load(&trace).header;
+    let probes: Vec<&str> =
+        header["probes"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(
+        probes,
+        [
+            "fork",
+            "exec",
+            "exit",
+            "open",
+            "mmap",
+            "cgroup_mkdir",
+            "page_cache",
+            "block_io",
+            "sched",
+            "read",
+            "loader"
+        ],
+        "{header}"
+    );
+    assert_eq!(header["missing_probes"], Value::Array(Vec::new()), "{header}");
+}
+
 /// Proves the kernel's types can come from a vmlinux file's .BTF section,
 /// as on kernels without /sys/kernel/btf/vmlinux: a vmlinux made with
 /// objcopy records the same exec, and a file without BTF is a one-line
