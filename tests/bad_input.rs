@@ -3,6 +3,11 @@
 //! line on stderr naming the file and the problem, exit status 1, and no
 //! panic. A trace that was merely cut short is not bad input: it reads back
 //! up to its last complete block and says so.
+//!
+//! Privileged tier: the bad input is made from real traces, so it needs root
+//! (every test that records fails, never skips, without it) and Debian 12
+//! with build-essential and coreutils. Built only with the
+//! `privileged-tests` feature: `sudo -E cargo xtask test` runs it.
 
 mod common;
 

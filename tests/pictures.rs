@@ -3,6 +3,10 @@
 //! is parsed back with an XML parser and its frames read from it; widths are
 //! checked against what the kernel or the report says, exactly where the
 //! quantity is exact.
+//!
+//! Privileged tier: needs root (every test fails, never skips, without it)
+//! and Debian 12 with build-essential, coreutils and chromium. Built only
+//! with the `privileged-tests` feature: `sudo -E cargo xtask test` runs it.
 
 mod common;
 

@@ -5,6 +5,11 @@
 //!
 //! Run with `--test-threads=1`: system-wide recordings would otherwise see
 //! each other's processes.
+//!
+//! Privileged tier: needs root (every test fails, never skips, without it)
+//! and Debian 12 with build-essential (cc, objcopy), strace, python3, sudo
+//! and util-linux (setpriv, mount). Built only with the `privileged-tests`
+//! feature: `sudo -E cargo xtask test` runs it.
 
 mod common;
 
@@ -503,6 +508,40 @@ fn a_failed_start_leaves_nothing_behind() {
     let next = run(record_cmd(&trace).args(["-q", "--", "true"]));
     assert_eq!(next.status.code(), Some(0), "{}", stderr_of(&next));
     Trace::load(&trace).stats();
+}
+
+/// Proves the running kernel has every tracepoint the probes use, laid out
+/// as they read it: a recording with no `--no-probe` attaches every probe,
+/// the loader uprobes included, and leaves none out. (The unit tests choose
+/// probes from a copy of a kernel's tracepoint formats; this is the running
+/// kernel's tracefs.)
+#[test]
+fn every_probe_attaches_on_this_kernel() {
+    let sandbox = Sandbox::new();
+    let trace = sandbox.trace_path();
+    let output = run(record_cmd(&trace).args(["-q", "--", "/bin/true"]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let header = Trace::load(&trace).header;
+    let probes: Vec<&str> =
+        header["probes"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(
+        probes,
+        [
+            "fork",
+            "exec",
+            "exit",
+            "open",
+            "mmap",
+            "cgroup_mkdir",
+            "page_cache",
+            "block_io",
+            "sched",
+            "read",
+            "loader"
+        ],
+        "{header}"
+    );
+    assert_eq!(header["missing_probes"], Value::Array(Vec::new()), "{header}");
 }
 
 /// Proves the kernel's types can come from a vmlinux file's .BTF section,

@@ -1,6 +1,12 @@
 //! End-to-end tests of `nixtrace report`: real traces recorded with the real
 //! probes, checked against what glibc's loader says about itself
 //! (`LD_DEBUG=libs`) and against real cgroups made by the test.
+//!
+//! Privileged tier: needs root (every test fails, never skips, without it)
+//! and Debian 12's own binaries at their Debian paths, from build-essential,
+//! coreutils, perl, python3.11, bpftrace, strace and bsdutils (`script`).
+//! Built only with the `privileged-tests` feature: `sudo -E cargo xtask
+//! test` runs it.
 
 mod common;
 

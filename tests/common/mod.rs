@@ -43,7 +43,10 @@ pub const PROT_EXEC: u64 = 4;
 pub const AT_FDCWD: i64 = -100;
 pub const ENOENT: i64 = -2;
 
-/// Every test loads eBPF programs (or shares the suite's contract): never skip.
+/// Every test loads eBPF programs (or shares the suite's contract): never
+/// skip. The suites are only built with the `privileged-tests` feature, so
+/// plain `cargo test` never gets here; run as an ordinary user with the
+/// feature, every test fails, loudly.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

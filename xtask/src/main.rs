@@ -10,7 +10,8 @@
 //!   mount. Installing the Debian packages and mounting tracefs needs root.
 //! - `cargo xtask test` runs `setup`, then the whole suite: `cargo fmt
 //!   --check`, the nix checks, clippy with `-D warnings`, the release build
-//!   (which embeds the eBPF object), `cargo test` on one thread, the
+//!   (which embeds the eBPF object), `cargo test` on one thread with the
+//!   privileged tier (`--features nixtrace/privileged-tests`), the
 //!   benchmarks' smoke run (`bench --smoke`), a minute of each fuzz target
 //!   and the boot test. The tests
 //!   load eBPF programs into the kernel, so this must run as root (`sudo -E

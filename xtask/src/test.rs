@@ -11,6 +11,10 @@ pub struct Args {
     quick: bool,
 }
 
+/// The feature that builds the tests needing root, the running kernel or
+/// Debian's binaries (tracer/Cargo.toml).
+const PRIVILEGED_TESTS: &str = "nixtrace/privileged-tests";
+
 /// One step of the suite: a command, or a check that runs several.
 enum Step {
     Cmd(Command),
@@ -27,7 +31,10 @@ pub fn run(args: &Args) -> Result<()> {
     crate::setup::run().context("setup failed")?;
 
     // tracer-ebpf only builds for the BPF target (tracer/build.rs builds it),
-    // so the workspace-wide steps leave it out.
+    // so the workspace-wide steps leave it out. The privileged tier (the
+    // suites under tests/, which need root, this kernel and Debian's
+    // binaries, and the unit tests that read this kernel) is only built with
+    // nixtrace's `privileged-tests` feature: clippy and the tests turn it on.
     let mut steps: Vec<(&str, Step)> = Vec::new();
     if !args.quick {
         steps.push(("format check", Step::Cmd(crate::cargo(["fmt", "--all", "--", "--check"]))));
@@ -40,6 +47,8 @@ pub fn run(args: &Args) -> Result<()> {
                 "--workspace",
                 "--exclude",
                 "tracer-ebpf",
+                "--features",
+                PRIVILEGED_TESTS,
                 "--all-targets",
                 "--",
                 "-D",
@@ -47,8 +56,10 @@ pub fn run(args: &Args) -> Result<()> {
             ])),
         ));
     }
-    // Builds target/release/nixtrace with the real eBPF object embedded;
-    // the tests then run against that same optimised build.
+    // Builds target/release/nixtrace as shipped, with the real eBPF object
+    // embedded: the benchmarks, the fuzz seeds and the boot test use it. The
+    // tests' optimised build adds the privileged-tests feature, which only
+    // adds test code, but cargo keys builds by features: it is built once more.
     steps.push(("release build", Step::Cmd(crate::cargo(["build", "--release"]))));
     // One thread: the privileged tests share the kernel's tracepoints and maps.
     steps.push((
@@ -59,6 +70,8 @@ pub fn run(args: &Args) -> Result<()> {
             "--workspace",
             "--exclude",
             "tracer-ebpf",
+            "--features",
+            PRIVILEGED_TESTS,
             "--",
             "--test-threads=1",
         ])),

@@ -271,7 +271,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::process::Command;
+    use std::{path::PathBuf, process::Command};
 
     use object::{
         Object as _, ObjectSection as _, SectionKind,
@@ -285,28 +285,87 @@ pub(crate) mod tests {
         with_elf!(data, file => locate(file, vaddr, 1).map(|(offset, _)| offset))
     }
 
-    pub(crate) const LS: &str = "/bin/ls";
-    const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
-    pub(crate) const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
-
-    pub(crate) fn read(path: &str) -> Vec<u8> {
-        fs::read(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    pub(crate) fn read(path: &Path) -> Vec<u8> {
+        fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
     }
 
     fn facts_of(path: &Path) -> ElfFacts {
         read_elf_facts(path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
     }
 
-    /// Compiles an empty C program with `cc args...` into a fresh directory.
-    fn compile(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    /// The file mapped at `address` in this process, from /proc/self/maps.
+    fn mapped_file(address: usize) -> PathBuf {
+        let maps = fs::read_to_string("/proc/self/maps").expect("reading /proc/self/maps");
+        let path = maps.lines().find_map(|line| {
+            // "7f12-7f34 r-xp 00001000 fe:01 1234   /usr/lib/x86_64-linux-gnu/libc.so.6"
+            let (range, rest) = line.split_once(' ')?;
+            let (start, end) = range.split_once('-')?;
+            let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
+            let path = rest.splitn(5, ' ').nth(4)?.trim_start();
+            ((start..end).contains(&address) && path.starts_with('/')).then(|| PathBuf::from(path))
+        });
+        path.unwrap_or_else(|| panic!("no file is mapped at {address:#x}:\n{maps}"))
+    }
+
+    /// The dynamic loader this test process runs under (wherever this
+    /// system keeps it): the file mapped at the base the kernel reports.
+    pub(crate) fn running_loader() -> PathBuf {
+        // SAFETY: getauxval has no preconditions.
+        let base = unsafe { libc::getauxval(libc::AT_BASE) };
+        assert_ne!(base, 0, "this test binary has no dynamic loader");
+        mapped_file(base as usize)
+    }
+
+    /// The C library this test process runs with: the file its `getpid` is in.
+    fn running_libc() -> PathBuf {
+        mapped_file(libc::getpid as *const () as usize)
+    }
+
+    /// Compiles the C `source` with `cc args...` into a fresh directory.
+    /// Nix's compiler wrappers would add run paths and hardening flags of
+    /// their own: they are told not to, so every system builds the same.
+    fn compile_source(source: &str, args: &[&str]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let source = dir.path().join("main.c");
+        let source_path = dir.path().join("main.c");
         let binary = dir.path().join("main");
-        fs::write(&source, "int main(void) { return 0; }\n").expect("writing main.c");
-        let output =
-            Command::new("cc").args(args).arg("-o").arg(&binary).arg(&source).output().expect("running cc");
+        fs::write(&source_path, source).expect("writing main.c");
+        let output = Command::new("cc")
+            .args(args)
+            .arg("-o")
+            .arg(&binary)
+            .arg(&source_path)
+            .env("NIX_DONT_SET_RPATH", "1")
+            .env("NIX_HARDENING_ENABLE", "")
+            .output()
+            .expect("running cc");
         assert!(output.status.success(), "cc {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
         (dir, binary)
+    }
+
+    /// Compiles an empty C program with `cc args...` into a fresh directory.
+    fn compile(args: &[&str]) -> (tempfile::TempDir, PathBuf) {
+        compile_source("int main(void) { return 0; }\n", args)
+    }
+
+    /// A dynamically linked C program with a build id and lazy binding,
+    /// as distributions build their commands.
+    pub(crate) fn dynamic_executable() -> (tempfile::TempDir, PathBuf) {
+        compile_source(
+            "#include <stdio.h>\nint main(int argc, char **argv) { printf(\"%d %s\\n\", argc, argv[0]); return 0; }\n",
+            &["-Wl,--build-id=sha1", "-Wl,-z,lazy"],
+        )
+    }
+
+    /// A static executable linked at a fixed address, without a C library
+    /// (which not every system has for static linking). Its ifunc gets an
+    /// IRELATIVE relocation, as static glibc programs have: applied by the
+    /// program's own startup code, never by a loader.
+    fn static_executable() -> (tempfile::TempDir, PathBuf) {
+        let source = "static int impl(void) { return 0; }\n\
+            static int (*resolve(void))(void) { return impl; }\n\
+            int f(void) __attribute__((ifunc(\"resolve\")));\n\
+            void _start(void) { f(); for (;;) {} }\n";
+        compile_source(source, &["-static", "-no-pie", "-nostdlib"])
     }
 
     fn is_build_id(id: &str) -> bool {
@@ -314,14 +373,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn ls_is_a_dynamic_executable() {
-        let facts = facts_of(Path::new(LS));
+    fn a_dynamic_executable_has_its_loader_libraries_and_build_id() {
+        let (_dir, binary) = dynamic_executable();
+        let facts = facts_of(&binary);
         assert!(facts.is_dynamic);
-        assert_eq!(facts.interpreter.as_deref(), Some(LOADER));
+        // cc links programs against the loader this test runs under.
+        let interpreter = facts.interpreter.as_deref().expect("an interpreter");
+        assert_eq!(fs::canonicalize(interpreter).unwrap(), fs::canonicalize(running_loader()).unwrap());
         assert!(facts.needed.iter().any(|n| n == "libc.so.6"), "{:?}", facts.needed);
         assert!(facts.build_id.as_deref().is_some_and(is_build_id), "{:?}", facts.build_id);
         assert_eq!(facts.soname, None);
-        // Debian's coreutils is linked without -z now: FLAGS_1 only has PIE.
+        // Linked with -z lazy.
         assert!(!facts.bind_now);
         assert!(facts.relocations > 0);
         assert!(facts.dynamic_symbols > 1);
@@ -331,7 +393,7 @@ pub(crate) mod tests {
 
     #[test]
     fn libc_has_its_soname_and_a_build_id() {
-        let facts = facts_of(Path::new(LIBC));
+        let facts = facts_of(&running_libc());
         assert_eq!(facts.soname.as_deref(), Some("libc.so.6"));
         assert!(facts.build_id.as_deref().is_some_and(is_build_id), "{:?}", facts.build_id);
         assert!(facts.needed.iter().any(|n| n == "ld-linux-x86-64.so.2"), "{:?}", facts.needed);
@@ -343,8 +405,10 @@ pub(crate) mod tests {
     /// linker writes independently: `.rela.*` sizes plus the addresses `object` decodes from `.relr.dyn`.
     #[test]
     fn relocation_counts_match_the_section_headers() {
-        for path in [LS, LIBC, LOADER] {
-            let data = read(path);
+        let (_dir, binary) = dynamic_executable();
+        let this_test = std::env::current_exe().unwrap();
+        for path in [binary, this_test, running_libc(), running_loader()] {
+            let data = read(&path);
             let file = ElfFile64::<Endianness>::parse(&*data).expect("an ELF file");
             let endian = file.endian();
             let mut expected = 0;
@@ -358,18 +422,18 @@ pub(crate) mod tests {
                     _ => 0,
                 };
             }
-            assert_eq!(elf_facts_from_bytes(&data).unwrap().relocations, expected, "{path}");
+            assert_eq!(elf_facts_from_bytes(&data).unwrap().relocations, expected, "{}", path.display());
         }
     }
 
     #[test]
     fn the_loader_has_its_soname() {
-        assert_eq!(facts_of(Path::new(LOADER)).soname.as_deref(), Some("ld-linux-x86-64.so.2"));
+        assert_eq!(facts_of(&running_loader()).soname.as_deref(), Some("ld-linux-x86-64.so.2"));
     }
 
     #[test]
     fn file_offsets_follow_the_load_segments() {
-        let (_dir, binary) = compile(&["-static"]);
+        let (_dir, binary) = static_executable();
         let data = fs::read(&binary).unwrap();
         let file = object::File::parse(&*data).unwrap();
         let text = file.sections().find(|s| s.kind() == SectionKind::Text).expect("a text section");
@@ -384,7 +448,15 @@ pub(crate) mod tests {
 
     #[test]
     fn static_binaries_do_not_involve_the_loader() {
-        let (_dir, binary) = compile(&["-static"]);
+        let (_dir, binary) = static_executable();
+        let data = read(&binary);
+        let file = ElfFile64::<Endianness>::parse(&*data).expect("an ELF file");
+        let endian = file.endian();
+        let irelative = file.elf_section_table().iter().any(|section| {
+            section.sh_type(endian) == elf::SHT_RELA
+                && section.sh_flags(endian) & u64::from(elf::SHF_ALLOC) != 0
+        });
+        assert!(irelative, "the ifunc's relocation is in the file");
         let facts = facts_of(&binary);
         assert!(!facts.is_dynamic);
         assert_eq!(facts.interpreter, None);
@@ -453,8 +525,9 @@ pub(crate) mod tests {
     /// Truncated and corrupted copies of real files must give errors or facts, never panics.
     #[test]
     fn damaged_files_do_not_panic() {
-        for path in [LS, LOADER] {
-            for (damaged, address) in damaged_copies(&read(path)) {
+        let (_dir, binary) = dynamic_executable();
+        for path in [binary, running_loader()] {
+            for (damaged, address) in damaged_copies(&read(&path)) {
                 let _ = elf_facts_from_bytes(&damaged);
                 let _ = file_offset_of(&damaged, address);
             }

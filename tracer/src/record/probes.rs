@@ -170,16 +170,20 @@ pub(super) const LOADER_PROGRAMS: [&str; 3] = ["loader_start", "loader_done", "l
 
 #[cfg(test)]
 mod tests {
-    use super::{super::tracefs::TRACEFS, *};
+    use super::*;
 
-    /// A copy of the running kernel's tracepoint `format` files that the
-    /// probes use, but those of `without` ("category/name").
+    /// `format` files of a 6.18 kernel's tracepoints, copied from its tracefs
+    /// (testdata/tracefs/README.md).
+    const TRACEFS_COPY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tracefs");
+
+    /// A tracefs-like directory with the `format` file of every tracepoint
+    /// the probes use, but those of `without` ("category/name").
     fn tracefs_without(without: &[&str]) -> tempfile::TempDir {
         let copy = tempfile::tempdir().unwrap();
         let events = PROBES.iter().flat_map(|p| p.attachments.iter()).map(|a| a.event());
         for event in events.filter(|e| !without.contains(&e.as_str())) {
-            let from = Path::new(TRACEFS).join("events").join(&event).join("format");
-            let Ok(text) = std::fs::read(&from) else { continue };
+            let from = Path::new(TRACEFS_COPY).join("events").join(&event).join("format");
+            let text = std::fs::read(&from).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
             let dir = copy.path().join("events").join(&event);
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("format"), text).unwrap();
@@ -215,7 +219,8 @@ mod tests {
         // The fields of the probes left out are not read; the others are.
         assert_eq!((fields.page_cache_ino, fields.switch_prev_state), (0, 0));
         assert_ne!(fields.block_issue_dev, 0);
-        assert_eq!(choose_probes(Path::new(TRACEFS), &[]).unwrap().1, []);
+        let everything = tracefs_without(&[]);
+        assert_eq!(choose_probes(everything.path(), &[]).unwrap().1, []);
     }
 
     #[test]
