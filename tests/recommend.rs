@@ -162,6 +162,16 @@ fn library_search_drops_the_entries_that_hold_nothing() {
     assert!(about(&recommend_json(&sandbox.path("twin.ntr"), &[]), "library-search", &twin).is_empty());
 }
 
+/// The workload with an empty directory first in its RUNPATH, before the
+/// system's libraries: library-search's simplest case.
+fn workload_searching_an_empty_entry(sandbox: &Sandbox) -> std::path::PathBuf {
+    let program = sandbox.build_workload();
+    let empty = sandbox.path("empty");
+    fs::create_dir(&empty).unwrap();
+    patchelf_set_rpath(&program, &format!("{}:{SYSTEM_LIBS}", text_of(&empty)));
+    program
+}
+
 /// Proves the command line's rule selection, threshold and minimum saving:
 /// --rule and --threshold refuse unknown names (usage errors), a threshold
 /// above what the trace shows silences the rule, and --list-rules lists
@@ -169,10 +179,7 @@ fn library_search_drops_the_entries_that_hold_nothing() {
 #[test]
 fn rules_thresholds_and_listing() {
     let sandbox = Sandbox::new();
-    let program = sandbox.build_workload();
-    let empty = sandbox.path("empty");
-    fs::create_dir(&empty).unwrap();
-    patchelf_set_rpath(&program, &format!("{}:{SYSTEM_LIBS}", text_of(&empty)));
+    let program = workload_searching_an_empty_entry(&sandbox);
     let trace = sandbox.trace_path();
     let row = record_and_report(&program, &["sleep", "0"], &trace);
     let own =
@@ -208,10 +215,7 @@ fn rules_thresholds_and_listing() {
 #[test]
 fn the_report_carries_the_recommendations() {
     let sandbox = Sandbox::new();
-    let program = sandbox.build_workload();
-    let empty = sandbox.path("empty");
-    fs::create_dir(&empty).unwrap();
-    patchelf_set_rpath(&program, &format!("{}:{SYSTEM_LIBS}", text_of(&empty)));
+    let program = workload_searching_an_empty_entry(&sandbox);
     let trace = sandbox.trace_path();
     record_and_report(&program, &["sleep", "0"], &trace);
     let report = report_json(&trace, &[]);

@@ -1,5 +1,27 @@
-//! Figures for people, shared by every renderer: durations, sizes, counts
-//! that agree with their nouns, and text made safe for Markdown.
+//! What every renderer shares: the three output formats, figures for
+//! people (durations, sizes, counts that agree with their nouns), and text
+//! made safe for Markdown and HTML.
+
+/// How a report is written: for a terminal, for a pull request, for
+/// programs (the report and the recommendations share it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Markdown,
+    Json,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Text, Format::Markdown, Format::Json];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Markdown => "markdown",
+            Format::Json => "json",
+        }
+    }
+}
 
 /// "1 process", "3 processes": a count and its noun, agreeing.
 pub fn count(n: u64, one: &str, many: &str) -> String {

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 pub use self::render::{markdown_section, render, text_section};
 use crate::analysis::{Analysis, Filter, analyse_file};
+pub use crate::human::Format;
 
 /// Version of `recommendations[]`' shape (`docs/recommendations.md`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -188,25 +189,6 @@ pub fn recommend(analysis: &Analysis, selection: &Selection) -> Vec<Recommendati
         key(b).cmp(&key(a)).then_with(|| a.rule.cmp(b.rule)).then_with(|| a.subjects.cmp(&b.subjects))
     });
     all
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Markdown,
-    Json,
-}
-
-impl Format {
-    pub const ALL: [Format; 3] = [Format::Text, Format::Markdown, Format::Json];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Text => "text",
-            Format::Markdown => "markdown",
-            Format::Json => "json",
-        }
-    }
 }
 
 /// What `nixtrace recommend` was asked for.

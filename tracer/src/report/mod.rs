@@ -15,24 +15,7 @@ use crate::{
     recommend::{Recommendation, Selection, recommend},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Markdown,
-    Json,
-}
-
-impl Format {
-    pub const ALL: [Format; 3] = [Format::Text, Format::Markdown, Format::Json];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Text => "text",
-            Format::Markdown => "markdown",
-            Format::Json => "json",
-        }
-    }
-}
+pub use crate::human::Format;
 
 /// What `nixtrace report` was asked for.
 #[derive(Debug, Clone)]
