@@ -621,3 +621,74 @@ fn export_usage_errors_name_the_fix() {
         assert!(stderr_of(&output).contains("Usage: nixtrace export"), "{}", stderr_of(&output));
     }
 }
+
+/// Proves `record --boot --parquet` files the boot's tables beside its
+/// report, `<boot-id>.TABLE.parquet`, holding the figures of the
+/// `report.json` it files with them, as a trace `traced` "boot"; and that
+/// the fleet views of docs/fleet.sql, run as they are over a directory
+/// holding a boot's files, read them, with the boot's length from the
+/// kernel's start. (It records the whole system for two seconds; outside
+/// a real boot, --duration ends it.)
+#[test]
+fn boot_tables_are_filed_beside_the_report() {
+    let sandbox = Sandbox::new();
+    let boots = sandbox.path("fleet/this-host");
+    let output = run(Command::new(NIXTRACE)
+        .args(["record", "--boot", "--parquet", "-q", "--duration", "2", "--output-dir"])
+        .arg(&boots));
+    assert!(output.status.success(), "record --boot: {}", stderr_of(&output));
+    let report_file = fs::read_dir(&boots)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| text_of(p).ends_with(".report.json"))
+        .expect("the boot's report.json");
+    let stem = text_of(&report_file).trim_end_matches(".report.json").to_string();
+    let report: Value = serde_json::from_slice(&fs::read(&report_file).unwrap()).unwrap();
+    for table in [
+        "traces",
+        "processes",
+        "execs",
+        "libraries",
+        "failed_lookups",
+        "files",
+        "file_readers",
+        "units",
+        "packages",
+        "recommendations",
+    ] {
+        assert!(Path::new(&format!("{stem}.{table}.parquet")).exists(), "{stem}.{table}.parquet");
+    }
+
+    let queries = fleet_queries();
+    let setup: Vec<String> = queries["views"]
+        .split(";\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_string())
+        .collect();
+    let loader: u64 = array(&report["units"]).iter().map(|unit| u(&unit["loader_ns"])).sum();
+    let execs: usize = array(&report["processes"]).iter().map(|p| array(&p["execs"]).len()).sum();
+    let length = u(&report["header"]["clock"]["boottime_ns"]) + u(&report["duration_ns"]);
+    let checks = [
+        (
+            "boots",
+            "SELECT boot_id, boot_ns FROM boots".to_string(),
+            json!([[report["header"]["boot_id"], length]]),
+        ),
+        (
+            "processes",
+            "SELECT count(*), sum(execs), coalesce(sum(loader_ns), 0) FROM processes".to_string(),
+            json!([[array(&report["processes"]).len(), execs, loader]]),
+        ),
+        (
+            "recommendations",
+            format!("SELECT count(*) FROM '{stem}.recommendations.parquet'"),
+            json!([[array(&report["recommendations"]).len()]]),
+        ),
+    ];
+    let asked: Vec<(&str, String)> = checks.iter().map(|(n, q, _)| (*n, q.clone())).collect();
+    let answers = duckdb(&sandbox.path(""), &setup, &asked);
+    for (name, query, expected) in &checks {
+        assert_eq!(&Value::from(answers[*name].clone()), expected, "{name}: {query}");
+    }
+}

@@ -195,14 +195,20 @@ pub struct RecordArgs {
     /// tell systemd when the probes are attached, stop when systemd says
     /// the boot has finished (or after --duration, default 300 s), then
     /// write OUTPUT_DIR/<boot-id>.ntr with its report (.report.md,
-    /// .report.json) and flamegraphs (.startup.svg, .io.svg), keeping the
-    /// last --keep boots.
+    /// .report.json), flamegraphs (.startup.svg, .io.svg) and, with
+    /// --parquet, its tables (.TABLE.parquet), keeping the last --keep boots.
     #[arg(long, conflicts_with_all = ["output", "force", "pids", "cgroup", "command"])]
     boot: bool,
 
     /// With --boot: where the boots' traces and reports go.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/nixtrace/boots", requires = "boot")]
     output_dir: PathBuf,
+
+    /// With --boot: also write the boot's Parquet tables beside its report,
+    /// OUTPUT_DIR/<boot-id>.TABLE.parquet (docs/parquet-schema.md), for
+    /// queries across boots and hosts (docs/fleet.md).
+    #[arg(long, requires = "boot")]
+    parquet: bool,
 
     /// With --boot: how many boots to keep (the oldest are removed).
     #[arg(long, value_name = "N", default_value_t = 10, requires = "boot",
@@ -230,7 +236,11 @@ impl From<RecordArgs> for record::Options {
             btf: args.btf,
             quiet: args.quiet,
             color: args.color.enabled_on_stderr(),
-            boot: args.boot.then_some(record::BootOptions { output_dir: args.output_dir, keep: args.keep }),
+            boot: args.boot.then_some(record::BootOptions {
+                output_dir: args.output_dir,
+                keep: args.keep,
+                parquet: args.parquet,
+            }),
             command: args.command,
         }
     }
