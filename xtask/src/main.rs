@@ -118,8 +118,9 @@ enum Cmd {
     /// `make -j2` build untraced and under `nixtrace record -- CMD`, nixtrace
     /// system-wide, bpftrace printing the same events, `strace -f`, and empty
     /// BPF programs on nixtrace's tracepoints (the floor), in untraced/traced
-    /// pairs. Then times `report` and `flamegraph` on a 10-million-event
-    /// trace. Writes docs/benchmarks.md: slowdowns, events and lost events,
+    /// pairs. Then times `report`, `flamegraph` and `export --format parquet
+    /// --events` on a 10-million-event trace (and the Parquet tables' bytes
+    /// per event). Writes docs/benchmarks.md: slowdowns, events and lost events,
     /// bytes per event, the recorder's CPU and memory, attach time, and the
     /// project's targets met or missed. Run it on an otherwise idle machine.
     /// `--smoke` (part of `cargo xtask test`) runs tiny sizes once and only
