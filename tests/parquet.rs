@@ -29,6 +29,9 @@ use serde_json::{Value, json};
 
 const QUERY_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/parquet/query.py");
 const FLEET_SQL: &str = include_str!("../docs/fleet.sql");
+const FLEET_CLICKHOUSE: &str = include_str!("../docs/fleet-clickhouse.sql");
+const FLEET_SPARK: &str = include_str!("../docs/fleet-spark.sql");
+const ENGINES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/parquet/engines.py");
 const FLEET_DOC: &str = include_str!("../docs/fleet.md");
 const SYSTEM_LIBS: &str = "/lib/x86_64-linux-gnu";
 
@@ -472,8 +475,13 @@ fn every_table_gives_the_figures_of_the_report() {
 
 /// docs/fleet.sql, split at its `-- name:` lines.
 fn fleet_queries() -> BTreeMap<&'static str, String> {
+    named_queries(FLEET_SQL)
+}
+
+/// A queries file split at its `-- name:` lines.
+fn named_queries(file: &'static str) -> BTreeMap<&'static str, String> {
     let mut queries = BTreeMap::new();
-    for part in FLEET_SQL.split("-- name: ").skip(1) {
+    for part in file.split("-- name: ").skip(1) {
         let (name, body) = part.split_once('\n').unwrap();
         queries.insert(name.trim(), body.trim().to_string());
     }
@@ -510,11 +518,17 @@ fn the_fleet_queries_give_the_reports_answers() {
         queries.keys().copied().collect::<Vec<_>>(),
         ["runpath_culprits", "slower_boots", "slowest_units", "views"]
     );
-    for (name, query) in &queries {
-        assert!(
-            FLEET_DOC.contains(query.as_str()),
-            "docs/fleet.md shows the {name} query as docs/fleet.sql has it"
-        );
+    for (file, text) in [
+        ("fleet.sql", FLEET_SQL),
+        ("fleet-clickhouse.sql", FLEET_CLICKHOUSE),
+        ("fleet-spark.sql", FLEET_SPARK),
+    ] {
+        for (name, query) in named_queries(text) {
+            assert!(
+                FLEET_DOC.contains(query.as_str()),
+                "docs/fleet.md shows the {name} query as docs/{file} has it"
+            );
+        }
     }
 
     let sandbox = Sandbox::new();
@@ -526,9 +540,12 @@ fn the_fleet_queries_give_the_reports_answers() {
     // Command traces stand in for boots: the `boots` view takes them, and
     // their length is their duration (they start at the machine's uptime,
     // where a boot's trace starts just after the kernel).
-    let views = queries["views"]
-        .replace("traced = 'boot'", "traced = 'command'")
-        .replace("start_boottime_ns + duration_ns AS boot_ns", "duration_ns AS boot_ns");
+    let as_commands = |query: &str| {
+        query
+            .replace("traced = 'boot'", "traced = 'command'")
+            .replace("start_boottime_ns + duration_ns", "duration_ns")
+    };
+    let views = as_commands(&queries["views"]);
     assert!(
         views.contains("traced = 'command'") && !views.contains("start_boottime_ns + duration_ns"),
         "the boots view as docs/fleet.sql has it: {}",
@@ -595,6 +612,42 @@ fn the_fleet_queries_give_the_reports_answers() {
         .collect();
     assert_eq!(found, caused);
     assert!(found.contains_key("nixtrace-parquet-test"), "{found:?}");
+
+    // `cargo xtask test --engines`: ClickHouse and Spark give DuckDB's answers.
+    let Some(python) = std::env::var_os("NIXTRACE_ENGINES_PYTHON") else { return };
+    for (engine, file) in [("clickhouse", FLEET_CLICKHOUSE), ("spark", FLEET_SPARK)] {
+        let queries = named_queries(file);
+        let setup: Vec<String> = queries.get("views").map_or_else(Vec::new, |views| {
+            as_commands(views)
+                .split(";\n")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        });
+        let asked: serde_json::Map<String, Value> =
+            names.iter().map(|n| (n.to_string(), Value::from(as_commands(&queries[n])))).collect();
+        let request = sandbox.path(&format!("{engine}.json"));
+        let body =
+            json!({ "cwd": text_of(&sandbox.path("")), "engine": engine, "setup": setup, "queries": asked });
+        fs::write(&request, body.to_string()).unwrap();
+        let output = run(Command::new(&python).arg(ENGINES_SCRIPT).arg(&request));
+        assert!(output.status.success(), "{engine}: {}", stderr_of(&output));
+        let theirs: Value = serde_json::from_slice(&output.stdout).expect("engines.py prints JSON");
+        for name in names {
+            let (ours, theirs) = (&answers[name], array(&theirs[name]));
+            assert_eq!(ours.len(), theirs.len(), "{engine} {name}: {theirs:?} vs DuckDB's {ours:?}");
+            for (a, b) in ours.iter().zip(theirs) {
+                for (x, y) in array(a).iter().zip(array(b)) {
+                    let same = match (x.as_f64(), y.as_f64()) {
+                        (Some(x), Some(_)) => close(y, x),
+                        _ => x == y,
+                    };
+                    assert!(same, "{engine} {name}: {b} vs DuckDB's {a}");
+                }
+            }
+        }
+    }
 }
 
 /// Usage errors are clap's, status 2: chrome-json takes one trace, parquet

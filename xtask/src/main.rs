@@ -13,7 +13,8 @@
 //!   --check`, the nix checks, clippy with `-D warnings`, the release build
 //!   (which embeds the eBPF object), `cargo test` on one thread, the
 //!   benchmarks' smoke run (`bench --smoke`), a minute of each fuzz target
-//!   and the boot test. The tests
+//!   and the boot test. `--engines` also installs chdb-core and pyspark
+//!   and runs the ClickHouse and Spark fleet queries in tests/parquet.rs. The tests
 //!   load eBPF programs into the kernel, so this must run as root (`sudo -E
 //!   cargo xtask test`). `--quick` skips fmt, the nix checks and clippy.
 //! - `cargo xtask nix-check` checks every tracked `.nix` file: it parses with

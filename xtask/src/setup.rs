@@ -38,6 +38,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
 /// wheel from PyPI (the duckdb crate would compile 29 MB of C++), pinned.
 const DUCKDB_VERSION: &str = "2.0.1";
 
+/// The engines `cargo xtask test --engines` runs the fleet queries with,
+/// from PyPI, pinned: ClickHouse as chdb-core, Spark as pyspark.
+const ENGINES: &[(&str, &str)] = &[("chdb-core", "26.9.0"), ("pyspark", "4.1.1")];
+
 /// Where llvm-22-dev installs LLVM; bpf-linker links against it.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -133,6 +137,26 @@ pub fn run() -> Result<()> {
 /// (tests/parquet.rs finds it there, beside its `tmp/`).
 pub fn duckdb_venv() -> PathBuf {
     target_dir().join("duckdb-venv")
+}
+
+/// Installs chdb-core and pyspark at their pinned versions into
+/// `target/engines-venv`, unless they are there; returns its python.
+pub fn engines() -> Result<PathBuf> {
+    let venv = target_dir().join("engines-venv");
+    let python = venv.join("bin/python");
+    let wanted: Vec<String> = ENGINES.iter().map(|(name, version)| format!("{name}=={version}")).collect();
+    let installed = output(Command::new(&python).args(["-m", "pip", "freeze"])).unwrap_or_default();
+    if wanted.iter().all(|w| installed.lines().any(|line| line.trim() == w)) {
+        println!("ok: {} in {}", wanted.join(" "), venv.display());
+        return Ok(python);
+    }
+    println!("installing: {} in {} (about 1.5 GB)", wanted.join(" "), venv.display());
+    if !python.exists() {
+        run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("creating the venv failed (Debian's python3-venv provides `python3 -m venv`)")?;
+    }
+    run_cmd(Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(&wanted))?;
+    Ok(python)
 }
 
 /// Installs the duckdb wheel, at its pinned version, into
