@@ -39,6 +39,7 @@
       "--duration"
       (toString bootCfg.maxDuration)
     ]
+    ++ lib.optional bootCfg.parquet "--parquet"
     ++ bootCfg.extraArgs;
 
   # The unit's ProtectSystem=full and ProtectHome=read-only leave these
@@ -117,6 +118,21 @@ in {
           The longest a boot is recorded, in seconds (`--duration`). The
           recording normally stops earlier, when systemd says the boot has
           finished.
+        '';
+      };
+
+      parquet = mkOption {
+        type = types.bool;
+        default = false;
+        example = true;
+        description = ''
+          Whether to also write each boot's Parquet tables beside its
+          report (`nixtrace record --boot --parquet`):
+          `<boot-id>.TABLE.parquet` in
+          {option}`services.nixtrace.boot.outputDir`, one file per table
+          (docs/parquet-schema.md), for queries across boots and hosts with
+          DuckDB, ClickHouse or Spark (docs/fleet.md). They are kept and
+          removed with their boot ({option}`services.nixtrace.boot.keep`).
         '';
       };
 

@@ -1,6 +1,7 @@
 //! Filing a recorded boot (`record --boot`): the staged trace moves to
 //! `<output-dir>/<boot-id>.ntr`, with its report (Markdown and JSON, with
-//! the boot section) and its startup and io flamegraphs beside it, and the
+//! the boot section), its startup and io flamegraphs and, with `--parquet`,
+//! its Parquet tables (`<boot-id>.TABLE.parquet`) beside it, and the
 //! oldest boots beyond `--keep` go. It sits above the recorder and the
 //! renderers, so that `record` depends on nothing above `trace`.
 
@@ -14,7 +15,7 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     analysis::{Filter, analyse_file, boot},
-    flamegraph, recommend,
+    export, flamegraph, recommend,
     record::StagedBoot,
     report,
 };
@@ -68,6 +69,15 @@ pub fn file(staged: &StagedBoot) -> Result<PathBuf> {
             }
             Err(e) => eprintln!("nixtrace: warning: no {} flamegraph: {e:#}", kind.name()),
         }
+    }
+    if staged.parquet {
+        let tables = export::parquet::Tables::default();
+        let mut writer = export::parquet::Writer::create(
+            |table| stem.with_extension(format!("{table}.parquet")),
+            &tables,
+        )?;
+        writer.add(&analysis, &recommendations, Some(&trace))?;
+        writer.finish()?;
     }
     prune(dir, staged.keep, &staged.boot_id)?;
     Ok(trace)

@@ -81,15 +81,25 @@ pub enum Command {
         nixtrace diff before.ntr after.ntr --output-dir diff/ --fail-on-regression 10\n  \
         nixtrace diff before.ntr after.ntr --format json | jq '.regressions'")]
     Diff(DiffArgs),
-    /// Export a trace as a timeline for the Perfetto UI or chrome://tracing.
+    /// Export a trace as a timeline for the Perfetto UI or chrome://tracing,
+    /// or traces as Parquet tables for query engines.
     ///
-    /// Processes and threads become tracks; each process's life, its execs,
-    /// the dynamic loader and the library initialisers, opens and mmaps
-    /// become slices (nested strictly, as the viewers require). Open the file
-    /// at https://ui.perfetto.dev (it stays in the browser) or chrome://tracing.
+    /// chrome-json: processes and threads become tracks; each process's
+    /// life, its execs, the dynamic loader and the library initialisers,
+    /// opens and mmaps become slices (nested strictly, as the viewers
+    /// require). Open the file at https://ui.perfetto.dev (it stays in the
+    /// browser) or chrome://tracing.
+    ///
+    /// parquet: one or more traces into DIR/TABLE.parquet, one file per
+    /// table (traces, processes, execs, libraries, failed_lookups, files,
+    /// file_readers, units, packages, recommendations; with --events also
+    /// opens and mmaps), every row with its trace's id. The figures are
+    /// those of `report --format json`. Tables and columns:
+    /// docs/parquet-schema.md; queries: docs/fleet.md.
     #[command(after_help = "Examples:\n  \
         nixtrace export boot.ntr -o boot.json\n  \
-        nixtrace export python.ntr --format chrome-json -o python.json")]
+        nixtrace export python.ntr --format chrome-json -o python.json\n  \
+        nixtrace export /var/lib/nixtrace/boots/*.ntr --format parquet -o fleet/$(hostname)")]
     Export(ExportArgs),
     /// Say what to change: rules that read a trace and recommend fixes,
     /// each with its evidence, an estimated saving and a pasteable,
@@ -185,14 +195,20 @@ pub struct RecordArgs {
     /// tell systemd when the probes are attached, stop when systemd says
     /// the boot has finished (or after --duration, default 300 s), then
     /// write OUTPUT_DIR/<boot-id>.ntr with its report (.report.md,
-    /// .report.json) and flamegraphs (.startup.svg, .io.svg), keeping the
-    /// last --keep boots.
+    /// .report.json), flamegraphs (.startup.svg, .io.svg) and, with
+    /// --parquet, its tables (.TABLE.parquet), keeping the last --keep boots.
     #[arg(long, conflicts_with_all = ["output", "force", "pids", "cgroup", "command"])]
     boot: bool,
 
     /// With --boot: where the boots' traces and reports go.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/nixtrace/boots", requires = "boot")]
     output_dir: PathBuf,
+
+    /// With --boot: also write the boot's Parquet tables beside its report,
+    /// OUTPUT_DIR/<boot-id>.TABLE.parquet (docs/parquet-schema.md), for
+    /// queries across boots and hosts (docs/fleet.md).
+    #[arg(long, requires = "boot")]
+    parquet: bool,
 
     /// With --boot: how many boots to keep (the oldest are removed).
     #[arg(long, value_name = "N", default_value_t = 10, requires = "boot",
@@ -220,7 +236,11 @@ impl From<RecordArgs> for record::Options {
             btf: args.btf,
             quiet: args.quiet,
             color: args.color.enabled_on_stderr(),
-            boot: args.boot.then_some(record::BootOptions { output_dir: args.output_dir, keep: args.keep }),
+            boot: args.boot.then_some(record::BootOptions {
+                output_dir: args.output_dir,
+                keep: args.keep,
+                parquet: args.parquet,
+            }),
             command: args.command,
         }
     }
@@ -475,23 +495,60 @@ impl From<DiffArgs> for diff::Options {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The trace file.
-    file: PathBuf,
+    /// The trace file: one for chrome-json, one or more for parquet (their
+    /// rows go into the same tables).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
 
     /// Output format.
     #[arg(short = 'F', long, default_value = "chrome-json",
           value_parser = one_of(&export::Format::ALL, export::Format::name, export::Format::help))]
     format: export::Format,
 
-    /// Write the timeline here instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
+    /// chrome-json: write the timeline to this file instead of standard
+    /// output. parquet: the directory (created if needed) to write
+    /// TABLE.parquet into; required.
+    #[arg(short, long, value_name = "FILE|DIR")]
     output: Option<PathBuf>,
+
+    /// parquet: also write the opens and mmaps tables, one row per event.
+    #[arg(long)]
+    events: bool,
 }
 
-impl From<ExportArgs> for export::Options {
-    fn from(args: ExportArgs) -> export::Options {
-        export::Options { file: args.file, format: args.format, output: args.output }
+/// `nixtrace export`: checks what clap cannot (how many traces and where
+/// they go depend on --format), as usage errors, then exports.
+pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+    use clap::{CommandFactory as _, error::ErrorKind};
+
+    let usage = |message: &str| -> ! {
+        let mut cli = Cli::command();
+        // Building names the subcommand "nixtrace export" in the usage line.
+        cli.build();
+        cli.find_subcommand_mut("export")
+            .expect("export is a subcommand")
+            .error(ErrorKind::ArgumentConflict, message)
+            .exit()
+    };
+    match args.format {
+        export::Format::ChromeJson if args.files.len() > 1 => usage(&format!(
+            "--format chrome-json exports one trace, not {}; --format parquet takes several",
+            args.files.len()
+        )),
+        export::Format::ChromeJson if args.events => {
+            usage("--events is for --format parquet (the timeline always has the opens and mmaps)")
+        }
+        export::Format::Parquet if args.output.is_none() => {
+            usage("--format parquet writes a file per table: name their directory with -o DIR")
+        }
+        _ => {}
     }
+    export::run(&export::Options {
+        files: args.files,
+        format: args.format,
+        output: args.output,
+        events: args.events,
+    })
 }
 
 #[derive(Debug, Args)]

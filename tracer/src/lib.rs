@@ -37,7 +37,7 @@ pub fn main() -> ExitCode {
         cli::Command::Record(args) => record_and_file(args.into()),
         cli::Command::Flamegraph(args) => flamegraph::run(&args.into()).map(|()| 0),
         cli::Command::Diff(args) => diff::run(&args.into()),
-        cli::Command::Export(args) => export::run(&args.into()).map(|()| 0),
+        cli::Command::Export(args) => cli::export(args).map(|()| 0),
         cli::Command::Dump(args) => dump::run(&args.file).map(|()| 0),
         cli::Command::Report(args) => report::run(&args.into()).map(|()| 0),
         cli::Command::Recommend(args) => cli::recommend(args).map(|()| 0),

@@ -3,17 +3,19 @@
 //!
 //! - `cargo xtask setup` installs every prerequisite on Debian 12, skipping
 //!   what is already there: the Debian packages (LLVM 22, build tools,
-//!   strace, bpftrace, perf, patchelf, nix-bin, chromium, QEMU, debootstrap,
+//!   strace, bpftrace, perf, patchelf, python3-venv, nix-bin, chromium, QEMU, debootstrap,
 //!   linux-image-amd64), the nightly `rust-src` component, bpf-linker built
 //!   against LLVM 22, cargo-fuzz, the Nix linters deadnix and statix (built
-//!   from `shared/tools/statix/` beside the repository), and the tracefs
-//!   mount. Installing the Debian packages and mounting tracefs needs root.
+//!   from `shared/tools/statix/` beside the repository), the `duckdb`
+//!   wheel in a venv in the target directory (`duckdb-venv/`, for
+//!   tests/parquet.rs), and the tracefs mount. Installing the Debian packages and mounting tracefs needs root.
 //! - `cargo xtask test` runs `setup`, then the whole suite: `cargo fmt
 //!   --check`, the nix checks, clippy with `-D warnings`, the release build
 //!   (which embeds the eBPF object), `cargo test` on one thread with the
 //!   privileged tier (`--features nixtrace/privileged-tests`), the
 //!   benchmarks' smoke run (`bench --smoke`), a minute of each fuzz target
-//!   and the boot test. The tests
+//!   and the boot test. `--engines` also installs chdb-core and pyspark
+//!   and runs the ClickHouse and Spark fleet queries in tests/parquet.rs. The tests
 //!   load eBPF programs into the kernel, so this must run as root (`sudo -E
 //!   cargo xtask test`). `--quick` skips fmt, the nix checks and clippy.
 //! - `cargo xtask nix-check` checks every tracked `.nix` file: it parses with
@@ -72,10 +74,11 @@ enum Cmd {
     ///
     /// Checks, and installs when missing: the Debian packages (llvm-22-dev,
     /// libpolly-22-dev, zlib1g-dev, libzstd-dev, build-essential, pkg-config,
-    /// strace, bpftrace, linux-perf, patchelf, nix-bin, chromium, debootstrap,
+    /// strace, bpftrace, linux-perf, patchelf, python3-venv, nix-bin, chromium, debootstrap,
     /// linux-image-amd64, qemu-system-x86), the `rust-src` component of the
     /// nightly toolchain, bpf-linker built against LLVM 22, cargo-fuzz and
-    /// deadnix at pinned versions, and the tracefs mount at
+    /// deadnix at pinned versions, the duckdb wheel (PyPI, pinned) in a venv
+    /// at target/duckdb-venv for the Parquet tests, and the tracefs mount at
     /// /sys/kernel/tracing. Prints one line per step.
     Setup,
     /// Run setup, then fmt, the nix checks, clippy, the release build, all tests, fuzzing and the boot test (as root).
@@ -117,8 +120,9 @@ enum Cmd {
     /// `make -j2` build untraced and under `nixtrace record -- CMD`, nixtrace
     /// system-wide, bpftrace printing the same events, `strace -f`, and empty
     /// BPF programs on nixtrace's tracepoints (the floor), in untraced/traced
-    /// pairs. Then times `report` and `flamegraph` on a 10-million-event
-    /// trace. Writes docs/benchmarks.md: slowdowns, events and lost events,
+    /// pairs. Then times `report`, `flamegraph` and `export --format parquet
+    /// --events` on a 10-million-event trace (and the Parquet tables' bytes
+    /// per event). Writes docs/benchmarks.md: slowdowns, events and lost events,
     /// bytes per event, the recorder's CPU and memory, attach time, and the
     /// project's targets met or missed. Run it on an otherwise idle machine.
     /// `--smoke` (part of `cargo xtask test`) runs tiny sizes once and only

@@ -22,6 +22,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftrace",
     "linux-perf",
     "patchelf",
+    // The venv that holds the duckdb wheel, for tests/parquet.rs.
+    "python3-venv",
     // nix-instantiate, for `cargo xtask nix-check`'s parse check of every .nix file;
     // nix-build and nix-store, for the store fixture of tests/nix.rs. Nothing
     // else is needed: as root, nix-build creates /nix/store and /nix/var/nix
@@ -36,6 +38,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "linux-image-amd64",
     "qemu-system-x86",
 ];
+
+/// The DuckDB that tests/parquet.rs queries the exported tables with: the
+/// wheel from PyPI (the duckdb crate would compile 29 MB of C++), pinned.
+const DUCKDB_VERSION: &str = "2.0.1";
+
+/// The engines `cargo xtask test --engines` runs the fleet queries with,
+/// from PyPI, pinned: ClickHouse as chdb-core, Spark as pyspark.
+const ENGINES: &[(&str, &str)] = &[("chdb-core", "26.9.0"), ("pyspark", "4.1.1")];
 
 /// Where llvm-22-dev installs LLVM; bpf-linker links against it.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -123,8 +133,73 @@ pub fn run() -> Result<()> {
     for tool in [&BPF_LINKER, &CARGO_FUZZ].into_iter().chain(&NIX_TOOLS) {
         cargo_tool(tool)?;
     }
+    duckdb()?;
     tracefs(root);
     Ok(())
+}
+
+/// The venv in cargo's target directory that holds the duckdb wheel
+/// (tests/parquet.rs finds it there, beside its `tmp/`).
+pub fn duckdb_venv() -> PathBuf {
+    target_dir().join("duckdb-venv")
+}
+
+/// Installs chdb-core and pyspark at their pinned versions into
+/// `target/engines-venv`, unless they are there; returns its python.
+pub fn engines() -> Result<PathBuf> {
+    let venv = target_dir().join("engines-venv");
+    let python = venv.join("bin/python");
+    let wanted: Vec<String> = ENGINES.iter().map(|(name, version)| format!("{name}=={version}")).collect();
+    let installed = output(Command::new(&python).args(["-m", "pip", "freeze"])).unwrap_or_default();
+    if wanted.iter().all(|w| installed.lines().any(|line| line.trim() == w)) {
+        println!("ok: {} in {}", wanted.join(" "), venv.display());
+        return Ok(python);
+    }
+    println!("installing: {} in {} (about 1.5 GB)", wanted.join(" "), venv.display());
+    if !python.exists() {
+        run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("creating the venv failed (Debian's python3-venv provides `python3 -m venv`)")?;
+    }
+    run_cmd(Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(&wanted))?;
+    Ok(python)
+}
+
+/// Installs the duckdb wheel, at its pinned version, into
+/// [`duckdb_venv`], unless it is there already.
+fn duckdb() -> Result<()> {
+    let venv = duckdb_venv();
+    let python = venv.join("bin/python");
+    let version = || {
+        output(Command::new(&python).args(["-c", "import duckdb; print(duckdb.__version__)"]))
+            .map(|v| v.trim().to_string())
+    };
+    if let Ok(found) = version() {
+        if found == DUCKDB_VERSION {
+            println!("ok: duckdb {found} in {}", venv.display());
+            return Ok(());
+        }
+        println!("installing: duckdb {DUCKDB_VERSION} in {} (found {found})", venv.display());
+    } else {
+        println!("installing: duckdb {DUCKDB_VERSION} in {}", venv.display());
+    }
+    if !python.exists() {
+        run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("creating the venv failed (Debian's python3-venv provides `python3 -m venv`)")?;
+    }
+    run_cmd(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        &format!("duckdb=={DUCKDB_VERSION}"),
+    ]))?;
+    match version() {
+        Ok(found) if found == DUCKDB_VERSION => Ok(()),
+        found => bail!(
+            "duckdb {DUCKDB_VERSION} was installed into {} but importing it gives {found:?}",
+            venv.display()
+        ),
+    }
 }
 
 fn debian_packages(root: bool) -> Result<()> {

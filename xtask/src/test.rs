@@ -9,6 +9,12 @@ pub struct Args {
     /// Skip `cargo fmt --check`, clippy and the nix checks: only build and run the tests.
     #[arg(long)]
     quick: bool,
+    /// Also run the ClickHouse and Spark versions of the fleet queries
+    /// (docs/fleet-clickhouse.sql, docs/fleet-spark.sql) in tests/parquet.rs,
+    /// with chdb-core and pyspark, which setup then installs into
+    /// target/engines-venv (about 1.5 GB; Spark needs Java 17).
+    #[arg(long)]
+    engines: bool,
 }
 
 /// The feature that builds the tests needing root, the running kernel or
@@ -29,6 +35,8 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     crate::setup::run().context("setup failed")?;
+    let engines =
+        if args.engines { Some(crate::setup::engines().context("setup --engines failed")?) } else { None };
 
     // tracer-ebpf only builds for the BPF target (tracer/build.rs builds it),
     // so the workspace-wide steps leave it out. The privileged tier (the
@@ -62,20 +70,22 @@ pub fn run(args: &Args) -> Result<()> {
     // adds test code, but cargo keys builds by features: it is built once more.
     steps.push(("release build", Step::Cmd(crate::cargo(["build", "--release"]))));
     // One thread: the privileged tests share the kernel's tracepoints and maps.
-    steps.push((
-        "tests",
-        Step::Cmd(crate::cargo([
-            "test",
-            "--release",
-            "--workspace",
-            "--exclude",
-            "tracer-ebpf",
-            "--features",
-            PRIVILEGED_TESTS,
-            "--",
-            "--test-threads=1",
-        ])),
-    ));
+    let mut tests = crate::cargo([
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--features",
+        PRIVILEGED_TESTS,
+        "--",
+        "--test-threads=1",
+    ]);
+    if let Some(python) = engines {
+        // tests/parquet.rs runs the ClickHouse and Spark queries with it.
+        tests.env("NIXTRACE_ENGINES_PYTHON", python);
+    }
+    steps.push(("tests", Step::Cmd(tests)));
     // Every benchmark workload and contender once, at tiny sizes: it runs,
     // and nixtrace lost no events (bench/mod.rs). Not timed: timings are for
     // `cargo xtask bench` on an idle machine.

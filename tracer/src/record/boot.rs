@@ -53,6 +53,8 @@ pub struct StagedBoot {
     pub staging: PathBuf,
     pub output_dir: PathBuf,
     pub keep: usize,
+    /// Write the Parquet tables beside the report.
+    pub parquet: bool,
 }
 
 impl BootPlan {
@@ -62,6 +64,7 @@ impl BootPlan {
             staging: self.staging,
             output_dir: self.options.output_dir,
             keep: self.options.keep,
+            parquet: self.options.parquet,
         }
     }
 }

@@ -82,6 +82,8 @@ pub struct BootOptions {
     pub output_dir: PathBuf,
     /// At least 1.
     pub keep: usize,
+    /// Also the Parquet tables beside the report (`--parquet`).
+    pub parquet: bool,
 }
 
 /// What a recording left.

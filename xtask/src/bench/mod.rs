@@ -14,9 +14,10 @@
 //! events recorded and lost, the trace's bytes per event, the time to attach
 //! the probes and the recorder's own CPU time and peak memory (`wait4`).
 //!
-//! Then it records a trace of 10 million events and times `nixtrace report`
-//! and `nixtrace flamegraph` on it, pinned to one core: events per second and
-//! peak memory.
+//! Then it records a trace of 10 million events and times `nixtrace report`,
+//! `nixtrace flamegraph` and `nixtrace export --format parquet --events` on
+//! it, pinned to one core: events per second and peak memory, and the
+//! Parquet tables' bytes per event.
 //!
 //! A full run writes docs/benchmarks.md, with the machine, the command that
 //! reproduces it and a verdict on each of the project's targets: only what
@@ -124,6 +125,8 @@ struct Analysis {
     opens: u64,
     events: u64,
     trace_bytes: u64,
+    /// The Parquet tables `export --format parquet --events` wrote of it.
+    parquet_bytes: u64,
     commands: Vec<Analysed>,
 }
 
@@ -247,15 +250,30 @@ fn analyse(bench: &Bench, opens: u64) -> Result<Analysis> {
     )?;
     let report = bench.dir.join("analysis.json");
     let svg = bench.dir.join("analysis.svg");
+    let tables = bench.dir.join("analysis-parquet");
+    let tables_arg = tables.to_str().context("target/bench is not UTF-8")?;
+    let export_log = bench.dir.join("analysis-export.out");
+    let _ = fs::remove_dir_all(&tables);
     let mut commands = Vec::new();
     for (what, args, out) in [
         ("`nixtrace report --format json`", &["report", "--format", "json"][..], &report),
         ("`nixtrace flamegraph` (SVG)", &["flamegraph"][..], &svg),
+        (
+            "`nixtrace export --format parquet --events`",
+            &["export", "--format", "parquet", "--events", "-o", tables_arg][..],
+            &export_log,
+        ),
     ] {
         let mut cmd = command("taskset");
         cmd.args(["--cpu-list", "0"]).arg(&bench.nixtrace).args(args).arg(&trace);
         commands.push(time_reader(bench, what, &mut cmd, out)?);
     }
+    let mut parquet_bytes = 0;
+    for entry in fs::read_dir(&tables).with_context(|| format!("listing {}", tables.display()))? {
+        parquet_bytes += entry?.metadata()?.len();
+    }
+    fs::remove_dir_all(&tables)?;
+    fs::remove_file(&export_log)?;
     let json: Value = serde_json::from_str(&fs::read_to_string(&report)?).context("parsing the report")?;
     let events = report_count(&json, "/events")?;
     let lost = report_count(&json, "/lost_events")?;
@@ -265,7 +283,7 @@ fn analyse(bench: &Bench, opens: u64) -> Result<Analysis> {
     for file in [&trace, &report, &svg] {
         fs::remove_file(file)?;
     }
-    Ok(Analysis { opens, events, trace_bytes, commands })
+    Ok(Analysis { opens, events, trace_bytes, parquet_bytes, commands })
 }
 
 /// Runs a command that reads a trace, its stdout into `out`, and measures it.

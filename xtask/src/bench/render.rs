@@ -174,6 +174,14 @@ fn render_analysis(a: &Analysis) -> String {
         )
         .unwrap();
     }
+    writeln!(
+        doc,
+        "\nThe Parquet tables of it, with a row per open and mmap (`--events`), take {}: {:.1} bytes per \
+         event, snappy-compressed.",
+        mib(a.parquet_bytes / 1024),
+        a.parquet_bytes as f64 / a.events as f64,
+    )
+    .unwrap();
     doc.push('\n');
     doc
 }

@@ -1,4 +1,4 @@
-//! `nixtrace export`: a trace as a timeline for the Perfetto UI or
+//! `nixtrace export --format chrome-json`: a trace as a timeline for the Perfetto UI or
 //! chrome://tracing, in the JSON trace event format. Processes and threads
 //! are tracks; each process's life, its execs and the dynamic loader's
 //! phases come from the analysis (so a reused pid is the analysis's two
@@ -15,7 +15,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
     io::{BufReader, Read},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use anyhow::{Context as _, Result};
@@ -25,37 +25,6 @@ use crate::{
     analysis::{Analysis, Filter, ProcessFigures, analyse},
     trace::{Event, TraceReader, event::text},
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// The JSON trace event format: opens in ui.perfetto.dev and chrome://tracing.
-    ChromeJson,
-}
-
-impl Format {
-    pub const ALL: [Format; 1] = [Format::ChromeJson];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::ChromeJson => "chrome-json",
-        }
-    }
-
-    pub fn help(self) -> &'static str {
-        match self {
-            Format::ChromeJson => "the JSON trace event format: ui.perfetto.dev and chrome://tracing open it",
-        }
-    }
-}
-
-/// What `nixtrace export` was asked for.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub file: PathBuf,
-    pub format: Format,
-    /// None for standard output.
-    pub output: Option<PathBuf>,
-}
 
 /// A slice on one thread's track, in trace nanoseconds.
 #[derive(Debug, Clone)]
@@ -332,12 +301,11 @@ fn render(analysis: &Analysis, mut timeline: Timeline) -> Value {
     })
 }
 
-/// `nixtrace export`.
-pub fn run(options: &Options) -> Result<()> {
-    let Format::ChromeJson = options.format;
-    let value = chrome_json(&options.file)?;
+/// The timeline of the trace at `path`, as one line of JSON.
+pub fn write(path: &std::path::Path, output: Option<&std::path::Path>) -> Result<()> {
+    let value = chrome_json(path)?;
     let text = serde_json::to_string(&value).context("serialising the timeline")? + "\n";
-    crate::output::write_or_print(options.output.as_deref(), text.as_bytes())
+    crate::output::write_or_print(output, text.as_bytes())
 }
 
 #[cfg(test)]
