@@ -40,6 +40,7 @@
       (toString bootCfg.maxDuration)
     ]
     ++ lib.optional bootCfg.parquet "--parquet"
+    ++ lib.optionals bootCfg.statProbe ["--probe" "stat"]
     ++ bootCfg.extraArgs;
 
   # The unit's ProtectSystem=full and ProtectHome=read-only leave these
@@ -133,6 +134,20 @@ in {
           (docs/parquet-schema.md), for queries across boots and hosts with
           DuckDB, ClickHouse or Spark (docs/fleet.md). They are kept and
           removed with their boot ({option}`services.nixtrace.boot.keep`).
+        '';
+      };
+
+      statProbe = mkOption {
+        type = types.bool;
+        default = false;
+        example = true;
+        description = ''
+          Whether to also record every stat, access and readlink call on a
+          path during boot (`nixtrace record --boot --probe stat`): how
+          interpreters and shells search their module and command paths,
+          which the interpreter-search recommendation reads. These calls
+          are far more frequent than opens, so the probe costs more
+          (docs/benchmarks.md).
         '';
       };
 

@@ -193,6 +193,23 @@ fn rules_thresholds_and_listing() {
     let above = format!("library-search.min_failed_lookups={}", failed + 1);
     assert!(about(&recommend_json(&trace, &["--threshold", &above]), "library-search", &program).is_empty());
     assert!(about(&recommend_json(&trace, &["--min-saving", "1h"]), "library-search", &program).is_empty());
+    // The same threshold from a file; --threshold on top of it wins.
+    let file = sandbox.path("thresholds.toml");
+    fs::write(&file, format!("[library-search]\nmin_failed_lookups = {}\n", failed + 1)).unwrap();
+    let from_file = ["--thresholds", text_of(&file)];
+    assert!(about(&recommend_json(&trace, &from_file), "library-search", &program).is_empty());
+    let overridden = [from_file[0], from_file[1], "--threshold", "library-search.min_failed_lookups=1"];
+    assert_eq!(about(&recommend_json(&trace, &overridden), "library-search", &program).len(), 1);
+    fs::write(&file, "[library-search]\nmin_failed_lookups = \"many\"\n").unwrap();
+    let output = run(Command::new(NIXTRACE).arg("recommend").arg(&trace).args(from_file));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert_eq!(
+        stderr_of(&output).trim(),
+        format!(
+            "nixtrace: error: thresholds file {}: library-search.min_failed_lookups: expected a number, not a string",
+            file.display()
+        )
+    );
     for bad in [
         &["--rule", "no-such-rule"][..],
         &["--threshold", "library-search.nope=1"],
@@ -436,4 +453,268 @@ fn loader_environment_finds_wrapper_variables() {
         recommend_json(&plain, &["--rule", "loader-environment"])["recommendations"],
         serde_json::json!([])
     );
+}
+
+/// `record --probe stat -- env PYTHONPATH=... python3 -c pass` into `trace`.
+fn record_python(trace: &Path, pythonpath: &str, probe: bool) {
+    let _ = fs::remove_file(trace);
+    let probe: &[&str] = if probe { &["--probe", "stat"] } else { &[] };
+    let python = ["env", &format!("PYTHONPATH={pythonpath}"), "/usr/bin/python3", "-c", "pass"];
+    let output = run(record_cmd(trace).arg("-q").args(probe).arg("--").args(python));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+}
+
+/// Proves interpreter-search finds a PYTHONPATH of twenty directories that do not exist, with evidence equal to the report's lookups, and that its printed fix, run in a shell, drops exactly them; plain python3 is not flagged, and a trace without the stat probe says how to record one.
+#[test]
+fn interpreter_search_finds_a_long_pythonpath() {
+    let sandbox = Sandbox::new();
+    let python = Path::new("/usr/bin/python3");
+    let missing: Vec<String> =
+        (1..=20).map(|i| format!("{}/{i}", sandbox.path("missing").display())).collect();
+    let pythonpath = missing.join(":");
+    let trace = sandbox.path("long.ntr");
+    record_python(&trace, &pythonpath, true);
+    let recommendations = recommend_json(&trace, &[]);
+    let found = about(&recommendations, "interpreter-search", python);
+    assert_eq!(found.len(), 1, "{recommendations:#}");
+    let evidence = &found[0]["evidence"];
+
+    // The evidence is the report's lookups of the python3 exec.
+    let report = report_json(&trace, &[]);
+    let execs: Vec<&Value> = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["execs"].as_array().unwrap())
+        .filter(|e| e["filename"] == text_of(python))
+        .collect();
+    assert_eq!(execs.len(), 1, "one exec of python3");
+    let lookups = &execs[0]["lookups"];
+    assert_eq!(evidence["execs"].as_u64(), Some(1));
+    assert_eq!(evidence["lookups"], lookups["calls"]);
+    assert_eq!(evidence["failed_lookups"], lookups["failed"]);
+    assert_eq!(evidence["failed_lookups_ns"], lookups["failed_ns"]);
+    assert_eq!(found[0]["saving"]["time_ns"], lookups["failed_ns"]);
+    assert_eq!(evidence["variable"], "PYTHONPATH");
+    // Python looks each missing entry up at least twice (a path hook,
+    // then the import system), and nothing below it.
+    let repeated: Vec<&str> =
+        lookups["repeated"].as_array().unwrap().iter().map(|r| r["path"].as_str().unwrap()).collect();
+    for dir in &missing {
+        assert!(repeated.contains(&dir.as_str()), "{dir} is among the repeated misses: {repeated:?}");
+    }
+    let dropped: Vec<&str> =
+        evidence["drop"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert_eq!(dropped, repeated);
+    assert!(lookups["failed"].as_u64().unwrap() >= 40, "{lookups:#}");
+
+    // The fix, pasted into a shell that has the PYTHONPATH, keeps only
+    // what exists; the revert brings it back.
+    let kept = sandbox.path("kept");
+    fs::create_dir(&kept).unwrap();
+    let fix = found[0]["fix"]["text"].as_str().unwrap();
+    let revert = found[0]["fix"]["revert"].as_str().unwrap();
+    let script = format!("{fix}\nprintf '%s\\n' \"$PYTHONPATH\"\n{revert}\nprintf '%s\\n' \"$PYTHONPATH\"");
+    let with_kept = format!("{pythonpath}:{}", kept.display());
+    let shell = run(Command::new("bash").arg("-c").arg(&script).env("PYTHONPATH", &with_kept));
+    assert!(shell.status.success(), "{}", stderr_of(&shell));
+    assert_eq!(String::from_utf8(shell.stdout).unwrap(), format!("{}\n{with_kept}\n", kept.display()));
+
+    // The fixed PYTHONPATH, and plain python3, are not flagged.
+    let fixed = sandbox.path("fixed.ntr");
+    record_python(&fixed, text_of(&kept), true);
+    assert!(about(&recommend_json(&fixed, &[]), "interpreter-search", python).is_empty());
+
+    // Without the probe the rule cannot see searches, and says so.
+    let without = sandbox.path("without.ntr");
+    record_python(&without, &pythonpath, false);
+    let said = recommend_json(&without, &["--rule", "interpreter-search"]);
+    let said = said["recommendations"].as_array().unwrap();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert_eq!(said[0]["evidence"]["stat_probe"], false);
+    assert_eq!(said[0]["saving"]["time_ns"], Value::Null);
+    let fix = said[0]["fix"]["text"].as_str().unwrap();
+    assert!(fix.starts_with("nixtrace record --probe stat -o with-stat.ntr -- env "), "{fix}");
+}
+
+/// Records `sh -c SCRIPT` with `env` into `trace`; returns the report.
+fn record_script(trace: &Path, script: &str, env: &[(&str, &str)]) -> Value {
+    let _ = fs::remove_file(trace);
+    let mut record = record_cmd(trace);
+    record.arg("-q").envs(env.iter().copied()).args(["--", "sh", "-c", script]);
+    let output = run(&mut record);
+    assert_eq!(output.status.code(), Some(0), "{script}: {}", stderr_of(&output));
+    report_json(trace, &[])
+}
+
+/// Every `caches[]` entry of the execs of `binary` in a report.
+fn caches_of<'a>(report: &'a Value, binary: &str) -> Vec<&'a Value> {
+    report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["execs"].as_array().unwrap())
+        .filter(|e| e["filename"] == binary)
+        .flat_map(|e| e["caches"].as_array().unwrap())
+        .collect()
+}
+
+/// Proves startup-cache finds Python modules whose bytecode is missing and never written, with the report's figures as evidence, and that its printed compileall command, run, makes the next start find every one; the same modules with bytecode written are not flagged.
+#[test]
+fn startup_cache_finds_bytecode_never_written() {
+    let sandbox = Sandbox::new();
+    let python = Path::new("/usr/bin/python3");
+    let modules = sandbox.path("modules");
+    fs::create_dir(&modules).unwrap();
+    for name in ["nt_alpha", "nt_beta"] {
+        fs::write(modules.join(format!("{name}.py")), format!("NAME = {name:?}\n")).unwrap();
+    }
+    let script = "/usr/bin/python3 -c 'import nt_alpha, nt_beta'";
+    let env = [("PYTHONPATH", text_of(&modules)), ("PYTHONDONTWRITEBYTECODE", "1")];
+    let trace = sandbox.path("unwritten.ntr");
+    let report = record_script(&trace, script, &env);
+    let recommendations = recommend_json(&trace, &[]);
+    let found = about(&recommendations, "startup-cache", python);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let evidence = &found[0]["evidence"];
+    let caches = caches_of(&report, text_of(python));
+    let missing: Vec<&Value> =
+        caches.iter().copied().filter(|c| c["outcome"] == "bytecode_missing").collect();
+    let tag = format!("cpython-3{}", python_minor());
+    let expected: Vec<String> = ["nt_alpha", "nt_beta"]
+        .iter()
+        .map(|m| format!("{}/__pycache__/{m}.{tag}.pyc", modules.display()))
+        .collect();
+    let paths: Vec<&str> = missing.iter().map(|c| c["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, expected, "{caches:#?}");
+    assert_eq!(evidence["modules"].as_u64(), Some(2));
+    assert_eq!(evidence["bytecode"], serde_json::json!(expected));
+    let compile: u64 = missing.iter().map(|c| c["gap_ns"].as_u64().unwrap()).sum();
+    assert_eq!(evidence["compile_ns"].as_u64(), Some(compile));
+    assert!(compile > 0, "compiling takes time");
+    assert_eq!(found[0]["saving"]["time_ns"].as_u64(), Some(compile));
+
+    // The printed command writes exactly the missing bytecode.
+    let fix = &found[0]["fix"];
+    assert_eq!(fix["kind"], "command");
+    let applied = run(Command::new("sh").arg("-c").arg(fix["text"].as_str().unwrap()));
+    assert!(applied.status.success(), "{}", stderr_of(&applied));
+    for pyc in &expected {
+        assert!(Path::new(pyc).is_file(), "{pyc} written by the fix");
+    }
+    let fixed = sandbox.path("fixed.ntr");
+    let report = record_script(&fixed, script, &env);
+    assert!(about(&recommend_json(&fixed, &[]), "startup-cache", python).is_empty());
+    assert_eq!(caches_of(&report, text_of(python)), Vec::<&Value>::new());
+    let reverted = run(Command::new("sh").arg("-c").arg(fix["revert"].as_str().unwrap()));
+    assert!(reverted.status.success(), "{}", stderr_of(&reverted));
+    assert!(expected.iter().all(|pyc| !Path::new(pyc).exists()), "the revert removes the bytecode");
+}
+
+/// The running python3's minor version, for its bytecode's file names.
+fn python_minor() -> String {
+    let output =
+        run(Command::new("/usr/bin/python3").args(["-c", "import sys; print(sys.version_info.minor)"]));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// Proves startup-cache finds a cache that two runs of one program both rebuilt (it deletes it at exit), with the rebuild times as evidence, and not one that the second run found.
+#[test]
+fn startup_cache_finds_a_cache_rebuilt_at_every_start() {
+    let sandbox = Sandbox::new();
+    let python = Path::new("/usr/bin/python3");
+    let cache = sandbox.path("app.cache");
+    let program = sandbox.path("app.py");
+    let write = |remove: bool| {
+        let source = format!(
+            "import os\np = {cache:?}\ntry:\n    open(p).read()\nexcept FileNotFoundError:\n    \
+             with open(p + '.tmp', 'w') as f:\n        f.write('built')\n    os.rename(p + '.tmp', p)\n{}",
+            if remove { "os.remove(p)\n" } else { "" },
+            cache = text_of(&cache)
+        );
+        fs::write(&program, source).unwrap();
+    };
+    let script = format!("/usr/bin/python3 {0} && /usr/bin/python3 {0}", text_of(&program));
+
+    write(true);
+    let trace = sandbox.path("rebuilt.ntr");
+    let report = record_script(&trace, &script, &[]);
+    let recommendations = recommend_json(&trace, &[]);
+    let found = about(&recommendations, "startup-cache", python);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let evidence = &found[0]["evidence"];
+    assert_eq!(evidence["path"], text_of(&cache));
+    assert_eq!(evidence["rebuilds"].as_u64(), Some(2));
+    let tmp = format!("{}.tmp", cache.display());
+    assert_eq!(evidence["written_as"], serde_json::json!([tmp, tmp]));
+    let rebuilt: Vec<&Value> =
+        caches_of(&report, text_of(python)).into_iter().filter(|c| c["path"] == text_of(&cache)).collect();
+    let gaps: u64 = rebuilt.iter().map(|c| c["gap_ns"].as_u64().unwrap()).sum();
+    assert_eq!(evidence["rebuild_ns"].as_u64(), Some(gaps));
+    assert_eq!(found[0]["saving"]["time_ns"].as_u64(), Some(gaps));
+
+    write(false);
+    let _ = fs::remove_file(&cache);
+    let kept = sandbox.path("kept.ntr");
+    record_script(&kept, &script, &[]);
+    assert!(about(&recommend_json(&kept, &[]), "startup-cache", python).is_empty());
+}
+
+/// A home directory under /home for one test, removed when it ends.
+struct TestHome(std::path::PathBuf);
+
+impl TestHome {
+    fn new() -> TestHome {
+        let home = Path::new("/home").join(format!("nixtrace-test-{}", std::process::id()));
+        fs::create_dir_all(&home).unwrap();
+        TestHome(home)
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Proves startup-cache finds a cache written to `$HOME/.foo-cache` and not one written under `$XDG_CACHE_HOME`, and that its printed fix moves the cache under ~/.cache with a link the program still writes through, and its revert puts it back.
+#[test]
+fn startup_cache_finds_a_cache_outside_xdg_cache_home() {
+    let sandbox = Sandbox::new();
+    let home = TestHome::new();
+    let home_dir = text_of(&home.0);
+    let xdg = format!("{home_dir}/.cache");
+    let env = [("HOME", home_dir), ("XDG_CACHE_HOME", xdg.as_str())];
+    let trace = sandbox.path("home.ntr");
+    record_script(&trace, "echo built > \"$HOME/.foo-cache\"", &env);
+    let recommendations = recommend_json(&trace, &[]);
+    let found: Vec<&Value> = recommendations["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["rule"] == "startup-cache")
+        .collect();
+    assert_eq!(found.len(), 1, "{recommendations:#}");
+    let dot = format!("{home_dir}/.foo-cache");
+    assert_eq!(found[0]["evidence"]["path"], dot.as_str());
+    assert!(found[0]["subjects"][0]["name"].as_str().unwrap().ends_with("sh"), "{:#}", found[0]);
+
+    let fix = run(Command::new("sh").arg("-c").arg(found[0]["fix"]["text"].as_str().unwrap()));
+    assert!(fix.status.success(), "{}", stderr_of(&fix));
+    let moved = format!("{home_dir}/.cache/foo-cache");
+    assert_eq!(fs::read_link(&dot).unwrap(), Path::new(&moved));
+    assert_eq!(fs::read_to_string(&moved).unwrap(), "built\n");
+    let revert = run(Command::new("sh").arg("-c").arg(found[0]["fix"]["revert"].as_str().unwrap()));
+    assert!(revert.status.success(), "{}", stderr_of(&revert));
+    assert!(!fs::symlink_metadata(&dot).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read_to_string(&dot).unwrap(), "built\n");
+
+    let xdg_trace = sandbox.path("xdg.ntr");
+    record_script(
+        &xdg_trace,
+        "mkdir -p \"$XDG_CACHE_HOME/foo\" && echo built > \"$XDG_CACHE_HOME/foo/cache\"",
+        &env,
+    );
+    let none = recommend_json(&xdg_trace, &["--rule", "startup-cache"]);
+    assert_eq!(none["recommendations"], serde_json::json!([]), "{none:#}");
 }

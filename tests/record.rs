@@ -251,29 +251,60 @@ fn thread_events_carry_their_thread_ids() {
 #[test]
 fn openat_counts_match_strace() {
     let sandbox = Sandbox::new();
+    let (total, _) =
+        assert_calls_match_strace(&sandbox, &[], &["openat"], "open", &["python3", "-c", "pass"]);
+    assert!(total > 10, "python3 should open more than 10 files");
+}
+
+/// The syscalls the stat probe records, as strace names them.
+const STAT_SYSCALLS: [&str; 9] =
+    ["stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat"];
+
+/// Proves `record --probe stat` sees exactly the stat-family calls on a path (and their failures) that strace sees, for five programs that search paths in different ways.
+#[test]
+fn stat_counts_match_strace() {
+    let sandbox = Sandbox::new();
+    let missing = sandbox.path("missing");
+    let pythonpath: Vec<String> = (1..=5).map(|i| format!("{}/{i}", missing.display())).collect();
+    let pythonpath = format!("PYTHONPATH={}", pythonpath.join(":"));
+    let programs: [&[&str]; 5] = [
+        &["env", &pythonpath, "python3", "-c", "import json"],
+        &["perl", "-e", "use POSIX; use File::Spec"],
+        &["bash", "-c", "[ -x /bin/sh ] && command -v ls && type nosuchcommand; true"],
+        &["ls", "-lL", "/usr/bin"],
+        &["readlink", "-f", "/usr/bin/python3"],
+    ];
+    for program in programs {
+        let (total, failed) =
+            assert_calls_match_strace(&sandbox, &["--probe", "stat"], &STAT_SYSCALLS, "stat", program);
+        assert!(total > 0, "{program:?} makes stat-family calls");
+        if program[0] != "ls" && program[0] != "readlink" {
+            assert!(failed > 0, "{program:?} looks up paths that are not there");
+        }
+    }
+}
+
+/// Records `strace -f -e trace=SYSCALLS -- COMMAND` with `record_args`, and
+/// checks that the trace's `event_type` events of those syscalls, per
+/// thread, are strace's calls and failures exactly. Returns (calls, failed).
+fn assert_calls_match_strace(
+    sandbox: &Sandbox,
+    record_args: &[&str],
+    syscalls: &[&str],
+    event_type: &str,
+    command: &[&str],
+) -> (usize, usize) {
     let strace_log = sandbox.path("strace.txt");
-    let recording = record_command(
-        &sandbox,
-        &[
-            "strace",
-            "-f",
-            "-qq",
-            "-e",
-            "trace=openat",
-            "-o",
-            text_of(&strace_log),
-            "--",
-            "python3",
-            "-c",
-            "pass",
-        ],
-    );
+    let filter = format!("trace={}", syscalls.join(","));
+    let strace = ["strace", "-f", "-qq", "-e", &filter, "-o", text_of(&strace_log), "--"];
+    let traced: Vec<&str> = strace.into_iter().chain(command.iter().copied()).collect();
+    let record_args: Vec<&str> = ["--force"].into_iter().chain(record_args.iter().copied()).collect();
+    let recording = record_command_with(sandbox, &record_args, &traced);
     recording.assert_exit_code(0);
     let trace = &recording.trace;
     trace.assert_nothing_lost();
 
-    let strace = StraceOpenats::parse(&fs::read_to_string(&strace_log).expect("read the strace log"));
-    assert!(strace.total() > 10, "python3 should open more than 10 files: {:?}", strace.per_tid);
+    let strace = StraceCalls::parse(&fs::read_to_string(&strace_log).expect("read the strace log"), syscalls);
     let strace_tids = strace.tids();
 
     // strace hides what its first tracee does between fork and exec (its
@@ -293,26 +324,31 @@ fn openat_counts_match_strace() {
     assert_eq!(first_tracee.len(), 1, "strace starts one tracee: {first_tracee:?}");
     let first_tracee = first_tracee[0];
     let tracee_exec_ts =
-        ts_of(trace.of_pid("exec", first_tracee).first().expect("strace's tracee execs python3"));
+        ts_of(trace.of_pid("exec", first_tracee).first().expect("strace's tracee execs the command"));
 
-    let mut nixtrace_tally = OpenatTally::new();
-    for open in trace.of_type("open") {
-        let tid = tid_of(open);
-        let before_tracing = pid_of(open) == first_tracee && ts_of(open) < tracee_exec_ts;
-        if string(open, "syscall") != "openat" || !strace_tids.contains(&tid) || before_tracing {
+    let mut nixtrace_tally = CallTally::new();
+    for call in trace.of_type(event_type) {
+        let tid = tid_of(call);
+        let before_tracing = pid_of(call) == first_tracee && ts_of(call) < tracee_exec_ts;
+        if !syscalls.contains(&string(call, "syscall")) || !strace_tids.contains(&tid) || before_tracing {
             continue;
         }
         let counts = nixtrace_tally.entry(tid).or_default();
         counts.0 += 1;
-        if int(open, "ret") < 0 {
+        if int(call, "ret") < 0 {
             counts.1 += 1;
         }
     }
     let differences = tally_differences(&strace.per_tid, &nixtrace_tally);
     let total: usize = nixtrace_tally.values().map(|c| c.0).sum();
     let failed: usize = nixtrace_tally.values().map(|c| c.1).sum();
-    assert_eq!(total, strace.total(), "openat calls; per tid (strace, nixtrace): {differences:?}");
-    assert_eq!(failed, strace.failed(), "failed openat calls; per tid (strace, nixtrace): {differences:?}");
+    assert_eq!(total, strace.total(), "{command:?}: calls; per tid (strace, nixtrace): {differences:?}");
+    assert_eq!(
+        failed,
+        strace.failed(),
+        "{command:?}: failed calls; per tid (strace, nixtrace): {differences:?}"
+    );
+    (total, failed)
 }
 
 /// Records `sh -c SCRIPT`; returns the recording and the shell's exit event.
@@ -519,29 +555,31 @@ fn a_failed_start_leaves_nothing_behind() {
 fn every_probe_attaches_on_this_kernel() {
     let sandbox = Sandbox::new();
     let trace = sandbox.trace_path();
-    let output = run(record_cmd(&trace).args(["-q", "--", "/bin/true"]));
-    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
-    let header = Trace::load(&trace).header;
-    let probes: Vec<&str> =
-        header["probes"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    assert_eq!(
-        probes,
-        [
-            "fork",
-            "exec",
-            "exit",
-            "open",
-            "mmap",
-            "cgroup_mkdir",
-            "page_cache",
-            "block_io",
-            "sched",
-            "read",
-            "loader"
-        ],
-        "{header}"
-    );
-    assert_eq!(header["missing_probes"], Value::Array(Vec::new()), "{header}");
+    let default = [
+        "fork",
+        "exec",
+        "exit",
+        "open",
+        "mmap",
+        "cgroup_mkdir",
+        "page_cache",
+        "block_io",
+        "sched",
+        "read",
+        "loader",
+    ];
+    let mut with_stat = default.to_vec();
+    with_stat.insert(10, "stat");
+    // The opt-in stat probe is off unless asked for, and not missing then.
+    for (args, expected) in [(&[][..], default.to_vec()), (&["--probe", "stat"][..], with_stat)] {
+        let output = run(record_cmd(&trace).arg("-qf").args(args).args(["--", "/bin/true"]));
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+        let header = Trace::load(&trace).header;
+        let probes: Vec<&str> =
+            header["probes"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        assert_eq!(probes, expected, "{header}");
+        assert_eq!(header["missing_probes"], Value::Array(Vec::new()), "{header}");
+    }
 }
 
 /// Proves the kernel's types can come from a vmlinux file's .BTF section,

@@ -270,7 +270,12 @@ impl Recording {
 
 /// Records `command` into the sandbox's trace file and loads the trace.
 pub fn record_command<S: AsRef<OsStr>>(sandbox: &Sandbox, command: &[S]) -> Recording {
-    record_with(sandbox, record_cmd(&sandbox.trace_path()).arg("--").args(command))
+    record_command_with(sandbox, &[], command)
+}
+
+/// [`record_command`] with more `record` arguments (`--probe stat`).
+pub fn record_command_with<S: AsRef<OsStr>>(sandbox: &Sandbox, args: &[&str], command: &[S]) -> Recording {
+    record_with(sandbox, record_cmd(&sandbox.trace_path()).args(args).arg("--").args(command))
 }
 
 /// [`record_command`] without the `LD_LIBRARY_PATH` that cargo gives the
@@ -491,34 +496,50 @@ pub fn argv_of(record: &Value) -> Vec<&str> {
 // ---------------------------------------------------------------------------
 // strace output
 
-/// (openat calls, failed openat calls).
-pub type OpenatCount = (usize, usize);
-/// [`OpenatCount`] per thread id.
-pub type OpenatTally = BTreeMap<u32, OpenatCount>;
+/// (calls, failed calls).
+pub type CallCount = (usize, usize);
+/// [`CallCount`] per thread id.
+pub type CallTally = BTreeMap<u32, CallCount>;
 
-/// The openat calls in an `strace -f -o FILE -e trace=openat` log.
+/// The calls of some syscalls on a path in an `strace -f -o FILE -e
+/// trace=...` log: calls on an empty path (`newfstatat(3, "", ...)`, which
+/// is fstat) are left out, as nixtrace's stat probe leaves them out.
 #[derive(Debug, Default)]
-pub struct StraceOpenats {
+pub struct StraceCalls {
     /// Keyed by strace's first column, which is a thread id.
-    pub per_tid: OpenatTally,
+    pub per_tid: CallTally,
 }
 
-impl StraceOpenats {
+impl StraceCalls {
     /// Parses lines like `1234 openat(AT_FDCWD, "x", O_RDONLY) = 3` or
     /// `... = -1 ENOENT (...)`. A call split into `<unfinished ...>` and
     /// `<... openat resumed>` is counted once, at its resumed line. Other
     /// lines (signals, exits) only register their thread, with no calls.
-    pub fn parse(log: &str) -> StraceOpenats {
-        let mut parsed = StraceOpenats::default();
+    pub fn parse(log: &str, syscalls: &[&str]) -> StraceCalls {
+        let mut parsed = StraceCalls::default();
+        // Threads inside a call on an empty path, until it resumes.
+        let mut empty_unfinished: BTreeSet<u32> = BTreeSet::new();
         for line in log.lines() {
             let Some((tid, call)) = line.trim_start().split_once(char::is_whitespace) else { continue };
             let Ok(tid) = tid.parse::<u32>() else { continue };
             // Threads strace saw (if only through a signal) but that made no
-            // openat call count too: nixtrace must see none from them either.
+            // such call count too: nixtrace must see none from them either.
             let counts = parsed.per_tid.entry(tid).or_default();
             let call = call.trim_start();
-            let is_call = call.starts_with("openat(") || call.starts_with("<... openat resumed>");
-            if !is_call || call.ends_with("<unfinished ...>") {
+            let started = syscalls.iter().any(|s| call.starts_with(&format!("{s}(")));
+            let resumed = syscalls.iter().any(|s| call.starts_with(&format!("<... {s} resumed>")));
+            let on_empty_path = started
+                && call.split_once('(').is_some_and(|(_, args)| {
+                    args.starts_with("\"\"")
+                        || args.split_once(", ").is_some_and(|(_, rest)| rest.starts_with("\"\""))
+                });
+            if started && call.ends_with("<unfinished ...>") {
+                if on_empty_path {
+                    empty_unfinished.insert(tid);
+                }
+                continue;
+            }
+            if on_empty_path || (resumed && empty_unfinished.remove(&tid)) || !(started || resumed) {
                 continue;
             }
             // strace pads before " = RESULT"; a path containing " = " comes earlier.
@@ -551,10 +572,7 @@ impl StraceOpenats {
 
 /// Threads whose (calls, failed) differ between two per-tid tallies, for
 /// assertion messages.
-pub fn tally_differences(
-    expected: &OpenatTally,
-    actual: &OpenatTally,
-) -> Vec<(u32, OpenatCount, OpenatCount)> {
+pub fn tally_differences(expected: &CallTally, actual: &CallTally) -> Vec<(u32, CallCount, CallCount)> {
     expected
         .keys()
         .chain(actual.keys())

@@ -55,10 +55,11 @@ pub enum EventKind {
     PageCache = 9,
     BlockIo = 10,
     Sched = 11,
+    Stat = 12,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Fork,
         EventKind::Exec,
         EventKind::ExecFailed,
@@ -70,6 +71,7 @@ impl EventKind {
         EventKind::PageCache,
         EventKind::BlockIo,
         EventKind::Sched,
+        EventKind::Stat,
     ];
 
     pub fn from_u32(kind: u32) -> Option<EventKind> {
@@ -90,6 +92,7 @@ impl EventKind {
             EventKind::PageCache => "page_cache",
             EventKind::BlockIo => "block_io",
             EventKind::Sched => "sched",
+            EventKind::Stat => "stat",
         }
     }
 }
@@ -224,6 +227,50 @@ pub struct OpenEvent {
     /// page-cache and mmap events can be tied to this path.
     pub ino: u64,
     pub dev: u32,
+    pub _pad: u32,
+}
+
+/// Which stat-family syscall a [`StatEvent`] came from: the calls that look
+/// a path up without opening it.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatSyscall {
+    Newstat = 1,
+    Newlstat = 2,
+    Newfstatat = 3,
+    Statx = 4,
+    Access = 5,
+    Faccessat = 6,
+    Faccessat2 = 7,
+    Readlink = 8,
+    Readlinkat = 9,
+}
+
+/// One stat-family call on a path (an empty path, `fstat` through
+/// `AT_EMPTY_PATH`, is not sent), reported at syscall exit. Trailing, as for
+/// [`OpenEvent`]: the path as requested, then for a relative path the
+/// directory it is relative to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatEvent {
+    pub header: EventHeader,
+    /// The syscall's result: 0 (readlink: the bytes it read), or a negative
+    /// errno.
+    pub ret: i64,
+    pub duration_ns: u64,
+    /// The `AT_*` flags (0 for the calls without them; `newlstat` and
+    /// `readlink` do not follow the last symlink whatever these say).
+    pub flags: u32,
+    /// The access mode of the access family; 0 for the others.
+    pub mode: u32,
+    /// The dirfd argument, or `AT_FDCWD` (-100) for the calls without one.
+    pub dfd: i32,
+    /// A [`StatSyscall`].
+    pub syscall: u16,
+    pub path_len: u16,
+    pub dir_len: u16,
+    /// As [`OpenEvent::dir_flags`].
+    pub dir_flags: u16,
     pub _pad: u32,
 }
 
@@ -521,6 +568,10 @@ layout!(ExitEvent, 40, { header: 0, exit_status: 32, flags: 36 });
 layout!(OpenEvent, 88, {
     header: 0, ret: 32, duration_ns: 40, flags: 48, mode: 56, dfd: 60, syscall: 64, path_len: 66,
     dir_len: 68, dir_flags: 70, ino: 72, dev: 80, _pad: 84,
+});
+layout!(StatEvent, 72, {
+    header: 0, ret: 32, duration_ns: 40, flags: 48, mode: 52, dfd: 56, syscall: 60, path_len: 62,
+    dir_len: 64, dir_flags: 66, _pad: 68,
 });
 layout!(PageCacheEvent, 56, { header: 0, ino: 32, index: 40, dev: 48, pages: 52 });
 layout!(BlockIoEvent, 64, {

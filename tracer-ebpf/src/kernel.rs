@@ -13,6 +13,7 @@ use tracer_common::{KernelOffsets, WALK_DEPTH_MAX, WALK_PATH_MAX, WALK_TRUNCATED
 use crate::{
     emit::{bounded, scratch},
     maps::config,
+    syscall::AT_FDCWD,
 };
 
 /// Longest single component copied by the walk (NAME_MAX + NUL).
@@ -138,6 +139,28 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
     walk.written += n as u64;
     walk.dentry = parent;
     0
+}
+
+/// For a relative path just written at `buf + at` (`path_len` bytes): the
+/// directory it is relative to (the cwd, or `dfd`'s file), walked into the
+/// buffer after it. Returns (bytes, flags) as [`walk_path`]; (0, 0) for an
+/// absolute path.
+#[inline(always)]
+pub fn relative_dir(k: &KernelOffsets, buf: *mut u8, at: usize, path_len: usize, dfd: i32) -> (usize, u16) {
+    // SAFETY: the first path byte was just written (or the buffer is stale,
+    // in which case path_len is 0 and the byte is not looked at).
+    if path_len == 0 || unsafe { *buf.add(bounded(at)) } == b'/' {
+        return (0, 0);
+    }
+    let dir = if dfd == AT_FDCWD {
+        read::<u64>(current_task(), k.task_fs).map(|fs| fs + k.fs_pwd as u64)
+    } else {
+        file_of_fd(k, dfd).map(|file| file + k.file_path as u64)
+    };
+    match dir.and_then(|path| path_parts(k, path)) {
+        Some((mnt, dentry)) => walk_path(at + path_len, mnt, dentry),
+        None => (0, 0),
+    }
 }
 
 /// Writes the path of (mnt, dentry) to the scratch buffer at `offset` as

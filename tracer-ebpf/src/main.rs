@@ -17,6 +17,7 @@ mod filter;
 mod kernel;
 mod maps;
 mod probes;
+mod syscall;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -40,7 +40,7 @@ pub static FOLLOWED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 /// Syscall arguments saved at entry, keyed by thread id, until the exit.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct PendingOpen {
+pub struct PendingPathCall {
     pub ts_ns: u64,
     pub filename: u64,
     pub flags: u64,
@@ -51,7 +51,10 @@ pub struct PendingOpen {
 }
 
 #[map]
-pub static PENDING_OPEN: HashMap<u32, PendingOpen> = HashMap::with_max_entries(16384, 0);
+pub static PENDING_OPEN: HashMap<u32, PendingPathCall> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static PENDING_STAT: HashMap<u32, PendingPathCall> = HashMap::with_max_entries(16384, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]

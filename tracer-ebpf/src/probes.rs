@@ -10,3 +10,4 @@ mod open;
 mod page_cache;
 mod read;
 mod sched;
+mod stat;

@@ -176,6 +176,16 @@ pub struct RecordArgs {
     #[arg(long, value_name = "PROBE", value_parser = optional_probe())]
     no_probe: Vec<Probe>,
 
+    /// Also record with a probe that is off unless asked for (repeatable).
+    /// `stat` records every stat, access and readlink call on a path, which
+    /// is how interpreters and shells search their module and command
+    /// paths (the interpreter-search recommendation reads it). These calls
+    /// are far more frequent than opens: in docs/benchmarks.md's last run,
+    /// 200 `python3 -c pass` starts went from 1.05x to 1.17x of their
+    /// untraced time with it, and their trace had twice the events.
+    #[arg(long, value_name = "PROBE", value_parser = opt_in_probe())]
+    probe: Vec<Probe>,
+
     /// The running kernel's BTF, for a kernel without /sys/kernel/btf/vmlinux:
     /// raw BTF, or a vmlinux with a .BTF section. Without it, nixtrace
     /// also looks where libbpf does (/boot, /lib/modules, /usr/lib/debug).
@@ -233,6 +243,7 @@ impl From<RecordArgs> for record::Options {
             redact: args.redact,
             run_as_root: args.run_as_root,
             no_probe: args.no_probe,
+            probe: args.probe,
             btf: args.btf,
             quiet: args.quiet,
             color: args.color.enabled_on_stderr(),
@@ -284,8 +295,20 @@ fn one_of<T: Copy + Send + Sync + 'static>(
 
 /// `--no-probe`'s values, each with what the trace lacks without it.
 fn optional_probe() -> impl TypedValueParser<Value = Probe> {
-    let values = crate::record::optional_probes()
-        .map(|(probe, lacks)| PossibleValue::new(probe.name()).help(format!("the trace lacks {lacks}")));
+    probe_parser(crate::record::optional_probes(), "the trace lacks")
+}
+
+/// `--probe`'s values, each with what the trace gets with it.
+fn opt_in_probe() -> impl TypedValueParser<Value = Probe> {
+    probe_parser(crate::record::opt_in_probes(), "the trace gets")
+}
+
+fn probe_parser(
+    probes: impl Iterator<Item = (Probe, &'static str)>,
+    what: &'static str,
+) -> impl TypedValueParser<Value = Probe> {
+    let values =
+        probes.map(move |(probe, data)| PossibleValue::new(probe.name()).help(format!("{what} {data}")));
     PossibleValuesParser::new(values).try_map(|name| name.parse::<Probe>())
 }
 
@@ -576,8 +599,14 @@ pub struct RecommendArgs {
     #[arg(long = "threshold", value_name = "RULE.NAME=VALUE", value_parser = parse_threshold)]
     thresholds: Vec<String>,
 
+    /// Read thresholds from this TOML file: a table per rule, e.g.
+    /// `[library-search]` then `min_failed_lookups = 10`. --threshold
+    /// overrides it.
+    #[arg(long = "thresholds", value_name = "FILE")]
+    thresholds_file: Option<PathBuf>,
+
     /// List every rule, what it looks for and its thresholds, and exit.
-    #[arg(long, conflicts_with_all = ["rules", "thresholds"])]
+    #[arg(long, conflicts_with_all = ["rules", "thresholds", "thresholds_file"])]
     list_rules: bool,
 
     /// Write the recommendations here instead of standard output.
@@ -613,6 +642,9 @@ pub fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
         return crate::output::write_or_print(args.output.as_deref(), recommend::list_rules().as_bytes());
     }
     let mut settings = recommend::Settings::default();
+    if let Some(file) = &args.thresholds_file {
+        settings.read_file(file)?;
+    }
     for assignment in &args.thresholds {
         settings.set(assignment)?;
     }
@@ -653,5 +685,20 @@ mod tests {
             error.contains("[possible values: cgroup_mkdir, page_cache, block_io, sched, read]"),
             "{error}"
         );
+        let error = parse(&["--no-probe", "stat"]).unwrap_err().to_string();
+        assert!(error.contains("invalid value 'stat'"), "{error}");
+    }
+
+    /// `record --probe` takes the opt-in probes, and only those.
+    #[test]
+    fn probe_takes_the_opt_in_probes() {
+        use clap::Parser as _;
+
+        let parse = |args: &[&str]| Cli::try_parse_from(["nixtrace", "record"].iter().chain(args));
+        let cli = parse(&["--probe", "stat", "--", "true"]).unwrap();
+        let Command::Record(args) = cli.command else { panic!("not record: {cli:?}") };
+        assert_eq!(record::Options::from(args).probe, [Probe::Stat]);
+        let error = parse(&["--probe", "sched"]).unwrap_err().to_string();
+        assert!(error.contains("[possible values: stat]"), "{error}");
     }
 }

@@ -107,6 +107,17 @@ pub fn event_json(event: &Event) -> Value {
                 "duration_ns": duration_ns, "ino": ino, "dev": dev,
             }),
         ),
+        Event::Stat { common, syscall, dfd, path, dir, dir_truncated, flags, mode, ret, duration_ns } => {
+            with_common(
+                common,
+                kind,
+                json!({
+                    "syscall": syscall.name(), "dfd": dfd, "path": text(path), "dir": dir.as_deref().map(text),
+                    "dir_truncated": dir_truncated, "flags": flags, "mode": mode, "ret": ret,
+                    "errno": errno_name(*ret), "duration_ns": duration_ns,
+                }),
+            )
+        }
         Event::Mmap {
             common,
             path,

@@ -14,12 +14,10 @@ use crate::{
     filter::{current_ids, is_traced},
     kernel::{current_task, file_id_of, read},
     maps::{PENDING_EXEC, config, count_lost},
+    syscall::{RET, arg},
 };
 
 /// Syscall tracepoint records: `args[i]` at `16 + 8 * i`.
-const ARG0: usize = 16;
-const ARG1: usize = 24;
-const RET: usize = 16;
 
 fn remember_filename(ctx: &TracePointContext, arg: usize) -> u32 {
     let (pid, tid) = current_ids();
@@ -36,12 +34,12 @@ fn remember_filename(ctx: &TracePointContext, arg: usize) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_execve")]
 pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
-    remember_filename(&ctx, ARG0)
+    remember_filename(&ctx, arg(0))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
 pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
-    remember_filename(&ctx, ARG1)
+    remember_filename(&ctx, arg(1))
 }
 
 fn report_failure(ctx: &TracePointContext) -> u32 {

@@ -8,7 +8,9 @@ use crate::{
     emit::{header, put_fixed, scratch, send},
     filter::{current_ids, is_traced},
     kernel::{current_task, read},
-    maps::{FOLLOWED, PENDING_EXEC, PENDING_MMAP, PENDING_OPEN, PENDING_READ, TASK_TIMES, config},
+    maps::{
+        FOLLOWED, PENDING_EXEC, PENDING_MMAP, PENDING_OPEN, PENDING_READ, PENDING_STAT, TASK_TIMES, config,
+    },
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -17,6 +19,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let (pid, tid) = current_ids();
     // A thread killed inside a syscall never reaches its exit tracepoint.
     let _ = PENDING_OPEN.remove(&tid);
+    let _ = PENDING_STAT.remove(&tid);
     let _ = PENDING_MMAP.remove(&tid);
     let _ = PENDING_EXEC.remove(&tid);
     let _ = PENDING_READ.remove(&tid);

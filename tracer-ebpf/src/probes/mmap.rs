@@ -11,15 +11,11 @@ use crate::{
     filter::{current_ids, is_traced},
     kernel::{file_id, file_of_fd, path_parts, walk_path},
     maps::{PENDING_MMAP, PendingMmap, config, count_lost},
+    syscall::{RET, arg},
 };
 
 const PROT_EXEC: u32 = 4;
 const MAP_ANONYMOUS: u32 = 0x20;
-/// Syscall tracepoint records: `args[i]` at `16 + 8 * i`.
-const fn arg(i: usize) -> usize {
-    16 + 8 * i
-}
-const RET: usize = 16;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {

@@ -9,17 +9,11 @@ use tracer_common::{EventKind, OpenEvent, OpenSyscall, lost};
 use crate::{
     emit::{header, put_fixed, scratch, send, user_str},
     filter::{current_ids, is_traced},
-    kernel::{current_task, file_id, file_of_fd, path_parts, read, walk_path},
-    maps::{PENDING_OPEN, PendingOpen, config, count_lost},
+    kernel::{file_id, relative_dir},
+    maps::{PENDING_OPEN, PendingPathCall, config, count_lost},
+    syscall::{AT_FDCWD, RET, arg},
 };
 use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_user};
-
-const AT_FDCWD: i32 = -100;
-/// Syscall tracepoint records: `args[i]` at `16 + 8 * i`.
-const fn arg(i: usize) -> usize {
-    16 + 8 * i
-}
-const RET: usize = 16;
 
 fn remember(ctx: &TracePointContext, syscall: OpenSyscall, dfd: Option<usize>, path: usize) -> u32 {
     let (pid, tid) = current_ids();
@@ -49,7 +43,7 @@ fn remember(ctx: &TracePointContext, syscall: OpenSyscall, dfd: Option<usize>, p
             unsafe { ctx.read_at::<u64>(arg(2)) }.unwrap_or(0) as u32,
         ),
     };
-    let pending = PendingOpen {
+    let pending = PendingPathCall {
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_boot_ns() },
         filename,
@@ -91,21 +85,9 @@ fn report(ctx: &TracePointContext) -> u32 {
     let fixed = core::mem::size_of::<OpenEvent>();
     let path_len = user_str(buf, fixed, pending.filename);
 
-    let (mut dir_len, mut dir_flags) = (0, 0);
     let k = config().kernel;
     let (ino, dev) = file_id(&k, ret);
-    // SAFETY: the first path byte was just written (or the buffer is stale,
-    // in which case path_len is 0 and the byte is not looked at).
-    if path_len > 0 && unsafe { *buf.add(fixed) } != b'/' {
-        let dir = if pending.dfd == AT_FDCWD {
-            read::<u64>(current_task(), k.task_fs).map(|fs| fs + k.fs_pwd as u64)
-        } else {
-            file_of_fd(&k, pending.dfd).map(|file| file + k.file_path as u64)
-        };
-        if let Some((mnt, dentry)) = dir.and_then(|path| path_parts(&k, path)) {
-            (dir_len, dir_flags) = walk_path(fixed + path_len, mnt, dentry);
-        }
-    }
+    let (dir_len, dir_flags) = relative_dir(&k, buf, fixed, path_len, pending.dfd);
     put_fixed(
         buf,
         OpenEvent {

@@ -9,11 +9,10 @@ use crate::{
     filter::{current_ids, is_traced},
     kernel::file_id,
     maps::{PENDING_READ, READ_BYTES, config, count_lost},
+    syscall::{RET, arg},
 };
 
 /// Syscall tracepoint records: `args[0]` (the fd) and the return value.
-const ARG0: usize = 16;
-const RET: usize = 16;
 
 fn remember_fd(ctx: &TracePointContext) -> u32 {
     let (pid, tid) = current_ids();
@@ -21,7 +20,7 @@ fn remember_fd(ctx: &TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: fixed syscall-tracepoint layout.
-    let fd = unsafe { ctx.read_at::<i64>(ARG0) }.unwrap_or(-1);
+    let fd = unsafe { ctx.read_at::<i64>(arg(0)) }.unwrap_or(-1);
     if PENDING_READ.insert(&tid, &fd, 0).is_err() {
         count_lost(lost::PENDING_FULL);
     }

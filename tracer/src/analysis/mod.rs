@@ -35,7 +35,7 @@ use crate::{
         unit::CgroupNames,
     },
     saturating::SaturatingSum as _,
-    trace::{Event, Header, Stats, TraceReader, event::describe_lost},
+    trace::{Event, Header, Probe, Stats, TraceReader, event::describe_lost},
 };
 
 /// Version of the JSON schema (`docs/report-schema.md`).
@@ -152,7 +152,12 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
     let header = reader.header().clone();
     let trace_start = header.clock.boottime_ns;
     let trace_end = table.last_ts.max(trace_start);
-    let tables = process::Tables { cgroups: &cgroups, binaries: &recorded_binaries, graph: &graph };
+    let tables = process::Tables {
+        cgroups: &cgroups,
+        binaries: &recorded_binaries,
+        graph: &graph,
+        stat_recorded: header.has_probe(Probe::Stat),
+    };
     let mut selected: Vec<(ProcessFigures, usize)> = table
         .processes
         .iter()

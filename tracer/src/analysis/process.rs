@@ -10,8 +10,9 @@ use super::{io::IoFigures, package::Package};
 use crate::{
     model::{
         binary::BinaryTable,
+        cache::{CacheFile, CacheOutcome},
         closure::{ClosureGraph, GraphStatus},
-        process::{Exec, LoaderRun, Process},
+        process::{Exec, LoaderRun, PathLookups, Process},
         unit::CgroupNames,
     },
     trace::{ThreadTimes, event::text},
@@ -95,6 +96,129 @@ pub struct ExecFigures {
     pub loader_start_ns: Option<u64>,
     pub loader_done_ns: Option<u64>,
     pub entry_ns: Option<u64>,
+    /// Its stat-family lookups outside the loader; null when the trace was
+    /// recorded without the stat probe.
+    pub lookups: Option<LookupFigures>,
+    /// Cache files it looked for in vain and then wrote, or could not
+    /// write, and caches it created in a home directory's dot-entry.
+    pub caches: Vec<CacheFigures>,
+}
+
+/// One cache file of an exec, from its opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheFigures {
+    /// The file looked for (or created, for a cache created unasked).
+    pub path: String,
+    pub outcome: CacheOutcomeName,
+    /// The path written: the file itself or a temporary renamed over it.
+    pub written_as: Option<String>,
+    /// Why the create failed (`EROFS`, ...).
+    pub errno: Option<String>,
+    /// When it was looked for in vain; null when it was not.
+    pub missing_ns: Option<u64>,
+    /// From the failed lookup to the write or the failed create; for
+    /// bytecode never written, to the next open after its source.
+    pub gap_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheOutcomeName {
+    Created,
+    NotWritable,
+    BytecodeMissing,
+}
+
+impl CacheFigures {
+    fn of(file: &CacheFile) -> CacheFigures {
+        let (outcome, written_as, errno) = match &file.outcome {
+            CacheOutcome::Created { as_path } => (CacheOutcomeName::Created, Some(text(as_path)), None),
+            CacheOutcome::NotWritable { errno } => {
+                let name = format!("{:?}", nix::errno::Errno::from_raw(i32::try_from(*errno).unwrap_or(0)));
+                (CacheOutcomeName::NotWritable, None, Some(name))
+            }
+            CacheOutcome::BytecodeMissing => (CacheOutcomeName::BytecodeMissing, None, None),
+        };
+        CacheFigures {
+            path: text(&file.path),
+            outcome,
+            written_as,
+            errno,
+            missing_ns: file.missing_ns,
+            gap_ns: file.gap_ns,
+        }
+    }
+}
+
+/// An exec's stat, access and readlink calls outside the loader: how an
+/// interpreter or shell searched its module or command path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LookupFigures {
+    pub calls: u64,
+    pub ns: u64,
+    pub failed: u64,
+    pub failed_ns: u64,
+    /// Failed lookups by the directory of the path looked up, most first.
+    pub dirs: Vec<LookupDir>,
+    /// Paths that failed more than once, most first: a search-path entry
+    /// that does not exist is looked up again and again.
+    pub repeated: Vec<RepeatedLookup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LookupDir {
+    pub dir: String,
+    pub failed: u64,
+    pub ns: u64,
+    /// Distinct names that were not there.
+    pub names: u64,
+    /// Lookups in it that found something.
+    pub found: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepeatedLookup {
+    pub path: String,
+    pub count: u64,
+}
+
+impl LookupFigures {
+    fn of(lookups: &PathLookups) -> LookupFigures {
+        let mut figures = LookupFigures { calls: lookups.calls, ns: lookups.ns, ..LookupFigures::default() };
+        for ((raw_dir, name), failed) in &lookups.failed {
+            figures.failed = figures.failed.saturating_add(failed.count);
+            figures.failed_ns = figures.failed_ns.saturating_add(failed.ns);
+            let dir = text(raw_dir);
+            match figures.dirs.last_mut().filter(|last| last.dir == dir) {
+                Some(last) => {
+                    last.failed = last.failed.saturating_add(failed.count);
+                    last.ns = last.ns.saturating_add(failed.ns);
+                    last.names += 1;
+                }
+                None => {
+                    let found = lookups.found.get(raw_dir).copied().unwrap_or(0);
+                    figures.dirs.push(LookupDir {
+                        dir: dir.clone(),
+                        failed: failed.count,
+                        ns: failed.ns,
+                        names: 1,
+                        found,
+                    });
+                }
+            }
+            if failed.count > 1 {
+                let path = if dir.ends_with('/') {
+                    format!("{dir}{}", text(name))
+                } else {
+                    format!("{dir}/{}", text(name))
+                };
+                figures.repeated.push(RepeatedLookup { path, count: failed.count });
+            }
+        }
+        figures.dirs.sort_by(|a, b| b.failed.cmp(&a.failed).then_with(|| a.dir.cmp(&b.dir)));
+        figures.repeated.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+        figures
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,7 +263,7 @@ impl ProcessFigures {
     }
 }
 
-fn exec_figures(exec: &Exec) -> ExecFigures {
+fn exec_figures(exec: &Exec, stat_recorded: bool) -> ExecFigures {
     let loader = exec.loader.as_ref();
     ExecFigures {
         ts_ns: exec.ts_ns,
@@ -152,6 +276,8 @@ fn exec_figures(exec: &Exec) -> ExecFigures {
         loader_start_ns: loader.map(|l| l.start_ns),
         loader_done_ns: loader.and_then(|l| l.done_ns),
         entry_ns: loader.and_then(|l| l.entry_ns),
+        lookups: stat_recorded.then(|| LookupFigures::of(&exec.lookups)),
+        caches: exec.caches.files.iter().map(CacheFigures::of).collect(),
     }
 }
 
@@ -266,6 +392,8 @@ pub struct Tables<'a> {
     pub cgroups: &'a CgroupNames,
     pub binaries: &'a BinaryTable,
     pub graph: &'a ClosureGraph,
+    /// The trace has the stat probe's lookups.
+    pub stat_recorded: bool,
 }
 
 /// The figures of one process of a trace that ran from `trace_start` to
@@ -276,7 +404,7 @@ pub fn process_figures(
     trace_start: u64,
     trace_end: u64,
 ) -> ProcessFigures {
-    let Tables { cgroups, binaries: recorded, graph } = tables;
+    let Tables { cgroups, binaries: recorded, graph, stat_recorded } = tables;
     let exe = process.exe().map(text);
     let start = process.key.start_ns.max(trace_start);
     let (exit_code, signal) = match process.exit_status {
@@ -299,7 +427,7 @@ pub fn process_figures(
         orphaned_ns: process.orphaned_ns,
         exit_code,
         signal,
-        execs: process.execs.iter().map(exec_figures).collect(),
+        execs: process.execs.iter().map(|exec| exec_figures(exec, *stat_recorded)).collect(),
         loader: loader_figures(process, recorded, graph),
         io: IoFigures::from(&process.io),
         time: process.times,

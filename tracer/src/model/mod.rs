@@ -6,6 +6,7 @@
 //! binary, and which systemd unit did it.
 
 pub mod binary;
+pub mod cache;
 pub mod closure;
 pub mod io;
 pub mod nix;

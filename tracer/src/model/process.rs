@@ -8,7 +8,7 @@
 use crate::saturating::SaturatingSum as _;
 use std::collections::{BTreeMap, HashMap};
 
-use super::io::IoTotals;
+use super::{cache::CacheFiles, io::IoTotals};
 use crate::trace::{Event, LoaderPhase, ThreadTimes, event::Bytes};
 
 /// A process is a pid *and* a start time: pids are reused.
@@ -85,6 +85,22 @@ pub struct Exec {
     /// Files mapped executable after the loader was done (`dlopen`), by
     /// the kernel's name, once each, in order.
     pub late_libraries: Vec<Bytes>,
+    /// Its stat-family lookups outside the loader (`record --probe stat`).
+    pub lookups: PathLookups,
+    /// Cache files it looked for and wrote, from its opens outside the loader.
+    pub caches: CacheFiles,
+}
+
+/// The stat, access and readlink calls of one exec outside its loader run:
+/// how interpreters and shells search their paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathLookups {
+    pub calls: u64,
+    pub ns: u64,
+    /// Failed lookups by (directory, name) of the absolute path.
+    pub failed: BTreeMap<(Bytes, Bytes), FailedLookups>,
+    /// Lookups that found something, by directory.
+    pub found: BTreeMap<Bytes, u64>,
 }
 
 impl Exec {
@@ -225,6 +241,15 @@ struct Map<'a> {
 }
 
 /// ("/a/b", "c") for "/a/b/c".
+/// A path as the kernel resolved it: a relative one joined to the
+/// directory it was relative to.
+fn absolute(path: &[u8], dir: Option<&[u8]>) -> Bytes {
+    match dir {
+        Some(dir) => [dir, b"/", path].concat(),
+        None => path.to_vec(),
+    }
+}
+
 fn split_path(path: &[u8]) -> (Bytes, Bytes) {
     match path.iter().rposition(|b| *b == b'/') {
         Some(0) => (b"/".to_vec(), path[1..].to_vec()),
@@ -303,6 +328,8 @@ impl ProcessTable {
                     loader_env: loader_env.clone(),
                     loader: None,
                     late_libraries: Vec::new(),
+                    lookups: PathLookups::default(),
+                    caches: CacheFiles::default(),
                 });
             }
             Event::Loader { common, phase } => {
@@ -311,7 +338,12 @@ impl ProcessTable {
                     exec.loader_reached(*phase, common.ts_ns);
                 }
             }
-            Event::Open { common, path, ret, duration_ns, .. } => {
+            Event::Open { common, path, dir, flags, ret, duration_ns, .. } => {
+                if self.running_loader(common.pid).is_none()
+                    && let Some(exec) = self.live_exec(common.pid)
+                {
+                    exec.caches.open(common.ts_ns, &absolute(path, dir.as_deref()), *flags, *ret);
+                }
                 if let Some(run) = self.running_loader(common.pid) {
                     if *ret < 0 {
                         run.failed_lookups += 1;
@@ -326,12 +358,28 @@ impl ProcessTable {
                     }
                 }
             }
+            Event::Stat { common, path, dir, ret, duration_ns, .. } => {
+                if self.running_loader(common.pid).is_none()
+                    && let Some(exec) = self.live_exec(common.pid)
+                {
+                    let lookups = &mut exec.lookups;
+                    lookups.calls += 1;
+                    lookups.ns = lookups.ns.saturating_add(*duration_ns);
+                    let (dir, name) = split_path(&absolute(path, dir.as_deref()));
+                    if *ret < 0 {
+                        let failed = lookups.failed.entry((dir, name)).or_default();
+                        failed.count += 1;
+                        failed.ns = failed.ns.saturating_add(*duration_ns);
+                    } else {
+                        *lookups.found.entry(dir).or_default() += 1;
+                    }
+                }
+            }
             Event::Mmap { common, path, fd, prot, len, duration_ns, dev, ino, .. } => {
                 if let Some(path) = path
                     && prot & PROT_EXEC != 0
                     && self.running_loader(common.pid).is_none()
-                    && let Some(exec) =
-                        self.live.get(&common.pid).and_then(|i| self.processes[*i].execs.last_mut())
+                    && let Some(exec) = self.live_exec(common.pid)
                     && exec.loader.as_ref().is_some_and(|run| run.done_ns.is_some())
                     && !exec.late_libraries.contains(path)
                 {
@@ -394,10 +442,15 @@ impl ProcessTable {
         self.last_ts = self.last_ts.max(event.ts_ns());
     }
 
+    /// The current exec of the live process `pid`.
+    fn live_exec(&mut self, pid: u32) -> Option<&mut Exec> {
+        let index = *self.live.get(&pid)?;
+        self.processes[index].execs.last_mut()
+    }
+
     /// The loader run of `pid`'s current exec, if the loader is running.
     fn running_loader(&mut self, pid: u32) -> Option<&mut LoaderRun> {
-        let index = *self.live.get(&pid)?;
-        let run = self.processes[index].execs.last_mut()?.loader.as_mut()?;
+        let run = self.live_exec(pid)?.loader.as_mut()?;
         run.done_ns.is_none().then_some(run)
     }
 }
@@ -405,7 +458,7 @@ impl ProcessTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::{Common, OpenSyscall};
+    use crate::trace::{Common, OpenSyscall, StatSyscall, event::text};
 
     fn common(ts_ns: u64, pid: u32) -> Common {
         Common { ts_ns, pid, tid: pid, cgroup_id: 7 }
@@ -448,6 +501,53 @@ mod tests {
             ino: 0,
             dev: 0,
         }
+    }
+
+    fn stat(ts: u64, pid: u32, path: &str, dir: Option<&str>, ret: i64) -> Event {
+        Event::Stat {
+            common: common(ts, pid),
+            syscall: StatSyscall::Newfstatat,
+            dfd: -100,
+            path: path.into(),
+            dir: dir.map(Into::into),
+            dir_truncated: false,
+            flags: 0,
+            mode: 0,
+            ret,
+            duration_ns: 10,
+        }
+    }
+
+    /// Lookups outside the loader count per exec; the loader's own (its
+    /// `access("/etc/ld.so.preload")`) do not.
+    #[test]
+    fn stat_lookups_count_per_exec_outside_the_loader() {
+        let t = table(&[
+            exec(1_000, 20, "/bin/sh"),
+            stat(1_100, 20, "/usr/local/bin/python3", None, -2),
+            exec(2_000, 20, "/usr/bin/python3"),
+            Event::Loader { common: common(2_100, 20), phase: LoaderPhase::Start },
+            stat(2_200, 20, "/etc/ld.so.preload", None, -2),
+            Event::Loader { common: common(2_300, 20), phase: LoaderPhase::Done },
+            stat(2_400, 20, "/missing/a", None, -2),
+            stat(2_500, 20, "/missing/a", None, -2),
+            stat(2_600, 20, "os.py", Some("/usr/lib/python3"), -20),
+            stat(2_700, 20, "/usr/lib/python3/os.py", None, 0),
+        ]);
+        let lookups: Vec<&PathLookups> = t.processes[0].execs.iter().map(|e| &e.lookups).collect();
+        let failed = |l: &PathLookups| -> Vec<(String, String, u64)> {
+            l.failed.iter().map(|((d, n), f)| (text(d), text(n), f.count)).collect()
+        };
+        assert_eq!(
+            (lookups[0].calls, failed(lookups[0])),
+            (1, vec![("/usr/local/bin".into(), "python3".into(), 1)])
+        );
+        assert_eq!((lookups[1].calls, lookups[1].ns), (4, 40));
+        assert_eq!(
+            failed(lookups[1]),
+            [("/missing".into(), "a".into(), 2), ("/usr/lib/python3".into(), "os.py".into(), 1)]
+        );
+        assert_eq!(lookups[1].found, BTreeMap::from([(b"/usr/lib/python3".to_vec(), 1)]));
     }
 
     fn mmap(ts: u64, pid: u32, path: &str, fd: i32, prot: u32, len: u64) -> Event {

@@ -11,13 +11,18 @@
 mod boot_config;
 mod build_parallelism;
 mod duplicate_libraries;
+mod interpreter_search;
 mod library_search;
 mod loader_environment;
 mod render;
+mod startup_cache;
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Serialize;
 
 pub use self::render::{markdown_section, render, text_section};
@@ -120,6 +125,8 @@ pub struct Rule {
 pub const RULES: &[Rule] = &[
     library_search::RULE,
     loader_environment::RULE,
+    interpreter_search::RULE,
+    startup_cache::RULE,
     duplicate_libraries::RULE,
     boot_config::RULE,
     build_parallelism::RULE,
@@ -134,25 +141,55 @@ pub struct Settings {
 impl Settings {
     /// `RULE.NAME=VALUE`, checked against the rules' thresholds.
     pub fn set(&mut self, assignment: &str) -> Result<()> {
-        let Some((key, value)) = assignment.split_once('=') else {
+        let parsed = assignment.split_once('=').and_then(|(key, value)| Some((key.split_once('.')?, value)));
+        let Some(((rule, name), value)) = parsed else {
             bail!("--threshold {assignment:?}: expected RULE.NAME=VALUE");
         };
-        let Some((rule, name)) = key.split_once('.') else {
-            bail!("--threshold {assignment:?}: expected RULE.NAME=VALUE");
-        };
+        self.set_one(rule, name, value).map_err(|e| anyhow!("--threshold {assignment:?}: {e}"))
+    }
+
+    fn set_one(&mut self, rule: &str, name: &str, value: &str) -> Result<()> {
         let Some(known) = RULES.iter().find(|r| r.id == rule) else {
-            bail!("--threshold {assignment:?}: no rule {rule:?} (nixtrace recommend --list-rules)");
+            bail!("no rule {rule:?} (nixtrace recommend --list-rules)");
         };
         if !known.thresholds.iter().any(|t| t.name == name) {
-            bail!(
-                "--threshold {assignment:?}: rule {rule} has no threshold {name:?} (nixtrace recommend --list-rules)"
-            );
+            bail!("rule {rule} has no threshold {name:?} (nixtrace recommend --list-rules)");
         }
         let value: f64 = match value.parse() {
             Ok(v) if f64::is_finite(v) && v >= 0.0 => v,
-            _ => bail!("--threshold {assignment:?}: {value:?} is not a non-negative number"),
+            _ => bail!("{value:?} is not a non-negative number"),
         };
         self.overrides.insert((rule.to_string(), name.to_string()), value);
+        Ok(())
+    }
+
+    /// A thresholds file: a TOML table per rule, its thresholds as
+    /// numbers (`[library-search]` then `min_failed_lookups = 10`), checked
+    /// as `--threshold` checks them.
+    pub fn read_file(&mut self, path: &Path) -> Result<()> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.read_toml(&text).with_context(|| format!("thresholds file {}", path.display()))
+    }
+
+    fn read_toml(&mut self, text: &str) -> Result<()> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e.span().map_or(1, |span| text[..span.start].matches('\n').count() + 1);
+            anyhow!("line {line}: {}", e.message())
+        })?;
+        for (rule, thresholds) in &table {
+            let Some(thresholds) = thresholds.as_table() else {
+                bail!("`{rule}` is not a table of a rule's thresholds (e.g. [{rule}])");
+            };
+            for (name, value) in thresholds {
+                let value = match value {
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(x) => x.to_string(),
+                    other => bail!("{rule}.{name}: expected a number, not a {}", other.type_str()),
+                };
+                self.set_one(rule, name, &value)?;
+            }
+        }
         Ok(())
     }
 
@@ -185,7 +222,11 @@ pub fn recommend(analysis: &Analysis, selection: &Selection) -> Vec<Recommendati
         .filter(|r| r.saving.time_ns.unwrap_or(0) >= selection.min_saving_ns)
         .collect();
     all.sort_by(|a, b| {
-        let key = |r: &Recommendation| (r.saving.time_ns.unwrap_or(0), r.saving.bytes.unwrap_or(0));
+        // A saving not estimated ranks after every estimated one.
+        let key = |r: &Recommendation| {
+            let estimated = r.saving.time_ns.is_some() || r.saving.bytes.is_some();
+            (estimated, r.saving.time_ns.unwrap_or(0), r.saving.bytes.unwrap_or(0))
+        };
         key(b).cmp(&key(a)).then_with(|| a.rule.cmp(b.rule)).then_with(|| a.subjects.cmp(&b.subjects))
     });
     all
@@ -277,6 +318,37 @@ mod tests {
         ] {
             assert!(settings.set(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_thresholds_file_sets_what_it_names_and_rejects_the_rest() {
+        let mut settings = Settings::default();
+        settings
+            .read_toml("[library-search]\nmin_failed_lookups = 3\n[startup-cache]\nmin_rebuilds = 2.5\n")
+            .unwrap();
+        assert_eq!(settings.get(&library_search::RULE, "min_failed_lookups"), 3.0);
+        assert_eq!(settings.get(&startup_cache::RULE, "min_rebuilds"), 2.5);
+        for (bad, error) in [
+            (
+                "min_rebuilds = 2",
+                "`min_rebuilds` is not a table of a rule's thresholds (e.g. [min_rebuilds])",
+            ),
+            (
+                "[startup-cache]\nmin_rebuilds = \"two\"",
+                "startup-cache.min_rebuilds: expected a number, not a string",
+            ),
+            ("[no-such-rule]\nx = 1", "no rule \"no-such-rule\" (nixtrace recommend --list-rules)"),
+            (
+                "[startup-cache]\nnope = 1",
+                "rule startup-cache has no threshold \"nope\" (nixtrace recommend --list-rules)",
+            ),
+            ("[startup-cache]\nmin_rebuilds = -1", "\"-1\" is not a non-negative number"),
+        ] {
+            let got = Settings::default().read_toml(bad).unwrap_err().to_string();
+            assert_eq!(got, error, "{bad}");
+        }
+        let error = Settings::default().read_toml("[startup-cache]\n[x").unwrap_err().to_string();
+        assert_eq!(error, "line 2: unclosed table, expected `]`");
     }
 
     #[test]

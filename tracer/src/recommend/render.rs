@@ -58,6 +58,19 @@ fn saving(r: &Recommendation) -> String {
     }
 }
 
+/// "saves about 3 ms", or that the saving is not estimated.
+fn saves_about(r: &Recommendation) -> String {
+    match (r.saving.time_ns, r.saving.bytes) {
+        (None, None) => "saving not estimated".to_string(),
+        _ => format!("saves about {}", saving(r)),
+    }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or(String::new(), |first| first.to_uppercase().chain(chars).collect())
+}
+
 /// The recommendations for a terminal; a line saying there are none.
 pub fn text_section(recommendations: &[Recommendation]) -> String {
     if recommendations.is_empty() {
@@ -66,7 +79,7 @@ pub fn text_section(recommendations: &[Recommendation]) -> String {
     let mut out = String::new();
     for (i, r) in recommendations.iter().enumerate() {
         let _ = writeln!(out, "\n{}. [{}] {}", i + 1, r.rule, r.title);
-        let _ = writeln!(out, "   saves about {} ({})", saving(r), r.saving.how);
+        let _ = writeln!(out, "   {} ({})", saves_about(r), r.saving.how);
         let _ = writeln!(out, "   confidence {:?}: {}", r.confidence.level, r.confidence.reason);
         let _ = writeln!(out, "   fix ({}):", kind(r));
         for line in r.fix.text.lines() {
@@ -108,7 +121,7 @@ pub fn markdown_section(recommendations: &[Recommendation]) -> String {
     }
     for (i, r) in recommendations.iter().enumerate() {
         let _ = writeln!(out, "\n<details><summary>{}. {}</summary>\n", i + 1, escape(&r.title));
-        let _ = writeln!(out, "Saves about {}: {}.\n", saving(r), escape(&r.saving.how));
+        let _ = writeln!(out, "{}: {}.\n", capitalized(&saves_about(r)), escape(&r.saving.how));
         let _ = writeln!(out, "Confidence {:?}: {}.\n", r.confidence.level, escape(&r.confidence.reason));
         // In <pre>, not a code fence, which what it holds could close.
         let _ = writeln!(out, "Fix ({}):\n\n<pre>{}</pre>\n", kind(r), html_escape(&r.fix.text));

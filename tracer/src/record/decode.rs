@@ -5,11 +5,11 @@ use std::mem::size_of;
 use tracer_common::{
     BLOCK_WRITE, BlockIoEvent, CgroupEvent, EXEC_ARGV_TRUNCATED, EXEC_ENV_TRUNCATED, EXIT_GROUP_DEAD,
     EventHeader, EventKind, ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, LOADER_DONE, LOADER_ENTRY,
-    LOADER_START, LoaderEvent, MmapEvent, OpenEvent, PageCacheEvent, SchedEvent, TaskTimes, WALK_TRUNCATED,
-    join_reversed_components,
+    LOADER_START, LoaderEvent, MmapEvent, OpenEvent, PageCacheEvent, SchedEvent, StatEvent, TaskTimes,
+    WALK_TRUNCATED, join_reversed_components,
 };
 
-use crate::trace::{Common, Event, LoaderPhase, OpenSyscall, ThreadTimes, event::loader_env};
+use crate::trace::{Common, Event, LoaderPhase, OpenSyscall, StatSyscall, ThreadTimes, event::loader_env};
 
 /// A record that does not match the ABI: a bug, never expected.
 #[derive(Debug, PartialEq, Eq)]
@@ -120,6 +120,23 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
                 duration_ns: e.duration_ns,
                 ino: e.ino,
                 dev: e.dev,
+            }
+        }
+        EventKind::Stat => {
+            let e: StatEvent = fixed(bytes)?;
+            let [path, dir] = trailing(bytes, size_of::<StatEvent>(), [e.path_len.into(), e.dir_len.into()])?;
+            Event::Stat {
+                common,
+                syscall: StatSyscall::from_number(e.syscall.into())
+                    .ok_or(Malformed("unknown stat syscall"))?,
+                dfd: e.dfd,
+                path: path.to_vec(),
+                dir: (!dir.is_empty()).then(|| reversed_path(dir)),
+                dir_truncated: e.dir_flags & WALK_TRUNCATED != 0,
+                flags: e.flags,
+                mode: e.mode,
+                ret: e.ret,
+                duration_ns: e.duration_ns,
             }
         }
         EventKind::Mmap => {

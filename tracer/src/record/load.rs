@@ -16,7 +16,7 @@ use super::{
     btf::KernelTypes,
     loader::Loader,
     loader_probes::LoaderProbes,
-    probes::{Attachment, LOADER_PROGRAMS, PROBES, ProbeSpec, choose_probes, is_missing},
+    probes::{Attachment, LOADER_PROGRAMS, ProbeSpec, choose_probes, chosen, is_missing},
     tracefs::TRACEFS,
 };
 use crate::trace::{FileId, MissingProbe, Probe};
@@ -260,10 +260,17 @@ fn refused(probe: Probe, program: &str, error: ProgramError) -> anyhow::Error {
 }
 
 impl Probes {
-    /// Loads and attaches every probe but the optional ones in `disabled`
-    /// and those this kernel cannot support. The kernel's types come from
+    /// Loads and attaches every probe but the optional ones in `disabled`,
+    /// the opt-in ones not in `requested`, and those this kernel cannot
+    /// support. The kernel's types come from
     /// `btf` when given, else from wherever the kernel's BTF can be found.
-    pub fn load(self_pid: u32, filter: Filter, disabled: &[Probe], btf: Option<&Path>) -> Result<Probes> {
+    pub fn load(
+        self_pid: u32,
+        filter: Filter,
+        disabled: &[Probe],
+        requested: &[Probe],
+        btf: Option<&Path>,
+    ) -> Result<Probes> {
         if cfg!(nixtrace_stub_ebpf) {
             bail!(
                 "this nixtrace was built without its eBPF programs (bpf-linker was missing at build \
@@ -278,7 +285,7 @@ impl Probes {
         // are found and decoded.
         let aya_loader = thread::spawn(EbpfLoader::new);
         let glibc_loaders = thread::spawn(super::loader::find);
-        let (tracepoints, missing) = choose_probes(Path::new(TRACEFS), disabled)?;
+        let (tracepoints, missing) = choose_probes(Path::new(TRACEFS), disabled, requested)?;
         let kernel = KernelTypes::of_running_kernel(btf)?.resolve()?;
         let (cgroup_filter_id, cgroup_filter_level) = filter.cgroup.unwrap_or((0, 0));
         let config = Config {
@@ -307,7 +314,7 @@ impl Probes {
         let (glibc_loaders, unprobeable) =
             glibc_loaders.join().map_err(|_| anyhow!("finding the glibc loaders panicked"))?;
         let probes: Vec<&ProbeSpec> =
-            PROBES.iter().filter(|spec| !is_missing(&missing, spec.probe)).collect();
+            chosen(requested).filter(|spec| !is_missing(&missing, spec.probe)).collect();
         let mut attached: Vec<Probe> = probes.iter().map(|spec| spec.probe).collect();
         // The user knows which probes they disabled; the kernel's gaps are news.
         let mut warnings: Vec<String> = missing

@@ -41,7 +41,7 @@ use crate::{
 };
 pub use boot::StagedBoot;
 use load::{Filter, Probes};
-pub use probes::optional_probes;
+pub use probes::{opt_in_probes, optional_probes};
 use status::StatusLine;
 
 /// Completed blocks and a stats record reach the file at least this often.
@@ -66,6 +66,8 @@ pub struct Options {
     pub run_as_root: bool,
     /// Optional probes to leave out.
     pub no_probe: Vec<crate::trace::Probe>,
+    /// Opt-in probes to add.
+    pub probe: Vec<crate::trace::Probe>,
     pub btf: Option<PathBuf>,
     pub quiet: bool,
     /// Colour the status line.
@@ -382,7 +384,8 @@ async fn record(mut args: Options) -> Result<Recorded> {
     // Named only once recording has started: a failed start leaves no
     // trace behind, and an existing one as it was.
     let mut output = PendingFile::create(&args.output, args.force || boot.is_some())?;
-    let mut probes = Probes::load(std::process::id(), scope.filter, &args.no_probe, args.btf.as_deref())?;
+    let mut probes =
+        Probes::load(std::process::id(), scope.filter, &args.no_probe, &args.probe, args.btf.as_deref())?;
     if !args.quiet {
         for warning in &probes.warnings {
             eprintln!("nixtrace: warning: {warning}");

@@ -44,11 +44,14 @@ pub(super) struct ProbeSpec {
     /// What a trace lacks without this probe; None for the probes nixtrace
     /// cannot record without.
     pub(super) lacks: Option<&'static str>,
+    /// Off unless `record --probe` asks for it (it fires too often to be
+    /// worth its cost in every trace).
+    pub(super) opt_in: bool,
 }
 
 /// Every probe but the loader uprobes, in attach order.
 pub(super) const PROBES: &[ProbeSpec] = &[
-    ProbeSpec { probe: Probe::Fork, attachments: &[tp("task_newtask", "task")], lacks: None },
+    ProbeSpec { probe: Probe::Fork, attachments: &[tp("task_newtask", "task")], lacks: None, opt_in: false },
     ProbeSpec {
         probe: Probe::Exec,
         attachments: &[
@@ -59,8 +62,14 @@ pub(super) const PROBES: &[ProbeSpec] = &[
             tp("sys_exit_execveat", "syscalls"),
         ],
         lacks: None,
+        opt_in: false,
     },
-    ProbeSpec { probe: Probe::Exit, attachments: &[tp("sched_process_exit", "sched")], lacks: None },
+    ProbeSpec {
+        probe: Probe::Exit,
+        attachments: &[tp("sched_process_exit", "sched")],
+        lacks: None,
+        opt_in: false,
+    },
     ProbeSpec {
         probe: Probe::Open,
         attachments: &[
@@ -72,31 +81,37 @@ pub(super) const PROBES: &[ProbeSpec] = &[
             tp_if_present("sys_exit_open", "syscalls"),
         ],
         lacks: None,
+        opt_in: false,
     },
     ProbeSpec {
         probe: Probe::Mmap,
         attachments: &[tp("sys_enter_mmap", "syscalls"), tp("sys_exit_mmap", "syscalls")],
         lacks: None,
+        opt_in: false,
     },
     ProbeSpec {
         probe: Probe::CgroupMkdir,
         attachments: &[tp("cgroup_mkdir", "cgroup")],
         lacks: Some("the paths of cgroups created while recording, so the units started then"),
+        opt_in: false,
     },
     ProbeSpec {
         probe: Probe::PageCache,
         attachments: &[tp("mm_filemap_add_to_page_cache", "filemap")],
         lacks: Some("disk reads per file and process, so the io flamegraph"),
+        opt_in: false,
     },
     ProbeSpec {
         probe: Probe::BlockIo,
         attachments: &[tp("block_rq_issue", "block"), tp("block_rq_complete", "block")],
         lacks: Some("block-device requests and their latency"),
+        opt_in: false,
     },
     ProbeSpec {
         probe: Probe::Sched,
         attachments: &[tp("sched_switch", "sched"), tp("sched_wakeup", "sched")],
         lacks: Some("on-CPU, runnable, blocked and sleeping times"),
+        opt_in: false,
     },
     ProbeSpec {
         probe: Probe::Read,
@@ -107,39 +122,82 @@ pub(super) const PROBES: &[ProbeSpec] = &[
             tp("sys_exit_pread64", "syscalls"),
         ],
         lacks: Some("bytes read per file"),
+        opt_in: false,
+    },
+    ProbeSpec {
+        probe: Probe::Stat,
+        attachments: &[
+            tp("sys_enter_newfstatat", "syscalls"),
+            tp("sys_exit_newfstatat", "syscalls"),
+            tp("sys_enter_statx", "syscalls"),
+            tp("sys_exit_statx", "syscalls"),
+            tp("sys_enter_faccessat", "syscalls"),
+            tp("sys_exit_faccessat", "syscalls"),
+            tp("sys_enter_readlinkat", "syscalls"),
+            tp("sys_exit_readlinkat", "syscalls"),
+            // Before 5.8, and on architectures without the old calls.
+            tp_if_present("sys_enter_faccessat2", "syscalls"),
+            tp_if_present("sys_exit_faccessat2", "syscalls"),
+            tp_if_present("sys_enter_newstat", "syscalls"),
+            tp_if_present("sys_exit_newstat", "syscalls"),
+            tp_if_present("sys_enter_newlstat", "syscalls"),
+            tp_if_present("sys_exit_newlstat", "syscalls"),
+            tp_if_present("sys_enter_access", "syscalls"),
+            tp_if_present("sys_exit_access", "syscalls"),
+            tp_if_present("sys_enter_readlink", "syscalls"),
+            tp_if_present("sys_exit_readlink", "syscalls"),
+        ],
+        lacks: Some("stat-family lookups, so interpreters' and shells' path searches"),
+        opt_in: true,
     },
 ];
 
 /// The probes a recording can do without, for `record --no-probe`, each
 /// with what the trace lacks without it.
 pub fn optional_probes() -> impl Iterator<Item = (Probe, &'static str)> {
-    PROBES.iter().filter_map(|spec| Some((spec.probe, spec.lacks?)))
+    PROBES.iter().filter(|spec| !spec.opt_in).filter_map(|spec| Some((spec.probe, spec.lacks?)))
+}
+
+/// The probes off unless asked for, for `record --probe`, each with what
+/// the trace gets with it.
+pub fn opt_in_probes() -> impl Iterator<Item = (Probe, &'static str)> {
+    PROBES.iter().filter(|spec| spec.opt_in).filter_map(|spec| Some((spec.probe, spec.lacks?)))
+}
+
+/// The probes a recording tries to attach: every one but the opt-in ones
+/// not `requested`.
+pub(super) fn chosen(requested: &[Probe]) -> impl Iterator<Item = &'static ProbeSpec> {
+    PROBES.iter().filter(|spec| !spec.opt_in || requested.contains(&spec.probe))
 }
 
 pub(super) fn is_missing(missing: &[MissingProbe], probe: Probe) -> bool {
     missing.iter().any(|m| m.probe == probe)
 }
 
-/// Which probes a recording gets: all but the optional ones `disabled` and
-/// those whose tracepoints this kernel lacks or lays out differently (the
-/// missing ones, returned), and the tracepoint fields of those it gets. A
-/// required probe's tracepoint that is unusable is the error.
+/// Which probes a recording gets: all but the optional ones `disabled`,
+/// the opt-in ones not `requested`, and those whose tracepoints this kernel
+/// lacks or lays out differently (the missing ones, returned), and the
+/// tracepoint fields of those it gets. A required probe's tracepoint that is
+/// unusable is the error. An opt-in probe that was not asked for is not
+/// missing: a trace without it is what was asked for.
 pub(super) fn choose_probes(
     tracefs: &Path,
     disabled: &[Probe],
+    requested: &[Probe],
 ) -> Result<(TracepointFields, Vec<MissingProbe>)> {
+    let chosen: Vec<&ProbeSpec> = chosen(requested).collect();
     let missing_probe = |spec: &ProbeSpec, reason: String| {
         let lacks = spec.lacks?.to_string();
         Some(MissingProbe { probe: spec.probe, reason, lacks })
     };
-    let mut missing: Vec<MissingProbe> = PROBES
+    let mut missing: Vec<MissingProbe> = chosen
         .iter()
         .filter(|spec| disabled.contains(&spec.probe))
         .filter_map(|spec| missing_probe(spec, "disabled with --no-probe".into()))
         .collect();
     // Tracepoints whose fields the programs do not read (read's, say) are
     // only looked for; resolve_tracepoints reads the others.
-    let wanted: Vec<&ProbeSpec> = PROBES.iter().filter(|p| !is_missing(&missing, p.probe)).collect();
+    let wanted: Vec<&&ProbeSpec> = chosen.iter().filter(|p| !is_missing(&missing, p.probe)).collect();
     for spec in wanted {
         let mut events = spec.attachments.iter().filter(|a| !a.if_present).map(Attachment::event);
         let Some(absent) = events.find(|e| !tracefs.join("events").join(e).is_dir()) else { continue };
@@ -149,10 +207,10 @@ pub(super) fn choose_probes(
             None => bail!("{unavailable}; nixtrace cannot record without it"),
         }
     }
-    let probe_of = |event: &str| PROBES.iter().find(|p| p.attachments.iter().any(|a| a.event() == event));
+    let probe_of = |event: &str| chosen.iter().find(|p| p.attachments.iter().any(|a| a.event() == event));
     // Each round drops one more optional probe, so this ends.
     loop {
-        let has = |event: &str| !probe_of(event).is_some_and(|p| is_missing(&missing, p.probe));
+        let has = |event: &str| probe_of(event).is_some_and(|p| !is_missing(&missing, p.probe));
         match resolve_tracepoints(tracefs, has) {
             Ok(fields) => return Ok((fields, missing)),
             Err(unavailable) => {
@@ -202,7 +260,7 @@ mod tests {
     #[test]
     fn an_optional_probe_the_kernel_lacks_is_left_out_and_named() {
         let tracefs = tracefs_without(&["filemap/mm_filemap_add_to_page_cache", "syscalls/sys_exit_pread64"]);
-        let (fields, missing) = choose_probes(tracefs.path(), &[Probe::Sched]).unwrap();
+        let (fields, missing) = choose_probes(tracefs.path(), &[Probe::Sched], &[]).unwrap();
         let summary: Vec<(Probe, &str)> = missing.iter().map(|m| (m.probe, m.reason.as_str())).collect();
         assert_eq!(
             summary,
@@ -220,7 +278,8 @@ mod tests {
         assert_eq!((fields.page_cache_ino, fields.switch_prev_state), (0, 0));
         assert_ne!(fields.block_issue_dev, 0);
         let everything = tracefs_without(&[]);
-        assert_eq!(choose_probes(everything.path(), &[]).unwrap().1, []);
+        assert_eq!(choose_probes(everything.path(), &[], &[]).unwrap().1, []);
+        assert_eq!(choose_probes(everything.path(), &[], &[Probe::Stat]).unwrap().1, []);
     }
 
     #[test]
@@ -232,7 +291,7 @@ mod tests {
             text.lines().filter(|l| !l.contains(" error;")).map(|l| l.to_string() + "\n").collect();
         assert_ne!(text, without_error, "block_rq_complete has an `error` field");
         std::fs::write(&format, without_error).unwrap();
-        let (_, missing) = choose_probes(tracefs.path(), &[]).unwrap();
+        let (_, missing) = choose_probes(tracefs.path(), &[], &[]).unwrap();
         let summary: Vec<(Probe, &str)> = missing.iter().map(|m| (m.probe, m.reason.as_str())).collect();
         assert_eq!(
             summary,
@@ -243,7 +302,7 @@ mod tests {
     #[test]
     fn a_required_probe_the_kernel_lacks_is_the_error() {
         let tracefs = tracefs_without(&["sched/sched_process_exec"]);
-        let error = choose_probes(tracefs.path(), &[]).unwrap_err();
+        let error = choose_probes(tracefs.path(), &[], &[]).unwrap_err();
         assert_eq!(
             error.to_string(),
             "tracepoint sched/sched_process_exec: this kernel does not have it; nixtrace cannot record without it"

@@ -4,7 +4,7 @@
 use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
-use super::{loader_cells, package_cells};
+use super::{loader_cells, lookup_rows, package_cells};
 use crate::{
     analysis::{
         Analysis,
@@ -93,6 +93,16 @@ pub fn render(analysis: &Analysis, recommendations: &[Recommendation], top: usiz
         for p in analysis.packages.iter().take(top) {
             let [label, rest @ ..] = package_cells(p);
             let _ = writeln!(out, "| {} | {} |", escape(&label), rest.join(" | "));
+        }
+        let _ = writeln!(out, "\n</details>");
+    }
+    let lookups = lookup_rows(analysis, top);
+    if !lookups.is_empty() {
+        let _ = writeln!(out, "\n<details><summary>Path lookups outside the loader</summary>\n");
+        let _ = writeln!(out, "| pid | lookups | failed | in failed | most failed in | exec |");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---|---|");
+        for cells in lookups {
+            let _ = writeln!(out, "| {} |", cells.map(|c| escape(&c)).join(" | "));
         }
         let _ = writeln!(out, "\n</details>");
     }

@@ -71,6 +71,33 @@ fn package_cells(p: &PackageFigures) -> [String; 8] {
     ]
 }
 
+/// The cells of the path-lookups tables, for the execs that had failed
+/// lookups outside the loader, most first: pid, lookups, failed, time in
+/// the failed ones, the directory with the most, the program.
+fn lookup_rows(analysis: &Analysis, top: usize) -> Vec<[String; 6]> {
+    let mut execs: Vec<_> = analysis
+        .processes
+        .iter()
+        .flat_map(|p| p.execs.iter().map(move |e| (p.pid, e)))
+        .filter_map(|(pid, e)| Some((pid, e, e.lookups.as_ref().filter(|l| l.failed > 0)?)))
+        .collect();
+    execs.sort_by(|a, b| b.2.failed.cmp(&a.2.failed).then(a.0.cmp(&b.0)));
+    execs
+        .into_iter()
+        .take(top)
+        .map(|(pid, exec, lookups)| {
+            [
+                pid.to_string(),
+                lookups.calls.to_string(),
+                lookups.failed.to_string(),
+                duration(lookups.failed_ns),
+                lookups.dirs.first().map_or(String::new(), |d| format!("{} ({})", d.dir, d.failed)),
+                exec.filename.clone(),
+            ]
+        })
+        .collect()
+}
+
 /// Loader time, search time, failed lookups and libraries of a process,
 /// formatted for a table; None without a probed loader run.
 fn loader_cells(process: &ProcessFigures) -> Option<[String; 4]> {

@@ -3,7 +3,7 @@
 use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
-use super::{loader_cells, package_cells};
+use super::{loader_cells, lookup_rows, package_cells};
 use crate::{
     analysis::Analysis,
     human::{bytes, count, duration},
@@ -111,6 +111,18 @@ pub fn render(analysis: &Analysis, recommendations: &[Recommendation], top: usiz
         let _ = writeln!(out, "{:>10}  FILE", "DISK READ");
         for f in analysis.files.iter().take(top) {
             let _ = writeln!(out, "{:>10}  {}", bytes(f.disk_read_bytes), f.display_name());
+        }
+    }
+    let lookups = lookup_rows(analysis, top);
+    if !lookups.is_empty() {
+        let _ = writeln!(out, "\n{}", bold("Path lookups outside the loader (by failed lookups)", color));
+        let row = |c: &[String; 6]| {
+            format!("{:>8}  {:>7}  {:>6}  {:>10}  {:<40}  {}", c[0], c[1], c[2], c[3], c[4], c[5])
+        };
+        let titles = ["PID", "LOOKUPS", "FAILED", "IN FAILED", "MOST FAILED IN", "EXEC"];
+        let _ = writeln!(out, "{}", row(&titles.map(String::from)));
+        for cells in &lookups {
+            let _ = writeln!(out, "{}", row(cells));
         }
     }
     if !recommendations.is_empty() {

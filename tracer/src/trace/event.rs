@@ -33,6 +33,54 @@ impl OpenSyscall {
     }
 }
 
+/// Which stat-family syscall a lookup came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatSyscall {
+    Stat = 1,
+    Lstat = 2,
+    Newfstatat = 3,
+    Statx = 4,
+    Access = 5,
+    Faccessat = 6,
+    Faccessat2 = 7,
+    Readlink = 8,
+    Readlinkat = 9,
+}
+
+impl StatSyscall {
+    pub const ALL: [StatSyscall; 9] = [
+        StatSyscall::Stat,
+        StatSyscall::Lstat,
+        StatSyscall::Newfstatat,
+        StatSyscall::Statx,
+        StatSyscall::Access,
+        StatSyscall::Faccessat,
+        StatSyscall::Faccessat2,
+        StatSyscall::Readlink,
+        StatSyscall::Readlinkat,
+    ];
+
+    /// As strace names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatSyscall::Stat => "stat",
+            StatSyscall::Lstat => "lstat",
+            StatSyscall::Newfstatat => "newfstatat",
+            StatSyscall::Statx => "statx",
+            StatSyscall::Access => "access",
+            StatSyscall::Faccessat => "faccessat",
+            StatSyscall::Faccessat2 => "faccessat2",
+            StatSyscall::Readlink => "readlink",
+            StatSyscall::Readlinkat => "readlinkat",
+        }
+    }
+
+    /// The syscall of its number in the kernel record and the trace file.
+    pub fn from_number(number: u64) -> Option<StatSyscall> {
+        StatSyscall::ALL.into_iter().find(|s| *s as u64 == number)
+    }
+}
+
 /// Points of the dynamic loader's startup that are probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoaderPhase {
@@ -153,6 +201,24 @@ pub enum Event {
         /// Inode and device of the opened file (0 when the open failed).
         ino: u64,
         dev: u32,
+    },
+    /// A stat-family call looking a path up without opening it (recorded
+    /// only with `record --probe stat`).
+    Stat {
+        common: Common,
+        syscall: StatSyscall,
+        dfd: i32,
+        path: Bytes,
+        /// For a relative path: the directory it was resolved against.
+        dir: Option<Bytes>,
+        dir_truncated: bool,
+        /// `AT_*` flags, for the calls that take them.
+        flags: u32,
+        /// The access family's mode.
+        mode: u32,
+        /// 0 (readlink: the length read), or negative errno.
+        ret: i64,
+        duration_ns: u64,
     },
     Mmap {
         common: Common,
@@ -350,6 +416,7 @@ impl Event {
             Event::ExecFailed { .. } => "exec_failed",
             Event::Exit { .. } => "exit",
             Event::Open { .. } => "open",
+            Event::Stat { .. } => "stat",
             Event::Mmap { .. } => "mmap",
             Event::Loader { .. } => "loader",
             Event::PageCache { .. } => "page_cache",
@@ -372,6 +439,7 @@ impl Event {
             | Event::ExecFailed { common, .. }
             | Event::Exit { common, .. }
             | Event::Open { common, .. }
+            | Event::Stat { common, .. }
             | Event::Mmap { common, .. }
             | Event::Loader { common, .. }
             | Event::PageCache { common, .. }

@@ -17,8 +17,9 @@ use super::Probe;
 
 pub const MAGIC: &[u8; 8] = b"NIXTRACE";
 /// 2 added the `BINARY`, `STORE_PATH` and `STORE_GRAPH` records and the
-/// loader's variables of an exec; version 1 files read as before.
-pub const VERSION: u32 = 2;
+/// loader's variables of an exec; 3 added the `STAT` record. Older files
+/// read as before.
+pub const VERSION: u32 = 3;
 /// A block is written when its payload reaches this size (and at least once
 /// a second), so a crash loses at most one block.
 pub const BLOCK_TARGET: usize = 256 * 1024;
@@ -49,6 +50,7 @@ pub mod tag {
     pub const BINARY: u8 = 0x1e;
     pub const STORE_PATH: u8 = 0x1f;
     pub const STORE_GRAPH: u8 = 0x20;
+    pub const STAT: u8 = 0x21;
     /// Written once by a recorder that stopped cleanly.
     pub const END: u8 = 0x7f;
 }

@@ -7,7 +7,7 @@ pub mod probe;
 pub mod reader;
 pub mod writer;
 
-pub use event::{Common, ElfFacts, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes};
+pub use event::{Common, ElfFacts, Event, LoaderPhase, OpenSyscall, StatSyscall, Stats, ThreadTimes};
 pub use format::{BootSetup, ClockReference, FileId, Filters, Header, Initrd, MissingProbe};
 pub use probe::Probe;
 pub use reader::TraceReader;
@@ -72,6 +72,18 @@ pub(crate) mod tests {
                 duration_ns: 1234,
                 ino: 99,
                 dev: 8,
+            },
+            Event::Stat {
+                common: common(1305, 11, 11),
+                syscall: StatSyscall::Newfstatat,
+                dfd: 3,
+                path: b"os.py".to_vec(),
+                dir: Some(b"/usr/lib/python3".to_vec()),
+                dir_truncated: true,
+                flags: 0x100,
+                mode: 0,
+                ret: -2,
+                duration_ns: 812,
             },
             Event::PageCache { common: common(1310, 11, 11), dev: 8, ino: 99, index: 4, pages: 16 },
             Event::BlockIo {
@@ -323,6 +335,10 @@ mod properties {
         prop_oneof![Just(OpenSyscall::Open), Just(OpenSyscall::Openat), Just(OpenSyscall::Openat2)]
     }
 
+    fn stat_syscall() -> impl Strategy<Value = StatSyscall> {
+        proptest::sample::select(StatSyscall::ALL.to_vec())
+    }
+
     fn loader_phase() -> impl Strategy<Value = LoaderPhase> {
         prop_oneof![Just(LoaderPhase::Start), Just(LoaderPhase::Done), Just(LoaderPhase::Entry)]
     }
@@ -473,6 +489,34 @@ mod properties {
                 ),
             (
                 common(),
+                stat_syscall(),
+                any::<i32>(),
+                bytes(),
+                proptest::option::of(bytes()),
+                any::<bool>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<i64>(),
+                any::<u64>(),
+            )
+                .prop_map(
+                    |(common, syscall, dfd, path, dir, dir_truncated, flags, mode, ret, duration_ns)| {
+                        Event::Stat {
+                            common,
+                            syscall,
+                            dfd,
+                            path,
+                            dir,
+                            dir_truncated,
+                            flags,
+                            mode,
+                            ret,
+                            duration_ns,
+                        }
+                    }
+                ),
+            (
+                common(),
                 proptest::option::of(bytes()),
                 any::<bool>(),
                 any::<u64>(),
@@ -608,9 +652,10 @@ mod properties {
             Event::StorePath { .. } => 14,
             Event::StoreGraph { .. } => 15,
             Event::Stats(_) => 16,
+            Event::Stat { .. } => 17,
         }
     }
-    const VARIANTS: usize = 17;
+    const VARIANTS: usize = 18;
 
     #[test]
     fn the_strategy_draws_every_variant() {

@@ -22,6 +22,9 @@ pub enum Probe {
     BlockIo,
     Sched,
     Read,
+    /// The stat family (stat, access, readlink and their *at forms): off
+    /// unless asked for.
+    Stat,
     /// The uprobes in the glibc loaders: in a trace's `probes` only when they
     /// were attached to at least one loader.
     Loader,
@@ -30,7 +33,7 @@ pub enum Probe {
 impl Probe {
     /// Every probe, in the order the recorder attaches them and the header
     /// lists them.
-    pub const ALL: [Probe; 11] = [
+    pub const ALL: [Probe; 12] = [
         Probe::Fork,
         Probe::Exec,
         Probe::Exit,
@@ -41,6 +44,7 @@ impl Probe {
         Probe::BlockIo,
         Probe::Sched,
         Probe::Read,
+        Probe::Stat,
         Probe::Loader,
     ];
 
@@ -57,6 +61,7 @@ impl Probe {
             Probe::BlockIo => "block_io",
             Probe::Sched => "sched",
             Probe::Read => "read",
+            Probe::Stat => "stat",
             Probe::Loader => "loader",
         }
     }
@@ -122,6 +127,7 @@ mod tests {
                 "block_io",
                 "sched",
                 "read",
+                "stat",
                 "loader"
             ]
         );

@@ -4,7 +4,7 @@
 use std::{fmt, io::Read};
 
 use super::{
-    event::{Common, ElfFacts, Event, LoaderPhase, OpenSyscall, Stats, ThreadTimes},
+    event::{Common, ElfFacts, Event, LoaderPhase, OpenSyscall, StatSyscall, Stats, ThreadTimes},
     format::{BLOCK_MAX, HEADER_MAX, Header, MAGIC, STRING_MAX, VERSION, flag, tag, unzigzag},
 };
 
@@ -350,6 +350,25 @@ impl<R: Read> TraceReader<R> {
                         duration_ns: self.get()?,
                         ino: self.get()?,
                         dev: self.get_u32()?,
+                    }
+                }
+                tag::STAT => {
+                    let common = self.get_common()?;
+                    let number = self.get()?;
+                    let Some(syscall) = StatSyscall::from_number(number) else {
+                        return Err(self.corrupt(format!("unknown stat syscall {number}")));
+                    };
+                    Event::Stat {
+                        common,
+                        syscall,
+                        dfd: self.get_i32()?,
+                        path: self.get_string()?,
+                        dir: self.get_optional_string()?,
+                        dir_truncated: self.get()? & flag::DIR_TRUNCATED != 0,
+                        flags: self.get_u32()?,
+                        mode: self.get_u32()?,
+                        ret: self.get_signed()?,
+                        duration_ns: self.get()?,
                     }
                 }
                 tag::MMAP => Event::Mmap {

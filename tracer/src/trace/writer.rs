@@ -205,6 +205,20 @@ impl<W: Write> TraceWriter<W> {
                 self.put(*ino);
                 self.put(*dev as u64);
             }
+            Event::Stat { common, syscall, dfd, path, dir, dir_truncated, flags, mode, ret, duration_ns } => {
+                let path = self.string(path);
+                let dir = self.optional_string(dir.as_deref());
+                self.put_common(tag::STAT, common);
+                self.put(*syscall as u64);
+                self.put_signed(*dfd as i64);
+                self.put(path);
+                self.put(dir);
+                self.put(if *dir_truncated { flag::DIR_TRUNCATED } else { 0 });
+                self.put(*flags as u64);
+                self.put(*mode as u64);
+                self.put_signed(*ret);
+                self.put(*duration_ns);
+            }
             Event::PageCache { common, dev, ino, index, pages } => {
                 self.put_common(tag::PAGE_CACHE, common);
                 self.put(*dev as u64);

@@ -38,6 +38,9 @@ const PRINTED: [&str; 5] = ["exec ", "open ", "opened ", "mmap ", "mapped "];
 pub(super) enum Contender {
     Untraced,
     NixtraceCommand,
+    /// `record --probe stat -- CMD`: what the opt-in stat probe adds, on
+    /// the workloads that make such calls.
+    NixtraceStat,
     NixtraceSystem,
     BpftracePrint,
     Strace,
@@ -45,8 +48,9 @@ pub(super) enum Contender {
 }
 
 impl Contender {
-    pub(super) const TRACED: [Contender; 5] = [
+    pub(super) const TRACED: [Contender; 6] = [
         Contender::NixtraceCommand,
+        Contender::NixtraceStat,
         Contender::NixtraceSystem,
         Contender::BpftracePrint,
         Contender::Strace,
@@ -57,6 +61,7 @@ impl Contender {
         match self {
             Contender::Untraced => "untraced",
             Contender::NixtraceCommand => "`nixtrace record -- CMD`",
+            Contender::NixtraceStat => "`nixtrace record --probe stat -- CMD`",
             Contender::NixtraceSystem => "`nixtrace record` (system-wide)",
             Contender::BpftracePrint => "bpftrace, printing to a file",
             Contender::Strace => "`strace -f`",
@@ -65,7 +70,12 @@ impl Contender {
     }
 
     pub(super) fn is_nixtrace(self) -> bool {
-        matches!(self, Contender::NixtraceCommand | Contender::NixtraceSystem)
+        matches!(self, Contender::NixtraceCommand | Contender::NixtraceStat | Contender::NixtraceSystem)
+    }
+
+    /// Whether it is measured on `workload`.
+    pub(super) fn runs_on(self, workload: &Workload) -> bool {
+        self != Contender::NixtraceStat || workload.stat_probe
     }
 }
 
@@ -117,7 +127,8 @@ pub(super) fn run_contender(bench: &Bench, contender: Contender, workload: &Work
     }
     match contender {
         Contender::Untraced => untraced(bench, workload),
-        Contender::NixtraceCommand => nixtrace_command(bench, workload),
+        Contender::NixtraceCommand => nixtrace_command(bench, workload, &[]),
+        Contender::NixtraceStat => nixtrace_command(bench, workload, &["--probe", "stat"]),
         Contender::NixtraceSystem => nixtrace_system(bench, workload),
         Contender::BpftracePrint => bpftrace(bench, workload, BPFTRACE_PRINT),
         Contender::Strace => strace(bench, workload),
@@ -241,14 +252,14 @@ fn nixtrace_record(bench: &Bench, trace: &Path) -> Command {
     cmd
 }
 
-/// `nixtrace record -- timed WORKLOAD`: the recorder starts the workload
-/// once its probes are attached and follows its process tree.
-fn nixtrace_command(bench: &Bench, workload: &Workload) -> Result<Run> {
+/// `nixtrace record ARGS -- timed WORKLOAD`: the recorder starts the
+/// workload once its probes are attached and follows its process tree.
+fn nixtrace_command(bench: &Bench, workload: &Workload, args: &[&str]) -> Result<Run> {
     let trace = bench.dir.join("command.ntr");
     let _ = fs::remove_file(&trace);
     let (argv, file) = timed_argv(bench, workload);
     let (log_path, log) = log_file(bench)?;
-    let recorder = spawn(nixtrace_record(bench, &trace).arg("--").args(&argv), &log)?;
+    let recorder = spawn(nixtrace_record(bench, &trace).args(args).arg("--").args(&argv), &log)?;
     let ring_kib = ring_buffer_kib(recorder.id(), &trace);
     let finished = wait4(recorder)?;
     check_exit("nixtrace record -- CMD", finished.status, &log_path)?;
@@ -416,9 +427,10 @@ fn floor_program() -> Result<String> {
 /// Where tracefs lists the tracepoints this kernel has.
 const TRACEFS_EVENTS: &str = "/sys/kernel/tracing/events";
 
-/// nixtrace's tracepoints that this kernel has, as `category:name`, read
-/// from `PROBES` in tracer/src/record/probes.rs (entries `tp("name",
-/// "category")`), so that the floor follows what nixtrace attaches.
+/// The tracepoints of nixtrace's default probes that this kernel has, as
+/// `category:name`, read from `PROBES` in tracer/src/record/probes.rs
+/// (entries `tp("name", "category")`), so that the floor follows what
+/// nixtrace attaches.
 fn nixtrace_tracepoints() -> Result<Vec<String>> {
     let path = repo_root().join("tracer/src/record/probes.rs");
     let source = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -428,8 +440,11 @@ fn nixtrace_tracepoints() -> Result<Vec<String>> {
         .with_context(|| format!("{} has no PROBES table", path.display()))?
         .0;
     let mut tracepoints = Vec::new();
+    // Not the opt-in probes' (a default recording leaves them off); the
     // `tp_if_present` entries too: they are attached where the kernel has them.
-    for entry in table.replace("tp_if_present(\"", "tp(\"").split("tp(\"").skip(1) {
+    let default_probes: String =
+        table.split("ProbeSpec {").filter(|spec| !spec.contains("opt_in: true")).collect();
+    for entry in default_probes.replace("tp_if_present(\"", "tp(\"").split("tp(\"").skip(1) {
         let fields: Vec<&str> = entry.splitn(4, '"').collect();
         let [name, ", ", category, _] = fields[..] else {
             bail!(

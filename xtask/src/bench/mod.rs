@@ -210,7 +210,7 @@ fn measure(bench: &Bench, workload: &Workload, runs: u32) -> Result<Measured> {
     println!("==> {}: {}", workload.name, workload.what);
     run_contender(bench, Contender::Untraced, workload).context("warm-up run")?;
     let mut pairs: Vec<(Contender, Vec<(Duration, Run)>)> =
-        Contender::TRACED.iter().map(|c| (*c, Vec::new())).collect();
+        Contender::TRACED.iter().filter(|c| c.runs_on(workload)).map(|c| (*c, Vec::new())).collect();
     for round in 0..runs {
         for (contender, done) in &mut pairs {
             let context = || format!("{}, {}, round {}", workload.name, contender.label(), round + 1);

@@ -35,6 +35,8 @@ pub(super) struct Workload {
     pub(super) argv: Vec<String>,
     /// Run before every run, untimed and untraced (the build's `make clean`).
     pub(super) prepare: Option<Vec<String>>,
+    /// Also measured under `record --probe stat`: it searches paths.
+    pub(super) stat_probe: bool,
 }
 
 /// The four workloads at the given sizes.
@@ -58,6 +60,7 @@ pub(super) fn workloads(bench: &Bench, sizes: &Sizes) -> Result<Vec<Workload>> {
             argv: vec![bench.open_storm.display().to_string(), sizes.opens.to_string()],
             slow: false,
             prepare: None,
+            stat_probe: false,
         },
         Workload {
             name: "exec storm",
@@ -65,6 +68,7 @@ pub(super) fn workloads(bench: &Bench, sizes: &Sizes) -> Result<Vec<Workload>> {
             argv: shell_loop(sizes.execs, "/bin/true"),
             slow: false,
             prepare: None,
+            stat_probe: false,
         },
         Workload {
             name: "python3 startup",
@@ -72,6 +76,7 @@ pub(super) fn workloads(bench: &Bench, sizes: &Sizes) -> Result<Vec<Workload>> {
             argv: shell_loop(sizes.python_starts, &format!("{python} -c pass")),
             slow: true,
             prepare: None,
+            stat_probe: true,
         },
         Workload {
             name: "parallel C build",
@@ -82,6 +87,7 @@ pub(super) fn workloads(bench: &Bench, sizes: &Sizes) -> Result<Vec<Workload>> {
             argv: ["make", "-s", "-j2", "-C", project].map(String::from).to_vec(),
             slow: false,
             prepare: Some(["make", "-s", "-C", project, "clean"].map(String::from).to_vec()),
+            stat_probe: true,
         },
     ])
 }
