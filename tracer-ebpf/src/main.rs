@@ -16,6 +16,7 @@ mod emit;
 mod filter;
 mod kernel;
 mod maps;
+mod path_call;
 mod probes;
 mod syscall;
 

@@ -4,14 +4,15 @@
 //! and the time the call took.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::{EventKind, OpenEvent, OpenSyscall, lost};
+use tracer_common::{EventKind, OpenEvent, OpenSyscall};
 
 use crate::{
-    emit::{header, put_fixed, scratch, send, user_str},
+    emit::{header, put_fixed, send},
     filter::{current_ids, is_traced},
-    kernel::{file_id, relative_dir},
-    maps::{PENDING_OPEN, PendingPathCall, config, count_lost},
-    syscall::{AT_FDCWD, RET, arg},
+    kernel::file_id,
+    maps::{PENDING_OPEN, PendingPathCall, config},
+    path_call,
+    syscall::{AT_FDCWD, arg},
 };
 use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_user};
 
@@ -53,9 +54,7 @@ fn remember(ctx: &TracePointContext, syscall: OpenSyscall, dfd: Option<usize>, p
         syscall: syscall as u16,
         _pad: [0; 3],
     };
-    if PENDING_OPEN.insert(&tid, &pending, 0).is_err() {
-        count_lost(lost::PENDING_FULL);
-    }
+    path_call::save(&PENDING_OPEN, tid, &pending);
     0
 }
 
@@ -76,38 +75,29 @@ pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
 
 fn report(ctx: &TracePointContext) -> u32 {
     let (pid, tid) = current_ids();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING_OPEN.get(&tid) }).copied() else { return 0 };
-    let _ = PENDING_OPEN.remove(&tid);
-    // SAFETY: fixed syscall-tracepoint layout.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
-    let Some(buf) = scratch() else { return 0 };
     let fixed = core::mem::size_of::<OpenEvent>();
-    let path_len = user_str(buf, fixed, pending.filename);
-
-    let k = config().kernel;
-    let (ino, dev) = file_id(&k, ret);
-    let (dir_len, dir_flags) = relative_dir(&k, buf, fixed, path_len, pending.dfd);
+    let Some(exit) = path_call::exit(ctx, &PENDING_OPEN, tid, fixed) else { return 0 };
+    let call = exit.call;
+    let (ino, dev) = file_id(&config().kernel, exit.ret);
     put_fixed(
-        buf,
+        exit.buf,
         OpenEvent {
             header: header(EventKind::Open, pid, tid),
-            ret,
-            // SAFETY: helper without arguments.
-            duration_ns: unsafe { bpf_ktime_get_boot_ns() } - pending.ts_ns,
-            flags: pending.flags,
-            mode: pending.mode,
-            dfd: pending.dfd,
-            syscall: pending.syscall,
-            path_len: path_len as u16,
-            dir_len: dir_len as u16,
-            dir_flags,
+            ret: exit.ret,
+            duration_ns: exit.duration_ns,
+            flags: call.flags,
+            mode: call.mode,
+            dfd: call.dfd,
+            syscall: call.syscall,
+            path_len: exit.path_len as u16,
+            dir_len: exit.dir_len as u16,
+            dir_flags: exit.dir_flags,
             ino,
             dev,
             _pad: 0,
         },
     );
-    send(buf, fixed + path_len + dir_len, EventKind::Open);
+    send(exit.buf, fixed + exit.path_len + exit.dir_len, EventKind::Open);
     0
 }
 

@@ -15,14 +15,14 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{EventKind, StatEvent, StatSyscall, lost};
+use tracer_common::{EventKind, StatEvent, StatSyscall};
 
 use crate::{
-    emit::{header, put_fixed, scratch, send, user_str},
+    emit::{header, put_fixed, send},
     filter::{current_ids, is_traced},
-    kernel::relative_dir,
-    maps::{PENDING_STAT, PendingPathCall, config, count_lost},
-    syscall::{AT_FDCWD, RET, arg},
+    maps::{PENDING_STAT, PendingPathCall},
+    path_call,
+    syscall::{AT_FDCWD, arg},
 };
 
 /// Where a syscall's arguments are: its dirfd (None: `AT_FDCWD`), path,
@@ -57,41 +57,32 @@ fn remember(ctx: &TracePointContext, syscall: StatSyscall, args: Args) -> u32 {
         syscall: syscall as u16,
         _pad: [0; 3],
     };
-    if PENDING_STAT.insert(&tid, &pending, 0).is_err() {
-        count_lost(lost::PENDING_FULL);
-    }
+    path_call::save(&PENDING_STAT, tid, &pending);
     0
 }
 
 fn report(ctx: &TracePointContext) -> u32 {
     let (pid, tid) = current_ids();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING_STAT.get(&tid) }).copied() else { return 0 };
-    let _ = PENDING_STAT.remove(&tid);
-    // SAFETY: fixed syscall-tracepoint layout.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
-    let Some(buf) = scratch() else { return 0 };
     let fixed = core::mem::size_of::<StatEvent>();
-    let path_len = user_str(buf, fixed, pending.filename);
-    let (dir_len, dir_flags) = relative_dir(&config().kernel, buf, fixed, path_len, pending.dfd);
+    let Some(exit) = path_call::exit(ctx, &PENDING_STAT, tid, fixed) else { return 0 };
+    let call = exit.call;
     put_fixed(
-        buf,
+        exit.buf,
         StatEvent {
             header: header(EventKind::Stat, pid, tid),
-            ret,
-            // SAFETY: helper without arguments.
-            duration_ns: unsafe { bpf_ktime_get_boot_ns() } - pending.ts_ns,
-            flags: pending.flags as u32,
-            mode: pending.mode,
-            dfd: pending.dfd,
-            syscall: pending.syscall,
-            path_len: path_len as u16,
-            dir_len: dir_len as u16,
-            dir_flags,
+            ret: exit.ret,
+            duration_ns: exit.duration_ns,
+            flags: call.flags as u32,
+            mode: call.mode,
+            dfd: call.dfd,
+            syscall: call.syscall,
+            path_len: exit.path_len as u16,
+            dir_len: exit.dir_len as u16,
+            dir_flags: exit.dir_flags,
             _pad: 0,
         },
     );
-    send(buf, fixed + path_len + dir_len, EventKind::Stat);
+    send(exit.buf, fixed + exit.path_len + exit.dir_len, EventKind::Stat);
     0
 }
 

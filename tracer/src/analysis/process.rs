@@ -12,6 +12,7 @@ use crate::{
         binary::BinaryTable,
         cache::{CacheFile, CacheOutcome},
         closure::{ClosureGraph, GraphStatus},
+        path::absolute,
         process::{Exec, LoaderRun, PathLookups, Process},
         unit::CgroupNames,
     },
@@ -158,7 +159,8 @@ pub struct LookupFigures {
     pub ns: u64,
     pub failed: u64,
     pub failed_ns: u64,
-    /// Failed lookups by the directory of the path looked up, most first.
+    /// Every directory looked up in, by the failed lookups in it, most
+    /// first.
     pub dirs: Vec<LookupDir>,
     /// Paths that failed more than once, most first: a search-path entry
     /// that does not exist is looked up again and again.
@@ -172,7 +174,8 @@ pub struct LookupDir {
     pub ns: u64,
     /// Distinct names that were not there.
     pub names: u64,
-    /// Lookups in it that found something.
+    /// Lookups in it that did not find nothing: they found the path, or
+    /// failed otherwise than `ENOENT` or `ENOTDIR`.
     pub found: u64,
 }
 
@@ -185,36 +188,25 @@ pub struct RepeatedLookup {
 impl LookupFigures {
     fn of(lookups: &PathLookups) -> LookupFigures {
         let mut figures = LookupFigures { calls: lookups.calls, ns: lookups.ns, ..LookupFigures::default() };
+        // By the directory's bytes: two names that display alike stay two.
+        let mut dirs: BTreeMap<&[u8], LookupDir> = BTreeMap::new();
+        let new_dir = |raw: &[u8]| LookupDir { dir: text(raw), failed: 0, ns: 0, names: 0, found: 0 };
         for ((raw_dir, name), failed) in &lookups.failed {
             figures.failed = figures.failed.saturating_add(failed.count);
             figures.failed_ns = figures.failed_ns.saturating_add(failed.ns);
-            let dir = text(raw_dir);
-            match figures.dirs.last_mut().filter(|last| last.dir == dir) {
-                Some(last) => {
-                    last.failed = last.failed.saturating_add(failed.count);
-                    last.ns = last.ns.saturating_add(failed.ns);
-                    last.names += 1;
-                }
-                None => {
-                    let found = lookups.found.get(raw_dir).copied().unwrap_or(0);
-                    figures.dirs.push(LookupDir {
-                        dir: dir.clone(),
-                        failed: failed.count,
-                        ns: failed.ns,
-                        names: 1,
-                        found,
-                    });
-                }
-            }
+            let dir = dirs.entry(raw_dir).or_insert_with(|| new_dir(raw_dir));
+            dir.failed = dir.failed.saturating_add(failed.count);
+            dir.ns = dir.ns.saturating_add(failed.ns);
+            dir.names += 1;
             if failed.count > 1 {
-                let path = if dir.ends_with('/') {
-                    format!("{dir}{}", text(name))
-                } else {
-                    format!("{dir}/{}", text(name))
-                };
+                let path = text(&absolute(name, Some(raw_dir)));
                 figures.repeated.push(RepeatedLookup { path, count: failed.count });
             }
         }
+        for (raw_dir, found) in &lookups.found {
+            dirs.entry(raw_dir).or_insert_with(|| new_dir(raw_dir)).found = *found;
+        }
+        figures.dirs = dirs.into_values().collect();
         figures.dirs.sort_by(|a, b| b.failed.cmp(&a.failed).then_with(|| a.dir.cmp(&b.dir)));
         figures.repeated.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
         figures

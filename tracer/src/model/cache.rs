@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use super::path::{bytecode_source, home_dot_entry, split};
 use crate::trace::event::Bytes;
 
 /// `open(2)` flags and errnos this reads.
@@ -61,7 +62,7 @@ impl CacheFiles {
     pub fn open(&mut self, ts_ns: u64, path: &[u8], flags: u64, ret: i64) {
         if let Some(index) = self.awaiting_next_open {
             let file = &mut self.files[index];
-            if !is_source_of(path, &file.path) {
+            if bytecode_source(&file.path).as_deref() != Some(path) {
                 file.gap_ns = ts_ns.saturating_sub(file.missing_ns.unwrap_or(ts_ns));
                 self.awaiting_next_open = None;
             }
@@ -73,7 +74,7 @@ impl CacheFiles {
                     return;
                 }
                 let mut missing = Missing { ts_ns, entry: None };
-                if is_bytecode(path) {
+                if bytecode_source(path).is_some() {
                     missing.entry = Some(self.files.len());
                     self.awaiting_next_open = missing.entry;
                     self.files.push(CacheFile {
@@ -97,7 +98,7 @@ impl CacheFiles {
                 }),
                 None => {}
             },
-            (true, ret) if [EPERM, ENOENT, EACCES, EROFS].contains(&-ret) => {
+            (true, ret) if [EPERM, ENOENT, EACCES, EROFS].iter().any(|errno| ret == -errno) => {
                 if let Some((looked_for, missing)) = self.looked_for(path) {
                     self.settle(looked_for, missing, ts_ns, CacheOutcome::NotWritable { errno: -ret });
                 }
@@ -107,17 +108,22 @@ impl CacheFiles {
     }
 
     /// The missing file a create of `created` writes: the same path, or a
-    /// temporary beside it whose name starts with the missing one's.
+    /// temporary beside it whose name is the missing one's and a suffix
+    /// (the longest such, so that the match does not depend on the map).
     fn looked_for(&mut self, created: &[u8]) -> Option<(Bytes, Missing)> {
         if let Some(missing) = self.missing.remove(created) {
             return Some((created.to_vec(), missing));
         }
         let (dir, name) = split(created);
-        let found = self.missing.keys().find(|m| {
-            let (m_dir, m_name) = split(m);
-            m_dir == dir && !m_name.is_empty() && name.starts_with(m_name)
-        })?;
-        let found = found.clone();
+        let found = self
+            .missing
+            .keys()
+            .filter(|m| {
+                let (m_dir, m_name) = split(m);
+                m_dir == dir && !m_name.is_empty() && name.starts_with(m_name)
+            })
+            .max_by(|a, b| a.len().cmp(&b.len()).then_with(|| b.cmp(a)))?
+            .clone();
         let missing = self.missing.remove(&found)?;
         Some((found, missing))
     }
@@ -137,44 +143,12 @@ impl CacheFiles {
     }
 }
 
-fn split(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|b| *b == b'/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (b"", path),
-    }
-}
-
-/// `DIR/__pycache__/NAME.TAG.pyc`, where CPython keeps a module's bytecode.
-fn is_bytecode(path: &[u8]) -> bool {
-    let (dir, name) = split(path);
-    dir.ends_with(b"/__pycache__") && name.ends_with(b".pyc")
-}
-
-/// Whether `path` is the source `DIR/NAME.py` of the bytecode
-/// `DIR/__pycache__/NAME.TAG.pyc`.
-fn is_source_of(path: &[u8], bytecode: &[u8]) -> bool {
-    let (cache_dir, name) = split(bytecode);
-    let dir = &cache_dir[..cache_dir.len().saturating_sub(b"/__pycache__".len())];
-    let module = name.split(|b| *b == b'.').next().unwrap_or(name);
-    path == [dir, b"/", module, b".py"].concat()
-}
-
 /// A file in a dot-entry of a home directory (`/home/USER/.NAME...` or
 /// `/root/.NAME...`) whose name says cache, outside `~/.cache`.
 pub fn is_home_dot_cache(path: &[u8]) -> bool {
-    let rest = if let Some(rest) = path.strip_prefix(b"/root/") {
-        rest
-    } else if let Some(user_and_rest) = path.strip_prefix(b"/home/") {
-        match user_and_rest.iter().position(|b| *b == b'/') {
-            Some(i) => &user_and_rest[i + 1..],
-            None => return false,
-        }
-    } else {
-        return false;
-    };
-    let entry = rest.split(|b| *b == b'/').next().unwrap_or(rest);
-    let lower = entry.to_ascii_lowercase();
-    entry.starts_with(b".") && entry != b".cache" && lower.windows(5).any(|w| w == b"cache")
+    home_dot_entry(path).is_some_and(|(_, entry)| {
+        entry != b".cache" && entry.to_ascii_lowercase().windows(5).any(|w| w == b"cache")
+    })
 }
 
 #[cfg(test)]

@@ -10,5 +10,6 @@ pub mod cache;
 pub mod closure;
 pub mod io;
 pub mod nix;
+pub mod path;
 pub mod process;
 pub mod unit;

@@ -2,13 +2,17 @@
 //! long the dynamic loader took and what it did, and when each ended.
 //!
 //! Built in one pass over the events ([`ProcessTable::add`]); memory grows
-//! with the number of processes and libraries, never with the number of
-//! events.
+//! with the number of processes, libraries and distinct paths looked up,
+//! never with the number of events.
 
 use crate::saturating::SaturatingSum as _;
 use std::collections::{BTreeMap, HashMap};
 
-use super::{cache::CacheFiles, io::IoTotals};
+use super::{
+    cache::CacheFiles,
+    io::IoTotals,
+    path::{self, absolute},
+};
 use crate::trace::{Event, LoaderPhase, ThreadTimes, event::Bytes};
 
 /// A process is a pid *and* a start time: pids are reused.
@@ -97,9 +101,10 @@ pub struct Exec {
 pub struct PathLookups {
     pub calls: u64,
     pub ns: u64,
-    /// Failed lookups by (directory, name) of the absolute path.
+    /// Lookups that found nothing (`ENOENT`, `ENOTDIR`), by (directory,
+    /// name) of the absolute path.
     pub failed: BTreeMap<(Bytes, Bytes), FailedLookups>,
-    /// Lookups that found something, by directory.
+    /// The others (found something, or failed otherwise), by directory.
     pub found: BTreeMap<Bytes, u64>,
 }
 
@@ -240,22 +245,17 @@ struct Map<'a> {
     ino: u64,
 }
 
-/// ("/a/b", "c") for "/a/b/c".
-/// A path as the kernel resolved it: a relative one joined to the
-/// directory it was relative to.
-fn absolute(path: &[u8], dir: Option<&[u8]>) -> Bytes {
-    match dir {
-        Some(dir) => [dir, b"/", path].concat(),
-        None => path.to_vec(),
-    }
+/// The (directory, name) key of a path.
+fn split_path(path: &[u8]) -> (Bytes, Bytes) {
+    let (dir, name) = path::split(path);
+    (dir.to_vec(), name.to_vec())
 }
 
-fn split_path(path: &[u8]) -> (Bytes, Bytes) {
-    match path.iter().rposition(|b| *b == b'/') {
-        Some(0) => (b"/".to_vec(), path[1..].to_vec()),
-        Some(i) => (path[..i].to_vec(), path[i + 1..].to_vec()),
-        None => (b".".to_vec(), path.to_vec()),
-    }
+/// What a failed lookup says: nothing is there (`ENOENT`, or `ENOTDIR`
+/// for a path through a file). Other errors (readlink's `EINVAL` on a
+/// file that is no link, access's `EACCES`) found something.
+fn found_nothing(ret: i64) -> bool {
+    ret == -2 || ret == -20
 }
 
 /// All processes of a trace, in the order they were first seen.
@@ -339,9 +339,7 @@ impl ProcessTable {
                 }
             }
             Event::Open { common, path, dir, flags, ret, duration_ns, .. } => {
-                if self.running_loader(common.pid).is_none()
-                    && let Some(exec) = self.live_exec(common.pid)
-                {
+                if let Some(exec) = self.exec_outside_loader(common.pid) {
                     exec.caches.open(common.ts_ns, &absolute(path, dir.as_deref()), *flags, *ret);
                 }
                 if let Some(run) = self.running_loader(common.pid) {
@@ -359,14 +357,12 @@ impl ProcessTable {
                 }
             }
             Event::Stat { common, path, dir, ret, duration_ns, .. } => {
-                if self.running_loader(common.pid).is_none()
-                    && let Some(exec) = self.live_exec(common.pid)
-                {
+                if let Some(exec) = self.exec_outside_loader(common.pid) {
                     let lookups = &mut exec.lookups;
                     lookups.calls += 1;
                     lookups.ns = lookups.ns.saturating_add(*duration_ns);
                     let (dir, name) = split_path(&absolute(path, dir.as_deref()));
-                    if *ret < 0 {
+                    if found_nothing(*ret) {
                         let failed = lookups.failed.entry((dir, name)).or_default();
                         failed.count += 1;
                         failed.ns = failed.ns.saturating_add(*duration_ns);
@@ -378,8 +374,7 @@ impl ProcessTable {
             Event::Mmap { common, path, fd, prot, len, duration_ns, dev, ino, .. } => {
                 if let Some(path) = path
                     && prot & PROT_EXEC != 0
-                    && self.running_loader(common.pid).is_none()
-                    && let Some(exec) = self.live_exec(common.pid)
+                    && let Some(exec) = self.exec_outside_loader(common.pid)
                     && exec.loader.as_ref().is_some_and(|run| run.done_ns.is_some())
                     && !exec.late_libraries.contains(path)
                 {
@@ -446,6 +441,14 @@ impl ProcessTable {
     fn live_exec(&mut self, pid: u32) -> Option<&mut Exec> {
         let index = *self.live.get(&pid)?;
         self.processes[index].execs.last_mut()
+    }
+
+    /// The current exec of the live process `pid`, unless its loader is
+    /// running (what happens then is the loader's).
+    fn exec_outside_loader(&mut self, pid: u32) -> Option<&mut Exec> {
+        let exec = self.live_exec(pid)?;
+        let loading = exec.loader.as_ref().is_some_and(|run| run.done_ns.is_none());
+        (!loading).then_some(exec)
     }
 
     /// The loader run of `pid`'s current exec, if the loader is running.

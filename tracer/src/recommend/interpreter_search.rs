@@ -143,7 +143,8 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
 
 fn recommendation(binary: &str, searcher: Searcher, s: &Searches) -> Recommendation {
     let variable = searcher.variable();
-    let mut dirs: Vec<(&String, &(u64, u64, u64))> = s.dirs.iter().collect();
+    let mut dirs: Vec<(&String, &(u64, u64, u64))> =
+        s.dirs.iter().filter(|(_, (failed, ..))| *failed > 0).collect();
     dirs.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(b.0)));
     let mut repeated: Vec<(&String, &u64)> = s.repeated.iter().collect();
     repeated.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
@@ -203,21 +204,25 @@ fn fix(searcher: Searcher, drop: &[&str], dirs: &[(&String, &(u64, u64, u64))]) 
     let variable = searcher.variable();
     let saved = format!("NIXTRACE_OLD_{variable}");
     let filter: String = drop.iter().map(|d| format!(" -e {}", shell_quote(d))).collect();
-    let command = if drop.is_empty() {
+    if drop.is_empty() {
         // Nothing to drop for certain: say where the misses were.
         let listed: String = dirs
             .iter()
             .take(LISTED)
             .map(|(dir, (failed, ..))| format!("\n#   {dir} ({failed} misses)"))
             .collect();
-        format!(
-            "# Drop from {variable} the entries that hold none of what the program loads; the misses were in:{listed}"
-        )
-    } else {
-        format!(
-            "{saved}=\"${variable}\"\nexport {variable}=\"$(printf %s \"${variable}\" | tr : '\\n' | grep -vxF{filter} | paste -sd:)\""
-        )
-    };
+        return Fix {
+            kind: FixKind::Environment,
+            text: format!(
+                "# Drop from {variable} the entries that hold none of what the program loads; the misses were in:{listed}"
+            ),
+            revert: format!("Put the entries back in {variable}."),
+            risk: Some("An entry dropped by hand may hold what a run this trace did not see needs.".into()),
+        };
+    }
+    let command = format!(
+        "{saved}=\"${variable}\"\nexport {variable}=\"$(printf %s \"${variable}\" | tr : '\\n' | grep -vxF{filter} | paste -sd:)\""
+    );
     let nix = match searcher {
         Searcher::Python => {
             "\n# On Nix: instead of wrapping with a long PYTHONPATH, run the program from one environment,\n\

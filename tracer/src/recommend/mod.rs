@@ -187,7 +187,7 @@ impl Settings {
                     toml::Value::Float(x) => x.to_string(),
                     other => bail!("{rule}.{name}: expected a number, not a {}", other.type_str()),
                 };
-                self.set_one(rule, name, &value)?;
+                self.set_one(rule, name, &value).with_context(|| format!("{rule}.{name}"))?;
             }
         }
         Ok(())
@@ -337,14 +337,20 @@ mod tests {
                 "[startup-cache]\nmin_rebuilds = \"two\"",
                 "startup-cache.min_rebuilds: expected a number, not a string",
             ),
-            ("[no-such-rule]\nx = 1", "no rule \"no-such-rule\" (nixtrace recommend --list-rules)"),
+            (
+                "[no-such-rule]\nx = 1",
+                "no-such-rule.x: no rule \"no-such-rule\" (nixtrace recommend --list-rules)",
+            ),
             (
                 "[startup-cache]\nnope = 1",
-                "rule startup-cache has no threshold \"nope\" (nixtrace recommend --list-rules)",
+                "startup-cache.nope: rule startup-cache has no threshold \"nope\" (nixtrace recommend --list-rules)",
             ),
-            ("[startup-cache]\nmin_rebuilds = -1", "\"-1\" is not a non-negative number"),
+            (
+                "[startup-cache]\nmin_rebuilds = -1",
+                "startup-cache.min_rebuilds: \"-1\" is not a non-negative number",
+            ),
         ] {
-            let got = Settings::default().read_toml(bad).unwrap_err().to_string();
+            let got = format!("{:#}", Settings::default().read_toml(bad).unwrap_err());
             assert_eq!(got, error, "{bad}");
         }
         let error = Settings::default().read_toml("[startup-cache]\n[x").unwrap_err().to_string();

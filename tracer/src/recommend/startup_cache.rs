@@ -22,7 +22,12 @@ use crate::{
         process::{CacheFigures, CacheOutcomeName},
     },
     human::count,
-    model::cache::is_home_dot_cache,
+    model::{
+        cache::is_home_dot_cache,
+        path::{bytecode_source, home_dot_entry},
+    },
+    saturating::SaturatingSum as _,
+    trace::event::text,
 };
 
 pub const RULE: Rule = Rule {
@@ -50,28 +55,35 @@ const LISTED: usize = 10;
 const VOLATILE: [&str; 3] = ["/tmp/", "/run/", "/dev/shm/"];
 
 fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
-    // binary -> its execs' cache files, each exec's list once.
+    // binary -> every exec's cache files, an exec's list each (empty ones
+    // too: they count among the binary's execs).
     let mut by_binary: BTreeMap<&str, Vec<&[CacheFigures]>> = BTreeMap::new();
     for exec in analysis.processes.iter().flat_map(|p| &p.execs) {
-        if !exec.caches.is_empty() {
-            by_binary.entry(exec.filename.as_str()).or_default().push(&exec.caches);
-        }
+        by_binary.entry(exec.filename.as_str()).or_default().push(&exec.caches);
     }
     let min_rebuilds = settings.get(&RULE, "min_rebuilds");
     let mut found = Vec::new();
     for (binary, execs) in by_binary {
         let files = || execs.iter().flat_map(|caches| caches.iter());
         let bytecode: Vec<&CacheFigures> = files().filter(|c| is_unwritten_bytecode(c)).collect();
-        if !bytecode.is_empty() {
-            found.push(bytecode_recommendation(binary, &bytecode));
-        }
+        found.extend(bytecode_recommendation(binary, &bytecode));
+        // Rebuilt caches: not bytecode (written bytecode is Python's
+        // cache working), and only what its name says is a cache (a pid or
+        // lock file in /run is also looked for and then created at every
+        // boot). Per path, the execs that rebuilt it.
         let mut rebuilt: BTreeMap<&str, Vec<&CacheFigures>> = BTreeMap::new();
-        let rebuilds = files().filter(|c| c.missing_ns.is_some() && !is_unwritten_bytecode(c));
-        // Only what its name says is a cache: a pid or lock file in /run is
-        // also looked for and then created at every boot.
-        let caches = rebuilds.filter(|c| c.path.to_ascii_lowercase().contains("cache"));
-        for c in caches.filter(|c| !is_home_dot_cache(c.path.as_bytes())) {
-            rebuilt.entry(c.path.as_str()).or_default().push(c);
+        for caches in &execs {
+            let mut this_exec: Vec<&CacheFigures> = caches
+                .iter()
+                .filter(|c| c.missing_ns.is_some() && !c.path.ends_with(".pyc"))
+                .filter(|c| {
+                    c.path.to_ascii_lowercase().contains("cache") && !is_home_dot_cache(c.path.as_bytes())
+                })
+                .collect();
+            this_exec.dedup_by(|a, b| a.path == b.path);
+            for c in this_exec {
+                rebuilt.entry(c.path.as_str()).or_default().push(c);
+            }
         }
         for (path, rebuilds) in rebuilt {
             let unwritable = rebuilds.iter().any(|c| c.outcome == CacheOutcomeName::NotWritable);
@@ -80,13 +92,13 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
                 found.push(rebuilt_recommendation(binary, path, &rebuilds, execs.len() as u64, volatile));
             }
         }
-        let mut home_entries: Vec<(&str, &str)> = files()
+        let mut home_entries: Vec<(String, String)> = files()
             .filter(|c| c.outcome == CacheOutcomeName::Created && is_home_dot_cache(c.path.as_bytes()))
-            .filter_map(|c| split_home(&c.path))
+            .filter_map(|c| home_dot_entry(c.path.as_bytes()).map(|(home, entry)| (text(home), text(entry))))
             .collect();
         home_entries.sort_unstable();
         home_entries.dedup();
-        found.extend(home_entries.into_iter().map(|(home, entry)| home_recommendation(binary, home, entry)));
+        found.extend(home_entries.iter().map(|(home, entry)| home_recommendation(binary, home, entry)));
     }
     found
 }
@@ -96,62 +108,38 @@ fn is_unwritten_bytecode(c: &CacheFigures) -> bool {
     c.path.ends_with(".pyc") && c.outcome != CacheOutcomeName::Created
 }
 
-/// `DIR/__pycache__/NAME.TAG.pyc` -> `DIR/NAME.py`.
-fn source_of(bytecode: &str) -> Option<String> {
-    let (cache_dir, name) = bytecode.rsplit_once('/')?;
-    let dir = cache_dir.strip_suffix("/__pycache__")?;
-    Some(format!("{dir}/{}.py", name.split('.').next()?))
-}
-
-fn bytecode_recommendation(binary: &str, bytecode: &[&CacheFigures]) -> Recommendation {
-    let mut paths: Vec<&str> = bytecode.iter().map(|c| c.path.as_str()).collect();
-    paths.sort_unstable();
-    paths.dedup();
-    let sources: Vec<String> = paths.iter().filter_map(|p| source_of(p)).collect();
-    let gap_ns: u64 = bytecode.iter().map(|c| c.gap_ns).sum();
+/// The modules whose bytecode was not there; None when no bytecode of a
+/// known source was.
+fn bytecode_recommendation(binary: &str, bytecode: &[&CacheFigures]) -> Option<Recommendation> {
+    // (bytecode, its source), for the bytecode whose source is known.
+    let mut modules: Vec<Module> = bytecode
+        .iter()
+        .filter_map(|c| Some((c.path.as_str(), text(&bytecode_source(c.path.as_bytes())?))))
+        .collect();
+    modules.sort_unstable();
+    modules.dedup();
+    if modules.is_empty() {
+        return None;
+    }
+    let gap_ns = bytecode.iter().map(|c| c.gap_ns).saturating_sum();
     // 0: the exec opened nothing after the module's source, so where its
     // compile ended is not known.
     let unknown = bytecode.iter().filter(|c| c.gap_ns == 0).count() as u64;
     let evidence = json!({
         "binary": binary,
-        "modules": paths.len(),
+        "modules": modules.len(),
         "lookups": bytecode.len(),
         "compile_ns": gap_ns,
-        "bytecode": paths.iter().take(LISTED).collect::<Vec<_>>(),
+        "bytecode": modules.iter().take(LISTED).map(|(pyc, _)| pyc).collect::<Vec<_>>(),
         "errnos": bytecode.iter().filter_map(|c| c.errno.clone()).collect::<std::collections::BTreeSet<_>>(),
     });
     let name = binary.rsplit('/').next().unwrap_or(binary);
-    let store: Vec<Package> = sources.iter().filter_map(|s| Package::of(s)).collect();
-    let fix = if let Some(package) = store.first() {
-        Fix {
-            kind: FixKind::NixExpression,
-            text: format!(
-                "# {} has Python modules without bytecode; compile them when it is built\n\
-                 # (an overlay's overrideAttrs on its derivation):\n\
-                 postFixup = (old.postFixup or \"\") + ''\n  \
-                   ${{python3.interpreter}} -m compileall -q $out\n\
-                 '';",
-                package.store_path
-            ),
-            revert: "Remove the override: the package is built without the bytecode again.".into(),
-            risk: Some("The bytecode must come from the Python that runs it (its version tag is in the file name); build with the same python3.".into()),
-        }
-    } else {
-        let quoted: Vec<String> = sources.iter().map(|s| shell_quote(s)).collect();
-        let pyc: Vec<String> = paths.iter().map(|p| shell_quote(p)).collect();
-        Fix {
-            kind: FixKind::Command,
-            text: format!("{} -m compileall -q {}", shell_quote(binary), quoted.join(" ")),
-            revert: format!("rm -f {}", pyc.join(" ")),
-            risk: Some("Bytecode written now goes stale if the sources change without their mtime changing (Python compares it); rerun the command after an update.".into()),
-        }
-    };
-    Recommendation {
+    Some(Recommendation {
         rule: RULE.id,
         title: format!(
             "{name} compiled {} from source: {} not there",
-            count(paths.len() as u64, "module", "modules"),
-            if paths.len() == 1 { "its bytecode is" } else { "their bytecode is" }
+            count(modules.len() as u64, "module", "modules"),
+            if modules.len() == 1 { "its bytecode is" } else { "their bytecode is" }
         ),
         subjects: vec![Subject { kind: SubjectKind::Binary, name: binary.to_string() }],
         evidence,
@@ -176,7 +164,69 @@ fn bytecode_recommendation(binary: &str, bytecode: &[&CacheFigures]) -> Recommen
                 "the trace saw each bytecode lookup fail and no bytecode written; the time is an upper bound"
                     .into(),
         },
-        fix,
+        fix: bytecode_fix(binary, &modules),
+    })
+}
+
+/// A module without bytecode: (the bytecode's path, its source's).
+type Module<'a> = (&'a str, String);
+
+fn bytecode_fix(binary: &str, modules: &[Module]) -> Fix {
+    let (in_store, local): (Vec<&Module>, Vec<&Module>) =
+        modules.iter().partition(|(_, source)| Package::of(source).is_some());
+    let mut packages: Vec<String> =
+        in_store.iter().filter_map(|(_, source)| Package::of(source)).map(|p| p.store_path).collect();
+    packages.sort_unstable();
+    packages.dedup();
+    if local.is_empty() {
+        return Fix {
+            kind: FixKind::NixExpression,
+            text: format!(
+                "# These store paths have Python modules without bytecode:\n{}\n\
+                 # compile it when each is built (an overlay's overrideAttrs on its derivation):\n\
+                 postFixup = (old.postFixup or \"\") + ''\n  \
+                   ${{python3.interpreter}} -m compileall -q $out\n\
+                 '';",
+                packages.iter().map(|p| format!("#   {p}")).collect::<Vec<_>>().join("\n")
+            ),
+            revert: "Remove the override: the package is built without the bytecode again.".into(),
+            risk: Some("The bytecode must come from the Python that runs it (its version tag is in the file name); build with the same python3.".into()),
+        };
+    }
+    // The exec's file is the interpreter itself, or a script it runs.
+    let name = binary.rsplit('/').next().unwrap_or(binary);
+    let python = if name.starts_with("python") { binary } else { "python3" };
+    let sources: Vec<String> = local.iter().map(|(_, source)| shell_quote(source)).collect();
+    let bytecode: Vec<String> = local.iter().map(|(pyc, _)| shell_quote(pyc)).collect();
+    let mut caches: Vec<&str> =
+        local.iter().filter_map(|(pyc, _)| pyc.rsplit_once('/').map(|(dir, _)| dir)).collect();
+    caches.sort_unstable();
+    caches.dedup();
+    let store_note = if packages.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n# Modules in the store lack bytecode too; compile them when these are built:\n{}",
+            packages.iter().map(|p| format!("#   {p}")).collect::<Vec<_>>().join("\n")
+        )
+    };
+    let caches: Vec<String> = caches.iter().map(|dir| shell_quote(dir)).collect();
+    Fix {
+        kind: FixKind::Command,
+        text: format!("{} -m compileall -q {}{store_note}", shell_quote(python), sources.join(" ")),
+        revert: format!(
+            "rm -f {} && rmdir --ignore-fail-on-non-empty {}",
+            bytecode.join(" "),
+            caches.join(" ")
+        ),
+        risk: Some(format!(
+            "{}Bytecode written now goes stale if a source changes without its mtime changing (Python compares it); rerun the command after an update.",
+            if python == binary {
+                String::new()
+            } else {
+                format!("Use the Python that runs {name}, whose version tag the bytecode names. ")
+            }
+        )),
     }
 }
 
@@ -187,13 +237,14 @@ fn rebuilt_recommendation(
     execs: u64,
     volatile: bool,
 ) -> Recommendation {
-    let gap_ns: u64 = rebuilds.iter().map(|c| c.gap_ns).sum();
+    let gap_ns = rebuilds.iter().map(|c| c.gap_ns).saturating_sum();
     let unwritable = rebuilds.iter().find_map(|c| c.errno.clone());
     let evidence = json!({
         "binary": binary,
         "path": path,
         "execs": execs,
         "rebuilds": rebuilds.len(),
+        "not_writable": unwritable.is_some(),
         "written_as": rebuilds.iter().filter_map(|c| c.written_as.clone()).take(LISTED).collect::<Vec<_>>(),
         "errno": unwritable,
         "rebuild_ns": gap_ns,
@@ -227,10 +278,11 @@ fn rebuilt_recommendation(
             text: format!(
                 "# Give {name} a cache directory that lasts and that it can write: its own cache option if\n\
                  # it has one, or the XDG one, where the program honours it:\n\
-                 export XDG_CACHE_HOME=\"$HOME/.cache\"\n\
-                 mkdir -p \"$XDG_CACHE_HOME\""
+                 NIXTRACE_OLD_XDG_CACHE_HOME=\"${{XDG_CACHE_HOME-}}\"\n\
+                 export XDG_CACHE_HOME=\"$HOME/.cache\""
             ),
-            revert: "unset XDG_CACHE_HOME (or set it back to its old value)".into(),
+            // An empty XDG_CACHE_HOME means the default, as an unset one.
+            revert: "export XDG_CACHE_HOME=\"$NIXTRACE_OLD_XDG_CACHE_HOME\"".into(),
             risk: Some("A program that does not read XDG_CACHE_HOME keeps its cache where it was; then only its own option helps.".into()),
         },
     }
@@ -239,6 +291,7 @@ fn rebuilt_recommendation(
 fn home_recommendation(binary: &str, home: &str, entry: &str) -> Recommendation {
     let path = format!("{home}/{entry}");
     let target = format!("{home}/.cache/{}", entry.trim_start_matches('.'));
+    let (dot, moved) = (shell_quote(&path), shell_quote(&target));
     let name = binary.rsplit('/').next().unwrap_or(binary);
     Recommendation {
         rule: RULE.id,
@@ -258,51 +311,11 @@ fn home_recommendation(binary: &str, home: &str, entry: &str) -> Recommendation 
             kind: FixKind::Command,
             text: format!(
                 "# With {name}'s own cache option, if it has one, point it at {target}; otherwise move it and leave a link:\n\
-                 mkdir -p {} && mv {} {} && ln -s {} {}",
+                 mkdir -p {} && mv {dot} {moved} && ln -s {moved} {dot}",
                 shell_quote(&format!("{home}/.cache")),
-                shell_quote(&format!("{home}/{entry}")),
-                shell_quote(&target),
-                shell_quote(&target),
-                shell_quote(&format!("{home}/{entry}")),
             ),
-            revert: format!(
-                "rm {} && mv {} {}",
-                shell_quote(&format!("{home}/{entry}")),
-                shell_quote(&target),
-                shell_quote(&format!("{home}/{entry}"))
-            ),
+            revert: format!("rm {dot} && mv {moved} {dot}"),
             risk: Some("A program that replaces the cache by renaming a new file over it turns the link back into a plain file.".into()),
         },
-    }
-}
-
-/// (`/home/USER`, `.entry`) of a path in a home directory's dot-entry.
-fn split_home(path: &str) -> Option<(&str, &str)> {
-    let home_len = if path.starts_with("/root/") {
-        "/root".len()
-    } else {
-        let user = path.strip_prefix("/home/")?;
-        "/home/".len() + user.find('/')?
-    };
-    let (home, rest) = path.split_at(home_len);
-    let entry = rest.trim_start_matches('/').split('/').next()?;
-    Some((home, entry))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytecode_names_its_source() {
-        assert_eq!(source_of("/w/__pycache__/m.cpython-311.pyc").as_deref(), Some("/w/m.py"));
-        assert_eq!(source_of("/w/m.pyc"), None);
-    }
-
-    #[test]
-    fn home_entries_split() {
-        assert_eq!(split_home("/home/ann/.foo-cache/x"), Some(("/home/ann", ".foo-cache")));
-        assert_eq!(split_home("/root/.foo-cache"), Some(("/root", ".foo-cache")));
-        assert_eq!(split_home("/var/.x"), None);
     }
 }
