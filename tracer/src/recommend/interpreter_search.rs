@@ -38,7 +38,7 @@ pub const RULE: Rule = Rule {
 
 /// What kind of searcher a program is, by its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Searcher {
+pub(super) enum Searcher {
     Python,
     Perl,
     Ruby,
@@ -49,7 +49,7 @@ enum Searcher {
 impl Searcher {
     /// By the program's file name, as Nix wrappers name it too
     /// (`.python3.11-wrapped`).
-    fn of(binary: &str) -> Option<Searcher> {
+    pub(super) fn of(binary: &str) -> Option<Searcher> {
         let name = binary.rsplit('/').next().unwrap_or(binary);
         let name = name.strip_prefix('.').unwrap_or(name);
         let name = name.strip_suffix("-wrapped").unwrap_or(name);

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{
     Confidence, Fix, FixKind, Level, Recommendation, Rule, Saving, Settings, Subject, SubjectKind, Threshold,
-    shell_quote,
+    interpreter_search::Searcher, shell_quote,
 };
 use crate::{
     analysis::{
@@ -195,7 +195,7 @@ fn bytecode_fix(binary: &str, modules: &[Module]) -> Fix {
     }
     // The exec's file is the interpreter itself, or a script it runs.
     let name = binary.rsplit('/').next().unwrap_or(binary);
-    let python = if name.starts_with("python") { binary } else { "python3" };
+    let python = if Searcher::of(binary) == Some(Searcher::Python) { binary } else { "python3" };
     let sources: Vec<String> = local.iter().map(|(_, source)| shell_quote(source)).collect();
     let bytecode: Vec<String> = local.iter().map(|(pyc, _)| shell_quote(pyc)).collect();
     let mut caches: Vec<&str> =
