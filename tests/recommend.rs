@@ -261,7 +261,7 @@ fn c_project(dir: &Path, files: usize) {
     }
     fs::write(dir.join("main.c"), "int main(void) { return 0; }\n").unwrap();
     let makefile = format!(
-        "prog: main.o {objects}\n\tcc -o $@ $^\n%.o: %.c\n\tcc -O2 -c -o $@ $<\n",
+        "prog: main.o {objects}\n\t$(CC) -o $@ $^\n%.o: %.c\n\t$(CC) -O2 -c -o $@ $<\n",
         objects = objects.join(" ")
     );
     fs::write(dir.join("Makefile"), makefile).unwrap();
@@ -331,6 +331,79 @@ fn build_parallelism_finds_a_serial_make() {
     let parallel = record_make(&sandbox, "parallel", &format!("-j{cpus}"));
     let none = recommend_json(&parallel, &["--rule", "build-parallelism"]);
     assert_eq!(none["recommendations"], serde_json::json!([]), "make -j{cpus}: {none:#}");
+}
+
+/// Proves build-parallelism's compiler-cache figures against ccache's own
+/// statistics: a `make -j1 CC="ccache cc"` of thirteen C files, seven of
+/// them cached by an earlier build and six changed since, runs thirteen
+/// ccache invocations (for the link ccache execs the compiler in its own
+/// place); the seven direct-mode hits start no process, and that is the
+/// evidence's `compiler_cache_hits`.
+#[test]
+fn build_parallelism_counts_ccache_hits() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("cached");
+    c_project(&dir, 12);
+    let cache = sandbox.path("ccache");
+    let make = |command: &mut Command| {
+        let output = run(command
+            .args(["make", "-s", "-j1", "-C"])
+            .arg(&dir)
+            .arg("CC=ccache cc")
+            .env("CCACHE_DIR", &cache));
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    };
+    make(&mut Command::new("env"));
+    for i in 0..6 {
+        let source = dir.join(format!("f{i}.c"));
+        let text =
+            fs::read_to_string(&source).unwrap() + &format!("int changed{i}(void) {{ return {i}; }}\n");
+        fs::write(source, text).unwrap();
+    }
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "o") || path.ends_with("prog") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    let zeroed = run(Command::new("ccache").arg("--zero-stats").env("CCACHE_DIR", &cache));
+    assert!(zeroed.status.success(), "{}", stderr_of(&zeroed));
+    let trace = sandbox.path("cached.ntr");
+    make(record_cmd(&trace).args(["-q", "--"]));
+
+    let stats = run(Command::new("ccache").arg("--print-stats").env("CCACHE_DIR", &cache));
+    let stats = String::from_utf8(stats.stdout).unwrap();
+    let stat = |name: &str| -> u64 {
+        let line = stats.lines().find(|l| l.split('\t').next() == Some(name));
+        line.and_then(|l| l.split('\t').nth(1))
+            .unwrap_or_else(|| panic!("no {name} in {stats}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!((stat("direct_cache_hit"), stat("preprocessed_cache_hit")), (7, 0), "{stats}");
+    assert_eq!(stat("cache_miss"), 6, "{stats}");
+
+    let report = report_json(&trace, &[]);
+    let processes = report["processes"].as_array().unwrap();
+    let ccache: Vec<&Value> =
+        processes.iter().filter(|p| p["exe"].as_str().is_some_and(|e| e.ends_with("/ccache"))).collect();
+    assert_eq!(ccache.len(), 13, "one a source file; the link is a cc by the end");
+    let childless = ccache
+        .iter()
+        .filter(|c| !processes.iter().any(|p| p["ppid"] == c["pid"] && p["parent_start_ns"] == c["start_ns"]))
+        .count();
+    assert_eq!(childless, 7, "the hits start no process");
+
+    let recommendations = recommend_json(
+        &trace,
+        &["--rule", "build-parallelism", "--threshold", "build-parallelism.min_wall_ms=0"],
+    );
+    let found = recommendations["recommendations"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{recommendations:#}");
+    let evidence = &found[0]["evidence"];
+    assert_eq!(evidence["compiler_cache_invocations"].as_u64(), Some(13), "{evidence}");
+    assert_eq!(evidence["compiler_cache_hits"].as_u64(), Some(7), "{evidence}");
+    assert_eq!(found[0]["confidence"]["level"], "low", "a cached build's work is not the next one's");
 }
 
 /// A program that needs zlib (`-l:libz.so.1`), built in the sandbox.

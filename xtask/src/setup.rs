@@ -22,6 +22,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftrace",
     "linux-perf",
     "patchelf",
+    // A compiler cache whose hits build-parallelism counts, in tests/recommend.rs.
+    "ccache",
     // The venv that holds the duckdb wheel, for tests/parquet.rs.
     "python3-venv",
     // nix-instantiate, for `cargo xtask nix-check`'s parse check of every .nix file;

@@ -66,9 +66,10 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
     let processes = &analysis.processes;
     let index: HashMap<(u32, u64), usize> =
         processes.iter().enumerate().map(|(i, p)| ((p.pid, p.start_ns), i)).collect();
-    let parent = |i: usize| {
-        processes[i].parent_start_ns.and_then(|start| index.get(&(processes[i].ppid, start)).copied())
-    };
+    let parent: Vec<Option<usize>> = processes
+        .iter()
+        .map(|p| p.parent_start_ns.and_then(|start| index.get(&(p.ppid, start)).copied()))
+        .collect();
     // A build is a driver whose ancestors are no drivers.
     let root_of = |mut i: usize| -> Option<usize> {
         let mut root = None;
@@ -76,7 +77,7 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
             if is(&processes[i], DRIVERS) {
                 root = Some(i);
             }
-            match parent(i) {
+            match parent[i] {
                 Some(p) => i = p,
                 None => return root,
             }
@@ -90,7 +91,7 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
     }
     let mut found: Vec<Recommendation> = builds
         .into_iter()
-        .filter_map(|(root, members)| build(analysis, root, &members, cpus, settings))
+        .filter_map(|(root, members)| build(analysis, &parent, root, &members, cpus, settings))
         .collect();
     found.sort_by_key(|r| std::cmp::Reverse(r.saving.time_ns));
     found
@@ -98,6 +99,7 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
 
 fn build(
     analysis: &Analysis,
+    parent: &[Option<usize>],
     root: usize,
     members: &[usize],
     cpus: u32,
@@ -124,8 +126,8 @@ fn build(
     let longest = compilers.iter().map(|p| p.wall_ns).max().unwrap_or(0);
     let ideal = (on_cpu / u64::from(cpus)).max(longest);
     let saving = wall.saturating_sub(ideal);
-    let caches: Vec<&ProcessFigures> =
-        members.iter().map(|i| &processes[*i]).filter(|p| is(p, CACHES)).collect();
+    let caches: Vec<usize> = members.iter().copied().filter(|i| is(&processes[*i], CACHES)).collect();
+    let cache_hits = cache_hits(processes, parent, members, &caches);
     let exe = driver.exe.clone().unwrap_or_default();
     let tool = basename(&exe).to_string();
     // Nix builds run in the daemon's cgroup, or below nix-build itself.
@@ -144,6 +146,7 @@ fn build(
         "compile_ns": compile_ns,
         "most_compilers_at_once": most_at_once,
         "compiler_cache_invocations": caches.len(),
+        "compiler_cache_hits": cache_hits,
     });
     let fix = if under_nix {
         Fix {
@@ -191,15 +194,40 @@ fn build(
             level: if caches.is_empty() { Level::Medium } else { Level::Low },
             reason: format!(
                 "the scheduler's on-CPU time of every process of the build; the estimate assumes the compilers are independent, which the build's dependency graph may not allow{}",
-                if caches.is_empty() {
-                    ""
-                } else {
-                    ", and a compiler cache was in use, so this run's work may not be the next one's"
+                match (caches.len(), cache_hits) {
+                    (0, _) => String::new(),
+                    (n, Some(hits)) => format!(
+                        ", and a compiler cache was in use ({hits} of {n} ccache invocations were answered from it), so this run's work may not be the next one's"
+                    ),
+                    (_, None) => {
+                        ", and a compiler cache was in use, so this run's work may not be the next one's"
+                            .to_string()
+                    }
                 }
             ),
         },
         fix,
     })
+}
+
+/// The ccache invocations among `caches` that started no process: hits in
+/// ccache's direct mode, which answers from the cache without running
+/// anything. A miss runs the preprocessor and the compiler, a link or any
+/// other call it cannot cache runs the compiler driver, and a
+/// preprocessor-mode hit runs the preprocessor, which this cannot tell
+/// from a miss. None when sccache was among them: it compiles in its
+/// server, outside the invocation's process tree.
+fn cache_hits(
+    processes: &[ProcessFigures],
+    parent: &[Option<usize>],
+    members: &[usize],
+    caches: &[usize],
+) -> Option<usize> {
+    if caches.iter().any(|i| !is(&processes[*i], &["ccache"])) {
+        return None;
+    }
+    let started_any = |cache: usize| members.iter().any(|i| parent[*i] == Some(cache));
+    Some(caches.iter().filter(|cache| !started_any(**cache)).count())
 }
 
 /// The most compiler processes alive at any one moment.
