@@ -1,7 +1,9 @@
 //! boot-config: how the machine was set up to boot, from what
 //! `record --boot` read when it started (the kernel command line, the
-//! initrd, what the console printed): a serial console that prints every
-//! kernel message, an initrd compressor that unpacks slowly.
+//! initrd, what the console printed) and when it stopped (systemd's
+//! critical chain): a serial console that prints every kernel message, an
+//! initrd compressor that unpacks slowly, and units on the critical chain
+//! that only wait (for the network to be online, for udev to settle).
 
 use serde_json::json;
 
@@ -9,7 +11,7 @@ use super::{
     Confidence, Fix, FixKind, Level, Recommendation, Rule, Saving, Settings, Subject, SubjectKind, Threshold,
 };
 use crate::{
-    analysis::Analysis,
+    analysis::{Analysis, boot::BootUnit},
     human::{bytes, duration},
     trace::BootSetup,
 };
@@ -20,12 +22,21 @@ pub const RULE: Rule = Rule {
     description: "From the kernel command line and the initrd that record --boot read: a serial \
         console printing every kernel message (printk to a UART waits for it, about a millisecond \
         a character at 9600 baud), and an initrd compressed with gzip, xz, lzma or bzip2, which \
-        the kernel unpacks several times slower than zstd.",
-    thresholds: &[Threshold {
-        name: "min_console_bytes",
-        default: 4096.0,
-        help: "bytes the console printed before the tracer started, before quiet is worth saying",
-    }],
+        the kernel unpacks several times slower than zstd; and, on the critical chain, \
+        systemd-networkd-wait-online, NetworkManager-wait-online or systemd-udev-settle, which \
+        only wait, pointing at the module's switches that turn them off.",
+    thresholds: &[
+        Threshold {
+            name: "min_console_bytes",
+            default: 4096.0,
+            help: "bytes the console printed before the tracer started, before quiet is worth saying",
+        },
+        Threshold {
+            name: "min_wait_ms",
+            default: 100.0,
+            help: "milliseconds a waiting unit on the critical chain took to start, before it is worth saying",
+        },
+    ],
     check,
 };
 
@@ -40,7 +51,99 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
     [serial_console(setup, attached_after, settings), initrd(setup, attached_after)]
         .into_iter()
         .flatten()
+        .chain(waits(analysis, settings))
         .collect()
+}
+
+/// Units that only wait, and the module switch that turns each off.
+const WAITING_UNITS: &[(&str, &str, &str)] = &[
+    (
+        "systemd-networkd-wait-online.service",
+        "skipNetworkWaitOnline",
+        "systemd.network.wait-online.enable = false",
+    ),
+    (
+        "NetworkManager-wait-online.service",
+        "skipNetworkWaitOnline",
+        "systemd.services.NetworkManager-wait-online.enable = false",
+    ),
+    ("systemd-udev-settle.service", "skipUdevSettle", "systemd.services.systemd-udev-settle.enable = false"),
+];
+
+/// A time as systemd-analyze prints it ("1min 2.301s", "312ms", "45us").
+fn systemd_time_ns(text: &str) -> Option<u64> {
+    let mut total = 0f64;
+    for word in text.split_whitespace() {
+        let split = word.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (number, unit) = word.split_at(split);
+        let scale = match unit {
+            "h" => 3.6e12,
+            "min" => 6e10,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            _ => return None,
+        };
+        total += number.parse::<f64>().ok()? * scale;
+    }
+    Some(total.round() as u64)
+}
+
+/// The waiting units on the critical chain that took long enough to start.
+fn waits(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
+    let Some(boot) = &analysis.boot else { return Vec::new() };
+    let min_ns = settings.get(&RULE, "min_wait_ms") * 1e6;
+    boot.critical_chain
+        .iter()
+        .filter_map(|unit| {
+            let (_, switch, option) = WAITING_UNITS.iter().find(|(name, ..)| *name == unit.unit)?;
+            let took = unit.took.as_deref()?;
+            let took_ns = systemd_time_ns(took)?;
+            ((took_ns as f64) >= min_ns).then(|| wait(unit, took, took_ns, switch, option))
+        })
+        .collect()
+}
+
+fn wait(unit: &BootUnit, took: &str, took_ns: u64, switch: &str, option: &str) -> Recommendation {
+    let traced = unit
+        .traced
+        .as_ref()
+        .map(|t| json!({ "processes": t.processes, "on_cpu_ns": t.on_cpu_ns, "blocked_ns": t.blocked_ns }));
+    Recommendation {
+        rule: RULE.id,
+        title: format!("{} on the critical chain took {took} to start", unit.unit),
+        subjects: vec![Subject { kind: SubjectKind::Unit, name: unit.unit.clone() }],
+        evidence: json!({
+            "unit": unit.unit,
+            "active_at": unit.active_at,
+            "took": took,
+            "took_ns": took_ns,
+            "traced": traced,
+        }),
+        saving: Saving {
+            time_ns: Some(took_ns),
+            bytes: None,
+            how: format!(
+                "the {took} systemd-analyze critical-chain gives it: the units after it on the chain waited that long for it"
+            ),
+        },
+        confidence: Confidence {
+            level: Level::Medium,
+            reason: "the time is systemd's own; whether the units after it can start sooner without it depends on what they need (a network address, a device)".into(),
+        },
+        fix: Fix {
+            kind: FixKind::NixosOption,
+            text: format!(
+                "services.nixtrace.optimizations.enable = true;\nservices.nixtrace.optimizations.{switch} = true;   # or directly: {option};"
+            ),
+            revert: format!("Set services.nixtrace.optimizations.{switch} = false (or remove {option})."),
+            risk: Some(if switch == "skipUdevSettle" {
+                "Units that wait for it start before their devices exist, and a unit that requires it fails; ZFS pool imports rely on it (the module refuses the switch with ZFS), as do some LVM and mdraid setups.".into()
+            } else {
+                "Services that need the network at start (NFS or CIFS mounts, daemons binding to a DHCP address) may start too early and fail.".into()
+            }),
+        },
+    }
 }
 
 /// The serial console of a kernel command line, and its baud rate
@@ -197,6 +300,45 @@ mod tests {
         ] {
             assert!(recommended(quiet.clone()).is_empty(), "{quiet:?}");
         }
+    }
+
+    #[test]
+    fn systemd_times_parse() {
+        assert_eq!(systemd_time_ns("1min 2.301s"), Some(62_301_000_000));
+        assert_eq!(systemd_time_ns("312ms"), Some(312_000_000));
+        assert_eq!(systemd_time_ns("45us"), Some(45_000));
+        assert_eq!(systemd_time_ns("2.5 parsecs"), None);
+    }
+
+    /// The recommendations of a boot whose critical chain systemd-analyze
+    /// printed as `chain`.
+    fn with_chain(chain: &str) -> Vec<Recommendation> {
+        let mut header = crate::trace::tests::header();
+        header.boot = Some(setup("quiet", 4, 0, "zstd"));
+        let mut bytes = Vec::new();
+        let mut writer = TraceWriter::new(&mut bytes, &header).unwrap();
+        writer
+            .write(&crate::trace::Event::SystemdAnalyze {
+                ts_ns: 1,
+                critical_chain: Some(chain.as_bytes().to_vec()),
+                blame: None,
+            })
+            .unwrap();
+        writer.finish(&Stats::default()).unwrap();
+        let analysis = analyse(bytes.as_slice(), "t", &Filter::default()).unwrap();
+        check(&analysis, &Settings::default())
+    }
+
+    #[test]
+    fn a_waiting_unit_on_the_critical_chain() {
+        let found = with_chain(
+            "multi-user.target @9.1s\n└─network-online.target @9.0s\n  └─systemd-networkd-wait-online.service @3.2s +5.802s\n    └─systemd-udev-settle.service @3.1s +90ms\n",
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].evidence["unit"], "systemd-networkd-wait-online.service");
+        assert_eq!(found[0].saving.time_ns, Some(5_802_000_000));
+        assert!(found[0].fix.text.contains("optimizations.skipNetworkWaitOnline = true"));
+        assert!(with_chain("multi-user.target @2s\n└─systemd-udevd.service @1s +900ms\n").is_empty());
     }
 
     #[test]
