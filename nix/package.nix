@@ -1,5 +1,6 @@
 # nixtrace: the binary, with its eBPF object embedded, and the boot unit
-# systemd/nixtrace-boot.service with its ExecStart pointed at this package.
+# systemd/nixtrace-boot.service and nixtrace-preload.service with their
+# ExecStart pointed at this package.
 {
   lib,
   cargo,
@@ -95,9 +96,11 @@ in
     doCheck = false;
 
     postInstall = ''
-      install -Dm644 systemd/nixtrace-boot.service $out/lib/systemd/system/nixtrace-boot.service
-      substituteInPlace $out/lib/systemd/system/nixtrace-boot.service \
-        --replace-fail "ExecStart=/usr/bin/nixtrace " "ExecStart=$out/bin/nixtrace "
+      for unit in nixtrace-boot.service nixtrace-preload.service; do
+        install -Dm644 systemd/$unit $out/lib/systemd/system/$unit
+        substituteInPlace $out/lib/systemd/system/$unit \
+          --replace-fail "ExecStart=/usr/bin/nixtrace " "ExecStart=$out/bin/nixtrace "
+      done
     '';
 
     passthru = {

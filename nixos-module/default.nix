@@ -57,7 +57,7 @@
       example = true;
       inherit description;
     };
-  optimisationNames = ["initrdZstd" "systemdInitrd" "skipNetworkWaitOnline" "skipUdevSettle"];
+  optimisationNames = ["initrdZstd" "systemdInitrd" "skipNetworkWaitOnline" "skipUdevSettle" "preload"];
   rollback = ''
     Roll back: set it to `false` (or `optimizations.enable = false` to drop
     every switch at once) and rebuild; if the machine no longer boots, pick
@@ -250,6 +250,27 @@ in {
 
         ${rollback}
       '';
+
+      preload = optimisation ''
+        Read the files the last traced boot read from disk into the page
+        cache at the start of this one (the boot-io recommendation):
+        nixtrace-preload.service runs `nixtrace preload` on the
+        `latest.preload` list that nixtrace-boot.service files in
+        {option}`services.nixtrace.boot.outputDir`, with the pages each file
+        had read, in the order the boot first used them, by store path.
+        Needs {option}`services.nixtrace.boot.enable`, which makes the list.
+
+        Benefit: the units on the critical chain find their files cached
+        instead of waiting for the disk; the boot report's disk reads and
+        blocked time per unit show how much, from the next boot on. Most on
+        a spinning disk or an SD card, little on NVMe.
+
+        Risk: the preload competes with the units for the disk in the first
+        seconds; on a fast disk it may gain nothing. It only reads, and
+        skips listed files that are gone.
+
+        ${rollback}
+      '';
     };
   };
 
@@ -294,6 +315,24 @@ in {
         systemd.network.wait-online.enable = false;
         systemd.services = mkIf config.networking.networkmanager.enable {
           NetworkManager-wait-online.enable = false;
+        };
+      })
+      (mkIf opt.preload {
+        assertions = [
+          {
+            assertion = bootCfg.enable;
+            message = "services.nixtrace.optimizations.preload reads the list that traced boots make: it needs services.nixtrace.boot.enable.";
+          }
+        ];
+        systemd = {
+          packages = [cfg.package];
+          services.nixtrace-preload = {
+            wantedBy = ["sysinit.target"];
+            environment.NIXTRACE_PRELOAD_LIST = "${bootCfg.outputDir}/latest.preload";
+            # The empty entry drops the unit file's own condition, on the default directory.
+            unitConfig.ConditionPathExists = ["" "${bootCfg.outputDir}/latest.preload"];
+            restartIfChanged = false;
+          };
         };
       })
       (mkIf opt.skipUdevSettle {

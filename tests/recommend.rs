@@ -793,3 +793,153 @@ fn startup_cache_finds_a_cache_outside_xdg_cache_home() {
     let none = recommend_json(&xdg_trace, &["--rule", "startup-cache"]);
     assert_eq!(none["recommendations"], serde_json::json!([]), "{none:#}");
 }
+
+/// Writes back everything dirty, then drops the clean page cache.
+fn drop_caches() {
+    assert!(run(&mut Command::new("sync")).status.success(), "sync");
+    fs::write("/proc/sys/vm/drop_caches", "3\n").expect("write /proc/sys/vm/drop_caches");
+}
+
+/// The runs (first page, pages) of `path` in the page cache, by
+/// mincore(2): the kernel's own answer, not nixtrace's.
+fn resident_runs(path: &Path) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd as _;
+    let file = fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    let mut pages = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: a read-only mapping of the whole file, only passed to mincore.
+    unsafe {
+        let map =
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0);
+        assert_ne!(map, libc::MAP_FAILED, "mmap {}", path.display());
+        assert_eq!(libc::mincore(map, len, pages.as_mut_ptr()), 0, "mincore {}", path.display());
+        libc::munmap(map, len);
+    }
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for (page, _) in pages.iter().enumerate().filter(|(_, p)| **p & 1 != 0) {
+        match runs.last_mut() {
+            Some((first, n)) if *first + *n == page as u64 => *n += 1,
+            _ => runs.push((page as u64, 1)),
+        }
+    }
+    runs
+}
+
+/// Pages of each file in the page cache, by util-linux's fincore.
+fn fincore_pages(files: &[&Path]) -> Vec<u64> {
+    let output =
+        run(Command::new("fincore").args(["--noheadings", "--raw", "--output", "PAGES"]).args(files));
+    assert!(output.status.success(), "fincore: {}", stderr_of(&output));
+    String::from_utf8(output.stdout).unwrap().lines().map(|l| l.trim().parse().unwrap()).collect()
+}
+
+/// A list's lines as (runs, path).
+fn list_lines(list: &str) -> Vec<(Vec<(u64, u64)>, String)> {
+    list.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|line| {
+            let (runs, path) = line.split_once('\t').unwrap();
+            let runs = runs
+                .split(',')
+                .map(|run| {
+                    let (first, n) = run.split_once('+').unwrap();
+                    (first.parse().unwrap(), n.parse().unwrap())
+                })
+                .collect();
+            (runs, path.to_string())
+        })
+        .collect()
+}
+
+/// Proves the preload list and `nixtrace preload` (boot-io): after
+/// dropping the page cache, a command reads two files whole and two pages
+/// of a third; the list `export --format preload` makes names exactly
+/// those three, in the order they were first read, each with exactly the
+/// pages the kernel then holds (mincore), and not the file nobody read.
+/// With the cache dropped again, `nixtrace preload` brings exactly those
+/// pages back (mincore and fincore agree), and counts a listed file that
+/// is gone.
+#[test]
+fn preload_reads_back_what_a_cold_start_read() {
+    let sandbox = Sandbox::new();
+    let sizes = [("a", 50), ("b", 30), ("c", 64), ("unread", 20)];
+    let files: Vec<std::path::PathBuf> = sizes
+        .iter()
+        .map(|(name, pages)| {
+            let path = sandbox.path(name);
+            fs::write(&path, vec![name.as_bytes()[0]; pages * 4096]).unwrap();
+            path
+        })
+        .collect();
+    let paths: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    drop_caches();
+    assert_eq!(fincore_pages(&paths), [0, 0, 0, 0], "dropping the cache left pages of the files");
+
+    let trace = sandbox.trace_path();
+    let script = format!(
+        "cat {b} {a} >/dev/null; dd if={c} bs=4096 skip=10 count=2 status=none of=/dev/null",
+        a = text_of(&files[0]),
+        b = text_of(&files[1]),
+        c = text_of(&files[2])
+    );
+    let output = run(record_cmd(&trace).args(["-q", "--", "sh", "-c", &script]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let read: Vec<Vec<(u64, u64)>> = paths.iter().map(|p| resident_runs(p)).collect();
+    assert_eq!(read[0], [(0, 50)], "cat reads a whole");
+    assert_eq!(read[1], [(0, 30)], "cat reads b whole");
+    assert!(
+        read[2].iter().any(|(first, n)| *first <= 10 && first + n >= 12),
+        "dd read pages 10 and 11 of c: {:?}",
+        read[2]
+    );
+    assert_eq!(read[3], [], "nobody read unread");
+
+    let list_path = sandbox.path("list.preload");
+    let output = run(Command::new(NIXTRACE)
+        .arg("export")
+        .arg(&trace)
+        .args(["--format", "preload", "-o"])
+        .arg(&list_path));
+    assert!(output.status.success(), "export --format preload: {}", stderr_of(&output));
+    let list = fs::read_to_string(&list_path).unwrap();
+    assert!(list.starts_with("# nixtrace preload list 1\n"), "{list}");
+    let ours: Vec<(Vec<(u64, u64)>, String)> = list_lines(&list)
+        .into_iter()
+        .filter(|(_, path)| path.starts_with(text_of(&sandbox.path(""))))
+        .collect();
+    let expected: Vec<(Vec<(u64, u64)>, String)> = [(1, &read[1]), (0, &read[0]), (2, &read[2])]
+        .iter()
+        .map(|(i, runs)| ((*runs).clone(), text_of(&files[*i]).to_string()))
+        .collect();
+    assert_eq!(ours, expected, "the list's files, in first-read order, with the pages read:\n{list}");
+
+    // A listed file that is gone (an older generation's) is skipped and counted.
+    let gone = format!("{list}0+1\t{}\n", text_of(&sandbox.path("gone")));
+    fs::write(&list_path, gone).unwrap();
+    drop_caches();
+    assert_eq!(fincore_pages(&paths), [0, 0, 0, 0], "dropping the cache left pages of the files");
+    let output = run(Command::new(NIXTRACE).arg("preload").arg(&list_path).args(["--format", "json"]));
+    assert!(output.status.success(), "preload: {}", stderr_of(&output));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listed = list_lines(&list).len() as u64;
+    assert_eq!(
+        (summary["files"].as_u64(), summary["missing"].as_u64()),
+        (Some(listed + 1), Some(1)),
+        "{summary}"
+    );
+    assert_eq!(summary["read_ahead"], true);
+    for (i, path) in paths.iter().enumerate() {
+        assert_eq!(resident_runs(path), read[i], "{} after nixtrace preload", path.display());
+    }
+    let pages: Vec<u64> = read.iter().map(|runs| runs.iter().map(|(_, n)| n).sum()).collect();
+    assert_eq!(fincore_pages(&paths), pages, "fincore after nixtrace preload");
+
+    // --check counts and reads nothing.
+    drop_caches();
+    let output =
+        run(Command::new(NIXTRACE).arg("preload").arg("--check").arg(&list_path).args(["-F", "json"]));
+    assert!(output.status.success(), "preload --check: {}", stderr_of(&output));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["read_ahead"], false);
+    assert_eq!(fincore_pages(&paths), [0, 0, 0, 0], "preload --check read the files");
+}

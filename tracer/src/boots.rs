@@ -1,8 +1,10 @@
 //! Filing a recorded boot (`record --boot`): the staged trace moves to
 //! `<output-dir>/<boot-id>.ntr`, with its report (Markdown and JSON, with
 //! the boot section), its startup and io flamegraphs and, with `--parquet`,
-//! its Parquet tables (`<boot-id>.TABLE.parquet`) beside it, and the
-//! oldest boots beyond `--keep` go. It sits above the recorder and the
+//! its Parquet tables (`<boot-id>.TABLE.parquet`) beside it, and its
+//! preload list (`<boot-id>.preload`, copied to `latest.preload` for
+//! nixtrace-preload.service at the next boot); the oldest boots beyond
+//! `--keep` go. It sits above the recorder and the
 //! renderers, so that `record` depends on nothing above `trace`.
 
 use std::{
@@ -14,8 +16,8 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use crate::{
-    analysis::{Filter, analyse_file, boot},
-    export, flamegraph, recommend,
+    analysis::{Filter, analyse_file},
+    export, flamegraph, preload, recommend,
     record::StagedBoot,
     report,
 };
@@ -23,11 +25,8 @@ use crate::{
 /// Rows per table in the filed report.
 const REPORT_ROWS: usize = 20;
 
-/// The output of a systemd-analyze subcommand, or None without one.
-fn systemd_analyze(args: &[&str]) -> Option<String> {
-    let output = std::process::Command::new("systemd-analyze").args(args).arg("--no-pager").output().ok()?;
-    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-}
+/// The last filed boot's preload list, which nixtrace-preload.service reads.
+pub const LATEST_PRELOAD: &str = "latest.preload";
 
 /// Files the staged trace: moves it to `<dir>/<boot-id>.ntr`, writes the
 /// report (Markdown and JSON) and the startup and io flamegraphs beside
@@ -48,12 +47,8 @@ pub fn file(staged: &StagedBoot) -> Result<PathBuf> {
     fs::remove_file(&staged.staging).with_context(|| format!("removing {}", staged.staging.display()))?;
 
     let stem = dir.join(&staged.boot_id);
-    let mut analysis = analyse_file(&trace, &Filter::default())?;
-    analysis.boot = Some(boot::section(
-        &analysis,
-        systemd_analyze(&["critical-chain"]).as_deref(),
-        systemd_analyze(&["blame"]).as_deref(),
-    ));
+    // The boot section comes from the systemd-analyze record in the trace.
+    let analysis = analyse_file(&trace, &Filter::default())?;
     let recommendations = recommend::recommend(&analysis, &recommend::Selection::default());
     for (format, extension) in
         [(report::Format::Markdown, "report.md"), (report::Format::Json, "report.json")]
@@ -79,6 +74,14 @@ pub fn file(staged: &StagedBoot) -> Result<PathBuf> {
         writer.add(&analysis, &recommendations, Some(&trace))?;
         writer.finish()?;
     }
+    let list = preload::list::write(&analysis.preload, &trace.display().to_string());
+    crate::output::write_private(&stem.with_extension("preload"), list.as_bytes())?;
+    // Renamed into place, so that a boot starting now never reads half a list.
+    let latest = dir.join(LATEST_PRELOAD);
+    let partial = dir.join(format!(".{LATEST_PRELOAD}.partial"));
+    crate::output::write_private(&partial, list.as_bytes())?;
+    fs::rename(&partial, &latest)
+        .with_context(|| format!("renaming {} to {}", partial.display(), latest.display()))?;
     prune(dir, staged.keep, &staged.boot_id)?;
     Ok(trace)
 }

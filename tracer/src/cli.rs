@@ -82,7 +82,7 @@ pub enum Command {
         nixtrace diff before.ntr after.ntr --format json | jq '.regressions'")]
     Diff(DiffArgs),
     /// Export a trace as a timeline for the Perfetto UI or chrome://tracing,
-    /// or traces as Parquet tables for query engines.
+    /// traces as Parquet tables for query engines, or a trace's preload list.
     ///
     /// chrome-json: processes and threads become tracks; each process's
     /// life, its execs, the dynamic loader and the library initialisers,
@@ -96,6 +96,9 @@ pub enum Command {
     /// opens and mmaps), every row with its trace's id. The figures are
     /// those of `report --format json`. Tables and columns:
     /// docs/parquet-schema.md; queries: docs/fleet.md.
+    ///
+    /// preload: the pages the trace saw come from disk, file by file in
+    /// the order they were first used, for `nixtrace preload`.
     #[command(after_help = "Examples:\n  \
         nixtrace export boot.ntr -o boot.json\n  \
         nixtrace export python.ntr --format chrome-json -o python.json\n  \
@@ -114,6 +117,23 @@ pub enum Command {
         nixtrace recommend boot.ntr --rule library-search --format json\n  \
         nixtrace recommend --list-rules")]
     Recommend(RecommendArgs),
+    /// Read the files a preload list names into the page cache, ahead of
+    /// the programs that need them.
+    ///
+    /// A list holds the pages a trace saw come from disk, file by file in
+    /// the order they were first used: `record --boot` writes one beside
+    /// every boot (<boot-id>.preload, and latest.preload for the next
+    /// boot), `export --format preload` makes one from any trace. Reading
+    /// uses readahead(2), which queues the reads and returns; nothing is
+    /// written, and listed files that are gone are skipped. It prints what
+    /// of the listed pages was cached before and after. At boot,
+    /// nixtrace-preload.service runs it (the boot-io recommendation, and
+    /// services.nixtrace.optimizations.preload on NixOS).
+    #[command(after_help = "Examples:\n  \
+        sudo nixtrace preload /var/lib/nixtrace/boots/latest.preload\n  \
+        nixtrace export firefox.ntr --format preload -o firefox.preload\n  \
+        nixtrace preload --check firefox.preload")]
+    Preload(PreloadArgs),
     /// Print a trace's events as JSON Lines, one object per event.
     ///
     /// The first line is the trace header; every event has `type`, `ts_ns`,
@@ -518,8 +538,8 @@ impl From<DiffArgs> for diff::Options {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The trace file: one for chrome-json, one or more for parquet (their
-    /// rows go into the same tables).
+    /// The trace file: one for chrome-json and preload, one or more for
+    /// parquet (their rows go into the same tables).
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
 
@@ -528,7 +548,7 @@ pub struct ExportArgs {
           value_parser = one_of(&export::Format::ALL, export::Format::name, export::Format::help))]
     format: export::Format,
 
-    /// chrome-json: write the timeline to this file instead of standard
+    /// chrome-json and preload: write to this file instead of standard
     /// output. parquet: the directory (created if needed) to write
     /// TABLE.parquet into; required.
     #[arg(short, long, value_name = "FILE|DIR")]
@@ -554,12 +574,13 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
             .exit()
     };
     match args.format {
-        export::Format::ChromeJson if args.files.len() > 1 => usage(&format!(
-            "--format chrome-json exports one trace, not {}; --format parquet takes several",
+        export::Format::ChromeJson | export::Format::Preload if args.files.len() > 1 => usage(&format!(
+            "--format {} exports one trace, not {}; --format parquet takes several",
+            args.format.name(),
             args.files.len()
         )),
-        export::Format::ChromeJson if args.events => {
-            usage("--events is for --format parquet (the timeline always has the opens and mmaps)")
+        export::Format::ChromeJson | export::Format::Preload if args.events => {
+            usage(&format!("--events is for --format parquet, not {}", args.format.name()))
         }
         export::Format::Parquet if args.output.is_none() => {
             usage("--format parquet writes a file per table: name their directory with -o DIR")
@@ -572,6 +593,45 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         output: args.output,
         events: args.events,
     })
+}
+
+#[derive(Debug, Args)]
+pub struct PreloadArgs {
+    /// The preload lists (their files are read in list order, list after list).
+    #[arg(required = true, value_name = "LIST")]
+    lists: Vec<PathBuf>,
+
+    /// Only count how much of the listed pages is in the page cache; read nothing.
+    #[arg(long)]
+    check: bool,
+
+    /// Output format: text (one line on standard error) or json (standard output).
+    #[arg(short = 'F', long, value_enum, default_value = "text")]
+    format: PreloadFormat,
+
+    /// Print nothing (text format).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PreloadFormat {
+    Text,
+    Json,
+}
+
+impl From<PreloadArgs> for crate::preload::Options {
+    fn from(args: PreloadArgs) -> crate::preload::Options {
+        crate::preload::Options {
+            lists: args.lists,
+            check: args.check,
+            format: match args.format {
+                PreloadFormat::Text => crate::preload::Format::Text,
+                PreloadFormat::Json => crate::preload::Format::Json,
+            },
+            quiet: args.quiet,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

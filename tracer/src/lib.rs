@@ -3,8 +3,9 @@
 //! Data flows one way: kernel probes (`tracer-ebpf`) → `record` → the trace
 //! file (`trace`) → the model of processes and units (`model`) → the
 //! figures computed from it (`analysis`) → outputs (`report`, `flamegraph`,
-//! `diff`, `export`, `dump`), with `boots` filing a recorded boot and `cli`
-//! on top. See docs/architecture.md.
+//! `diff`, `export`, `dump`, `recommend`), with `boots` filing a recorded
+//! boot, `preload` reading a boot's list back into the page cache, and
+//! `cli` on top. See docs/architecture.md.
 //!
 //! The binary is [`main`]; the library exists so that the fuzz targets
 //! (`fuzz/`) can feed arbitrary bytes to the reader and the report
@@ -20,6 +21,7 @@ mod flamegraph;
 mod human;
 mod model;
 mod output;
+mod preload;
 mod recommend;
 mod record;
 mod report;
@@ -41,6 +43,7 @@ pub fn main() -> ExitCode {
         cli::Command::Dump(args) => dump::run(&args.file).map(|()| 0),
         cli::Command::Report(args) => report::run(&args.into()).map(|()| 0),
         cli::Command::Recommend(args) => cli::recommend(args).map(|()| 0),
+        cli::Command::Preload(args) => preload::run(&args.into()).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),

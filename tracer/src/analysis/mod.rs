@@ -9,11 +9,12 @@ pub mod binary;
 pub mod boot;
 pub mod io;
 pub mod package;
+pub mod preload;
 pub mod process;
 pub mod unit;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     fs::File,
     io::BufReader,
     path::Path,
@@ -35,7 +36,10 @@ use crate::{
         unit::CgroupNames,
     },
     saturating::SaturatingSum as _,
-    trace::{Event, Header, Probe, Stats, TraceReader, event::describe_lost},
+    trace::{
+        Event, Header, Probe, Stats, TraceReader,
+        event::{describe_lost, text},
+    },
 };
 
 /// Version of the JSON schema (`docs/report-schema.md`).
@@ -95,9 +99,14 @@ pub struct Analysis {
     /// pulls in which): `complete`, `unavailable` (with why) or
     /// `not_recorded`.
     pub store_graph: StoreGraph,
-    /// Made by `record --boot`: what the trace missed of the boot, and
-    /// systemd's view of it. Null otherwise.
+    /// For a trace `record --boot` made: what the trace missed of the
+    /// boot, and systemd's view of it (the trace's `systemd_analyze`
+    /// record, written when the recording stopped). Null otherwise.
     pub boot: Option<boot::BootSection>,
+    /// What `nixtrace preload` would read back: a list, not a figure the
+    /// report shows (`record --boot` writes it beside the report).
+    #[serde(skip)]
+    pub preload: preload::PreloadList,
 }
 
 #[derive(Debug, Serialize)]
@@ -136,11 +145,16 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
         files.name(loader.dev, loader.ino, &loader.path);
     }
     let mut last_stats: Option<Stats> = None;
+    let mut systemd_analyze = None;
     let mut events = 0;
     for event in reader.by_ref() {
         let event = event.with_context(|| name.to_string())?;
         match &event {
             Event::Stats(stats) => last_stats = Some(stats.clone()),
+            Event::SystemdAnalyze { critical_chain, blame, .. } => {
+                systemd_analyze = Some((critical_chain.as_deref().map(text), blame.as_deref().map(text)));
+                events += 1;
+            }
             _ => events += 1,
         }
         cgroups.add(&event);
@@ -168,6 +182,8 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
     selected.sort_by(|(a, _), (b, _)| b.wall_ns.cmp(&a.wall_ns).then(a.pid.cmp(&b.pid)));
     let binaries = binary::binaries(selected.iter().map(|(_, i)| &table.processes[*i]), &recorded_binaries);
     let pids: HashSet<u32> = selected.iter().map(|(p, _)| p.pid).collect();
+    let units: HashMap<u32, &str> = selected.iter().map(|(p, _)| (p.pid, p.unit.as_str())).collect();
+    let preload = preload::preload_list(&files, &units, trace_start);
     let files = io::files_read(&files, &pids);
     let packages = package::packages(
         selected.iter().map(|(figures, i)| (figures, &table.processes[*i])),
@@ -176,7 +192,7 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
     );
     let processes: Vec<ProcessFigures> = selected.into_iter().map(|(figures, _)| figures).collect();
     let lost_by_probe = last_stats.map(|s| s.lost).unwrap_or_default();
-    Ok(Analysis {
+    let mut analysis = Analysis {
         schema_version: SCHEMA_VERSION,
         trace: name.to_string(),
         cut_short: reader.cut_short().map(str::to_string),
@@ -192,7 +208,12 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
         processes,
         store_graph: graph.status().into(),
         boot: None,
-    })
+        preload,
+    };
+    if let Some((critical_chain, blame)) = systemd_analyze {
+        analysis.boot = Some(boot::section(&analysis, critical_chain.as_deref(), blame.as_deref()));
+    }
+    Ok(analysis)
 }
 
 impl Analysis {

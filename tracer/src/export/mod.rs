@@ -1,7 +1,8 @@
 //! `nixtrace export`: a trace in another program's format. `chrome-json`
 //! is one trace as a timeline for the Perfetto UI or chrome://tracing
 //! (`chrome_json.rs`); `parquet` is one or many traces as Parquet tables
-//! for query engines (`parquet/`, docs/parquet-schema.md).
+//! for query engines (`parquet/`, docs/parquet-schema.md); `preload` is
+//! one trace's preload list, for `nixtrace preload` (`preload/list.rs`).
 
 pub mod chrome_json;
 pub mod parquet;
@@ -9,6 +10,8 @@ pub mod parquet;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
+
+use crate::analysis::{Filter, analyse_file};
 
 pub use self::chrome_json::chrome_json_from;
 
@@ -18,15 +21,18 @@ pub enum Format {
     ChromeJson,
     /// One Parquet file per table, in a directory (docs/parquet-schema.md).
     Parquet,
+    /// The files read from disk, for `nixtrace preload`.
+    Preload,
 }
 
 impl Format {
-    pub const ALL: [Format; 2] = [Format::ChromeJson, Format::Parquet];
+    pub const ALL: [Format; 3] = [Format::ChromeJson, Format::Parquet, Format::Preload];
 
     pub fn name(self) -> &'static str {
         match self {
             Format::ChromeJson => "chrome-json",
             Format::Parquet => "parquet",
+            Format::Preload => "preload",
         }
     }
 
@@ -36,6 +42,10 @@ impl Format {
             Format::Parquet => {
                 "one Parquet file per table in the directory -o names, for one or many traces \
                  (docs/parquet-schema.md)"
+            }
+            Format::Preload => {
+                "the pages read from disk, file by file in first-use order: a list for \
+                 `nixtrace preload`"
             }
         }
     }
@@ -62,6 +72,14 @@ pub fn run(options: &Options) -> Result<()> {
                 bail!("--format chrome-json exports one trace, not {}", options.files.len());
             };
             chrome_json::write(file, options.output.as_deref())
+        }
+        Format::Preload => {
+            let [file] = options.files.as_slice() else {
+                bail!("--format preload exports one trace, not {}", options.files.len());
+            };
+            let analysis = analyse_file(file, &Filter::default())?;
+            let text = crate::preload::list::write(&analysis.preload, &file.display().to_string());
+            crate::output::write_or_print(options.output.as_deref(), text.as_bytes())
         }
         Format::Parquet => {
             let Some(dir) = &options.output else { bail!("--format parquet needs -o DIR") };

@@ -62,6 +62,23 @@ pub struct FileIo {
     pub readers: BTreeMap<u32, u64>,
     /// Bytes read from it with read/pread64, by all processes.
     pub read_bytes: u64,
+    /// Every pid that opened, mapped, executed or read it, or brought its
+    /// pages in, with when it first did.
+    pub first_use: BTreeMap<u32, u64>,
+    /// The pages that entered the page cache, as (first page, pages), in
+    /// the order they came.
+    pub pages_read: Vec<(u64, u64)>,
+    /// Opened for writing at least once: its pages are not a fixed set.
+    pub written: bool,
+}
+
+/// The access mode bits of `open(2)` flags: non-zero for write access.
+const O_ACCMODE: u64 = 0o3;
+
+impl FileIo {
+    fn used(&mut self, pid: u32, ts_ns: u64) {
+        self.first_use.entry(pid).or_insert(ts_ns);
+    }
 }
 
 /// Page-cache reads per file, in one pass over the events.
@@ -78,8 +95,10 @@ impl FileTable {
 
     pub fn add(&mut self, event: &Event) {
         match event {
-            Event::Open { path, dir, ret, ino, dev, .. } if *ret >= 0 && *ino != 0 => {
+            Event::Open { common, path, dir, flags, ret, ino, dev, .. } if *ret >= 0 && *ino != 0 => {
                 let file = self.files.entry((*dev, *ino)).or_default();
+                file.used(common.pid, common.ts_ns);
+                file.written |= flags & O_ACCMODE != 0;
                 if file.path.is_none() {
                     file.path = Some(match dir {
                         Some(dir) if !path.starts_with(b"/") => [dir.as_slice(), b"/", path].concat(),
@@ -87,19 +106,24 @@ impl FileTable {
                     });
                 }
             }
-            Event::Exec { filename: path, ino, dev, .. } | Event::Mmap { path: Some(path), ino, dev, .. }
+            Event::Exec { common, filename: path, ino, dev, .. }
+            | Event::Mmap { common, path: Some(path), ino, dev, .. }
                 if *ino != 0 =>
             {
                 let file = self.files.entry((*dev, *ino)).or_default();
+                file.used(common.pid, common.ts_ns);
                 file.path.get_or_insert_with(|| path.clone());
             }
             Event::FileRead { common, dev, ino, bytes } => {
                 let file = self.files.entry((*dev, *ino)).or_default();
+                file.used(common.pid, common.ts_ns);
                 file.read_bytes = file.read_bytes.saturating_add(*bytes);
                 file.readers.entry(common.pid).or_default();
             }
-            Event::PageCache { common, dev, ino, pages, .. } => {
+            Event::PageCache { common, dev, ino, index, pages } => {
                 let file = self.files.entry((*dev, *ino)).or_default();
+                file.used(common.pid, common.ts_ns);
+                file.pages_read.push((*index, u64::from(*pages)));
                 file.disk_read_pages = file.disk_read_pages.saturating_add(u64::from(*pages));
                 let read = file.readers.entry(common.pid).or_default();
                 *read = read.saturating_add((*pages).into());

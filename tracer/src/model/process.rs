@@ -432,6 +432,7 @@ impl ProcessTable {
             | Event::Binary { .. }
             | Event::StorePath { .. }
             | Event::StoreGraph { .. }
+            | Event::SystemdAnalyze { .. }
             | Event::Stats(_) => {}
         }
         self.last_ts = self.last_ts.max(event.ts_ns());

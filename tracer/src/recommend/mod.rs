@@ -9,6 +9,7 @@
 //! [`Threshold`]s, changed with `--threshold RULE.NAME=VALUE`.
 
 mod boot_config;
+mod boot_io;
 mod build_parallelism;
 mod duplicate_libraries;
 mod interpreter_search;
@@ -47,6 +48,7 @@ pub enum SubjectKind {
     Package,
     ProcessTree,
     System,
+    Unit,
 }
 
 /// What following the recommendation would save, and how that was worked
@@ -128,6 +130,7 @@ pub const RULES: &[Rule] = &[
     interpreter_search::RULE,
     startup_cache::RULE,
     duplicate_libraries::RULE,
+    boot_io::RULE,
     boot_config::RULE,
     build_parallelism::RULE,
 ];

@@ -4,19 +4,15 @@
 //! not whatever is at its path by then. A worker thread reads the files, off
 //! the event loop; each file (device, inode) is read once.
 
-use std::{
-    collections::HashSet,
-    fs,
-    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
-    path::{Path, PathBuf},
-    sync::mpsc,
-    thread,
-};
+use std::{collections::HashSet, fs, os::unix::ffi::OsStrExt as _, path::PathBuf, sync::mpsc, thread};
 
 use anyhow::{Context as _, Result};
 
-use super::{boottime_ns, elf::read_elf_facts, loader::kernel_dev};
-use crate::trace::{ElfFacts, Event, event::Bytes};
+use super::{boottime_ns, elf::read_elf_facts};
+use crate::trace::{
+    ElfFacts, Event,
+    event::{Bytes, is_the_file},
+};
 
 const PROT_EXEC: u32 = 4;
 
@@ -126,9 +122,4 @@ fn read(request: &Request) -> Event {
         facts,
         error: error.map(String::into_bytes),
     }
-}
-
-/// Is the file at `path` the one the kernel named (device and inode)?
-fn is_the_file(path: &Path, dev: u32, ino: u64) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.ino() == ino && kernel_dev(m.dev()) == dev)
 }

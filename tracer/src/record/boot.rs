@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::BootOptions;
-use crate::trace::{BootSetup, Initrd};
+use crate::trace::{BootSetup, Event, Initrd};
 
 /// Where the trace grows while the machine boots.
 const STAGING_DIR: &str = "/run/nixtrace";
@@ -130,6 +130,21 @@ pub async fn finished() {
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
+}
+
+/// What `systemd-analyze` says of the boot now (once it has finished):
+/// its critical chain and blame, for the boot section and the rules to
+/// read from the trace anywhere.
+pub async fn systemd_analyze(ts_ns: u64) -> Event {
+    async fn run(subcommand: &str) -> Option<Vec<u8>> {
+        let output = tokio::process::Command::new("systemd-analyze")
+            .args([subcommand, "--no-pager"])
+            .output()
+            .await
+            .ok()?;
+        output.status.success().then_some(output.stdout)
+    }
+    Event::SystemdAnalyze { ts_ns, critical_chain: run("critical-chain").await, blame: run("blame").await }
 }
 
 /// How this boot was set up: the kernel's command line, the initrd and how

@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result};
 
 use super::elf::read_elf_facts;
 use super::loader_probes::{LoaderProbes, loader_probe_offsets};
+use crate::trace::event::kernel_dev;
 
 /// Loader paths that exist on common systems, checked first.
 const WELL_KNOWN: &[&str] = &["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2"];
@@ -64,12 +65,6 @@ fn probe_points(path: &Path) -> Result<LoaderProbes> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     loader_probe_offsets(&data)
         .with_context(|| format!("{} is not a loader nixtrace can probe", path.display()))
-}
-
-/// A userspace `st_dev` as the kernel's `dev_t` (`MKDEV`), which is how
-/// tracepoints and `super_block.s_dev` number devices.
-pub(super) fn kernel_dev(st_dev: u64) -> u32 {
-    (libc::major(st_dev) << 20) | libc::minor(st_dev)
 }
 
 /// `/nix/store/*-glibc-*/lib/ld-linux-x86-64.so.2`.

@@ -503,6 +503,9 @@ async fn record(mut args: Options) -> Result<Recorded> {
     for event in store::graph(&sink.store_paths, stats.ts_ns).await {
         sink.write(event)?;
     }
+    if booting {
+        sink.write(boot::systemd_analyze(stats.ts_ns).await)?;
+    }
     stats.events = sink.writer.events();
     let Sink { writer, counts, .. } = sink;
     writer.finish(&stats).context("writing the trace")?;

@@ -143,6 +143,18 @@ pub fn loader_env(environment: &[u8]) -> Vec<(Bytes, Bytes)> {
 pub type Bytes = Vec<u8>;
 
 /// A byte string for display: invalid UTF-8 becomes U+FFFD.
+/// A userspace `st_dev` as the kernel's `dev_t` (`MKDEV`), which is how
+/// tracepoints and `super_block.s_dev` number devices, and so the trace.
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    (libc::major(st_dev) << 20) | libc::minor(st_dev)
+}
+
+/// Is the file at `path` the one the trace named (device and inode)?
+pub fn is_the_file(path: &std::path::Path, dev: u32, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.ino() == ino && kernel_dev(m.dev()) == dev)
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -330,6 +342,17 @@ pub enum Event {
         /// Why they were not (no Nix store, no `nix-store`, the query failed).
         error: Option<Bytes>,
     },
+    /// What `systemd-analyze` said of the boot when `record --boot`
+    /// stopped: written once, at the end, so that the boot's critical
+    /// chain is part of the trace wherever it is read later.
+    SystemdAnalyze {
+        ts_ns: u64,
+        /// `systemd-analyze critical-chain`'s output; None when it failed
+        /// (no systemd-analyze, or the boot had not finished).
+        critical_chain: Option<Bytes>,
+        /// `systemd-analyze blame`'s output; None when it failed.
+        blame: Option<Bytes>,
+    },
     /// Counters so far: written periodically and once at the end.
     Stats(Stats),
 }
@@ -428,6 +451,7 @@ impl Event {
             Event::Binary { .. } => "binary",
             Event::StorePath { .. } => "store_path",
             Event::StoreGraph { .. } => "store_graph",
+            Event::SystemdAnalyze { .. } => "systemd_analyze",
             Event::Stats(_) => "stats",
         }
     }
@@ -450,7 +474,8 @@ impl Event {
             Event::Process { ts_ns, .. }
             | Event::Binary { ts_ns, .. }
             | Event::StorePath { ts_ns, .. }
-            | Event::StoreGraph { ts_ns, .. } => *ts_ns,
+            | Event::StoreGraph { ts_ns, .. }
+            | Event::SystemdAnalyze { ts_ns, .. } => *ts_ns,
             Event::Stats(stats) => stats.ts_ns,
         }
     }

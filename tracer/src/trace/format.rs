@@ -17,9 +17,10 @@ use super::Probe;
 
 pub const MAGIC: &[u8; 8] = b"NIXTRACE";
 /// 2 added the `BINARY`, `STORE_PATH` and `STORE_GRAPH` records and the
-/// loader's variables of an exec; 3 added the `STAT` record. Older files
+/// loader's variables of an exec; 3 added the `STAT` record; 4 the
+/// `SYSTEMD_ANALYZE` record. Older files
 /// read as before.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// A block is written when its payload reaches this size (and at least once
 /// a second), so a crash loses at most one block.
 pub const BLOCK_TARGET: usize = 256 * 1024;
@@ -51,6 +52,7 @@ pub mod tag {
     pub const STORE_PATH: u8 = 0x1f;
     pub const STORE_GRAPH: u8 = 0x20;
     pub const STAT: u8 = 0x21;
+    pub const SYSTEMD_ANALYZE: u8 = 0x22;
     /// Written once by a recorder that stopped cleanly.
     pub const END: u8 = 0x7f;
 }

@@ -160,6 +160,11 @@ pub(crate) mod tests {
                 references: Vec::new(),
             },
             Event::StoreGraph { ts_ns: 1700, complete: true, error: None },
+            Event::SystemdAnalyze {
+                ts_ns: 1800,
+                critical_chain: Some("multi-user.target @2.5s\n└─a.service @1s +1.5s\n".into()),
+                blame: None,
+            },
         ]
     }
 
@@ -626,6 +631,9 @@ mod properties {
             ),
             (any::<u64>(), any::<bool>(), proptest::option::of(bytes()))
                 .prop_map(|(ts_ns, complete, error)| Event::StoreGraph { ts_ns, complete, error }),
+            (any::<u64>(), proptest::option::of(bytes()), proptest::option::of(bytes())).prop_map(
+                |(ts_ns, critical_chain, blame)| Event::SystemdAnalyze { ts_ns, critical_chain, blame }
+            ),
             (any::<u64>(), any::<u64>(), proptest::collection::btree_map(text(), any::<u64>(), 0..4))
                 .prop_map(|(ts_ns, events, lost)| Event::Stats(Stats { ts_ns, events, lost })),
         ]
@@ -653,9 +661,10 @@ mod properties {
             Event::StoreGraph { .. } => 15,
             Event::Stats(_) => 16,
             Event::Stat { .. } => 17,
+            Event::SystemdAnalyze { .. } => 18,
         }
     }
-    const VARIANTS: usize = 18;
+    const VARIANTS: usize = 19;
 
     #[test]
     fn the_strategy_draws_every_variant() {

@@ -483,6 +483,11 @@ impl<R: Read> TraceReader<R> {
                     complete: self.get()? & flag::COMPLETE != 0,
                     error: self.get_optional_string()?,
                 },
+                tag::SYSTEMD_ANALYZE => Event::SystemdAnalyze {
+                    ts_ns: self.get_ts()?,
+                    critical_chain: self.get_optional_string()?,
+                    blame: self.get_optional_string()?,
+                },
                 tag::STATS => {
                     let ts_ns = self.get_ts()?;
                     let events = self.get()?;

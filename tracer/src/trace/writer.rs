@@ -345,6 +345,14 @@ impl<W: Write> TraceWriter<W> {
                 self.put(if *complete { flag::COMPLETE } else { 0 });
                 self.put(error);
             }
+            Event::SystemdAnalyze { ts_ns, critical_chain, blame } => {
+                let critical_chain = self.optional_string(critical_chain.as_deref());
+                let blame = self.optional_string(blame.as_deref());
+                self.block.push(tag::SYSTEMD_ANALYZE);
+                self.put_ts(*ts_ns);
+                self.put(critical_chain);
+                self.put(blame);
+            }
             Event::Stats(stats) => {
                 let names: Vec<u64> = stats.lost.keys().map(|k| self.string(k.as_bytes())).collect();
                 self.block.push(tag::STATS);
