@@ -1,14 +1,16 @@
-//! `cargo xtask boot-test`: a real boot traced by the repository's unit.
+//! `cargo xtask boot-test`: real boots traced by the repository's units.
 //!
 //! Builds (once, cached under `target/boot-vm/`) a minimal Debian bookworm
-//! root file system with systemd, installs the release `nixtrace` and
-//! `systemd/nixtrace-boot.service` into it, boots it with Debian's 6.1
-//! kernel under QEMU (TCG: KVM hangs on these machines), lets a helper unit
-//! power the guest off once the boot trace is filed, reads the files back
-//! from the disk image with debugfs and checks them: real units attributed
-//! with their execs and opens, the critical chain present, nothing lost, the
-//! report and flamegraphs well-formed, and the guest's kernel a second
-//! kernel version.
+//! root file system with systemd, installs the release `nixtrace`,
+//! `systemd/nixtrace-boot.service` and `systemd/nixtrace-preload.service`
+//! into it, boots it twice with Debian's 6.1 kernel under QEMU (TCG: KVM
+//! hangs on these machines), lets a helper unit power the guest off once
+//! each boot's trace is filed, reads the files back from the disk image
+//! with debugfs and checks them: real units attributed with their execs and
+//! opens, the critical chain present, nothing lost, the report and
+//! flamegraphs well-formed, the guest's kernel a second kernel version, and
+//! boot-io: the first boot's preload list and recommendation, read back by
+//! nixtrace-preload.service in the second boot, which then has none.
 use std::{fs, path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -28,7 +30,7 @@ After=multi-user.target nixtrace-boot.service
 [Service]
 Type=simple
 ExecStart=/bin/sh -c 'while systemctl is-active -q nixtrace-boot.service; do sleep 1; done; \
-journalctl -b -u nixtrace-boot.service --no-pager >/dev/ttyS0 2>&1; systemctl poweroff'
+journalctl -b -u nixtrace-boot.service -u nixtrace-preload.service --no-pager >/dev/ttyS0 2>&1; systemctl poweroff'
 
 [Install]
 WantedBy=multi-user.target
@@ -72,10 +74,14 @@ fn rootfs(dir: &Path) -> Result<std::path::PathBuf> {
 fn install(rootfs: &Path, nixtrace: &Path) -> Result<()> {
     fs::copy(nixtrace, rootfs.join("usr/bin/nixtrace")).context("installing nixtrace in the guest")?;
     let units = rootfs.join("etc/systemd/system");
-    fs::copy(crate::repo_root().join("systemd/nixtrace-boot.service"), units.join("nixtrace-boot.service"))?;
+    for unit in ["nixtrace-boot.service", "nixtrace-preload.service"] {
+        fs::copy(crate::repo_root().join("systemd").join(unit), units.join(unit))?;
+    }
     fs::write(units.join("nixtrace-boot-test-poweroff.service"), POWEROFF_UNIT)?;
     for (target, unit) in [
         ("sysinit.target.wants", "nixtrace-boot.service"),
+        // Skipped in the first boot: there is no list yet.
+        ("sysinit.target.wants", "nixtrace-preload.service"),
         ("multi-user.target.wants", "nixtrace-boot-test-poweroff.service"),
     ] {
         let wants = units.join(target);
@@ -111,8 +117,9 @@ fn nixtrace_json(nixtrace: &Path, args: &[&str], file: &Path) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("nixtrace {} output", args.join(" ")))
 }
 
-fn check(nixtrace: &Path, out: &Path, names: &[String], guest_kernel: &str) -> Result<()> {
-    let trace = names.iter().find(|n| n.ends_with(".ntr")).context("the guest wrote no trace")?;
+/// Checks the boot traced as `trace` (in `out`, among `names`); returns
+/// its report as the guest filed it.
+fn check(nixtrace: &Path, out: &Path, names: &[String], trace: &str, guest_kernel: &str) -> Result<Value> {
     let id = trace.trim_end_matches(".ntr");
     for suffix in ["report.md", "report.json", "startup.svg", "io.svg"] {
         ensure!(names.contains(&format!("{id}.{suffix}")), "no {id}.{suffix} beside the trace: {names:?}");
@@ -186,6 +193,70 @@ fn check(nixtrace: &Path, out: &Path, names: &[String], guest_kernel: &str) -> R
         report["events"],
         chain.len()
     );
+    Ok(guest_report)
+}
+
+/// The recommendations of `rule` in a filed report.
+fn recommendations<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
+    report["recommendations"]
+        .as_array()
+        .map_or(Vec::new(), |all| all.iter().filter(|r| r["rule"] == rule).collect())
+}
+
+/// boot-io after the first boot: its list beside the report and as
+/// latest.preload, and a recommendation whose evidence counts exactly the
+/// list's files and pages. Returns the list's bytes.
+fn check_preload_list(out: &Path, id: &str, report: &Value) -> Result<u64> {
+    let list = fs::read_to_string(out.join(format!("{id}.preload"))).context("no <boot-id>.preload")?;
+    let latest = fs::read_to_string(out.join("latest.preload")).context("no latest.preload")?;
+    ensure!(list == latest, "latest.preload is not the last boot's list");
+    ensure!(list.starts_with("# nixtrace preload list 1\n"), "not a preload list: {list}");
+    let mut files = 0u64;
+    let mut pages = 0u64;
+    for line in list.lines().filter(|l| !l.starts_with('#')) {
+        let (runs, path) = line.split_once('\t').with_context(|| format!("list line {line:?}"))?;
+        ensure!(path.starts_with('/'), "list line {line:?}");
+        for run in runs.split(',') {
+            let (_, n) = run.split_once('+').with_context(|| format!("list line {line:?}"))?;
+            pages += n.parse::<u64>()?;
+        }
+        files += 1;
+    }
+    ensure!(list.contains("/libc.so.6\n"), "the boot's list lacks libc: {list}");
+    let found = recommendations(report, "boot-io");
+    let [boot_io] = found.as_slice() else { bail!("not one boot-io recommendation: {found:#?}") };
+    let evidence = &boot_io["evidence"];
+    ensure!(
+        evidence["preload_files"] == files && evidence["preload_bytes"] == pages * 4096,
+        "boot-io evidence {evidence} against the list's {files} files and {pages} pages"
+    );
+    println!("ok: boot-io: {}; the list has {files} files, {pages} pages", boot_io["title"]);
+    Ok(pages * 4096)
+}
+
+/// boot-io in the second boot: nixtrace-preload.service ran, succeeded and
+/// read from disk no more than the list held; the boot has no boot-io
+/// recommendation, since it was preloaded.
+fn check_preloaded(report: &Value, listed_bytes: u64) -> Result<()> {
+    let preloaders: Vec<&Value> = report["processes"]
+        .as_array()
+        .context("no processes[]")?
+        .iter()
+        .filter(|p| p["unit"] == "nixtrace-preload.service")
+        .collect();
+    let [preloader] = preloaders.as_slice() else {
+        bail!("not one nixtrace-preload.service process: {preloaders:#?}")
+    };
+    ensure!(preloader["exit_code"] == 0, "nixtrace preload exited with {}", preloader["exit_code"]);
+    let read = preloader["io"]["disk_read_bytes"].as_u64().context("no io.disk_read_bytes")?;
+    ensure!(
+        read > 0 && read <= listed_bytes,
+        "nixtrace preload read {read} bytes of a {listed_bytes}-byte list"
+    );
+    ensure!(recommendations(report, "boot-io").is_empty(), "a preloaded boot still gets boot-io");
+    println!(
+        "ok: boot-io: the second boot's nixtrace-preload.service read {read} of the {listed_bytes} listed bytes"
+    );
     Ok(())
 }
 
@@ -204,23 +275,48 @@ pub fn run_test() -> Result<()> {
     let _ = fs::remove_file(&image);
     run(Command::new("truncate").args(["-s", "2G"]).arg(&image))?;
     run(Command::new("mkfs.ext4").arg("-q").arg("-d").arg(&rootfs).arg(&image))?;
-    let console = dir.join("console.log");
-    println!("booting Debian {release} under QEMU (TCG); guest console in {}", console.display());
+    let out = dir.join("out");
+    let mut traces: Vec<String> = Vec::new();
+    let mut listed = 0;
+    for boot in ["first", "second"] {
+        let console = dir.join(format!("console-{boot}.log"));
+        boot_guest(&kernel, &initrd, &image, &console)?;
+        let names = extract(&image, &out)?;
+        let trace = names
+            .iter()
+            .find(|n| n.ends_with(".ntr") && !traces.contains(n))
+            .with_context(|| format!("the {boot} boot filed no trace; console in {}", console.display()))?
+            .clone();
+        let failed =
+            || format!("{boot} boot: failed; files in {}, console in {}", out.display(), console.display());
+        let report = check(&nixtrace, &out, &names, &trace, &release).with_context(failed)?;
+        // Each boot files latest.preload anew: check the first one's before the second boot does.
+        match boot {
+            "first" => {
+                listed =
+                    check_preload_list(&out, trace.trim_end_matches(".ntr"), &report).with_context(failed)?
+            }
+            _ => check_preloaded(&report, listed).with_context(failed)?,
+        }
+        traces.push(trace);
+    }
+    Ok(())
+}
+
+/// Boots the guest from `image` until it powers itself off.
+fn boot_guest(kernel: &str, initrd: &str, image: &Path, console: &Path) -> Result<()> {
+    println!("booting the guest under QEMU (TCG); its console in {}", console.display());
     let status = Command::new("timeout")
         .args(["900", "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2"])
-        .args(["-nographic", "-no-reboot", "-kernel", &kernel, "-initrd", &initrd])
+        .args(["-nographic", "-no-reboot", "-kernel", kernel, "-initrd", initrd])
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", image.display()))
         .args(["-append", GUEST_CMDLINE])
         .stdin(std::process::Stdio::null())
-        .stdout(fs::File::create(&console)?)
+        .stdout(fs::File::create(console)?)
         .stderr(std::process::Stdio::inherit())
         .status()
         .context("starting qemu-system-x86_64")?;
     ensure!(status.success(), "the guest did not power off in time ({status}); see {}", console.display());
-    let out = dir.join("out");
-    let names = extract(&image, &out)?;
-    check(&nixtrace, &out, &names, &release).with_context(|| {
-        format!("boot test failed; files in {}, console in {}", out.display(), console.display())
-    })
+    Ok(())
 }
