@@ -196,6 +196,35 @@ fn check(nixtrace: &Path, out: &Path, names: &[String], trace: &str, guest_kerne
     Ok(guest_report)
 }
 
+/// The initrd's run as record --boot read it from the kernel log: Debian's
+/// initramfs-tools stage 1 is a script, and its time is that between the
+/// console's "Run /init" line and systemd's first (and only) line, to the
+/// microsecond; and, since this is no NixOS, no advice to run systemd in it.
+fn check_initrd_run(report: &Value, console: &Path) -> Result<()> {
+    let text = fs::read_to_string(console)?;
+    let at = |is: &dyn Fn(&str) -> bool| -> Result<u64> {
+        let line = text.lines().find(|l| l.split_once("] ").is_some_and(|(_, m)| is(m)));
+        let line = line.context("no such line on the console")?;
+        let seconds = line.trim_start_matches('[').split(']').next().unwrap_or_default().trim();
+        let (whole, micros) = seconds.split_once('.').context("no [seconds.micros] stamp")?;
+        Ok(whole.parse::<u64>()? * 1_000_000 + micros.parse::<u64>()?)
+    };
+    let start = at(&|m| m == "Run /init as init process")?;
+    let system = at(&|m| m.starts_with("systemd[1]: systemd ") && m.contains(" running in system mode"))?;
+    let run = &report["header"]["boot"]["initrd_run"];
+    ensure!(run["systemd"] == false, "initrd_run {run}: Debian's initrd is scripted");
+    ensure!(
+        run["ns"].as_u64() == Some((system - start) * 1000),
+        "initrd_run {run}, the console says {start} to {system} µs"
+    );
+    ensure!(
+        !recommendations(report, "boot-config").iter().any(|r| r["evidence"]["systemd_in_initrd"] == false),
+        "a Debian initrd is told to run NixOS's systemd stage 1"
+    );
+    println!("ok: initrd: scripted, {} ms by the kernel log and the console alike", (system - start) / 1000);
+    Ok(())
+}
+
 /// The recommendations of `rule` in a filed report.
 fn recommendations<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
     report["recommendations"]
@@ -290,6 +319,7 @@ pub fn run_test() -> Result<()> {
         let failed =
             || format!("{boot} boot: failed; files in {}, console in {}", out.display(), console.display());
         let report = check(&nixtrace, &out, &names, &trace, &release).with_context(failed)?;
+        check_initrd_run(&report, &console).with_context(failed)?;
         // Each boot files latest.preload anew: check the first one's before the second boot does.
         match boot {
             "first" => {

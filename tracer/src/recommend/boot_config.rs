@@ -2,8 +2,9 @@
 //! `record --boot` read when it started (the kernel command line, the
 //! initrd, what the console printed) and when it stopped (systemd's
 //! critical chain): a serial console that prints every kernel message, an
-//! initrd compressor that unpacks slowly, and units on the critical chain
-//! that only wait (for the network to be online, for udev to settle).
+//! initrd compressor that unpacks slowly, a NixOS scripted stage 1, and
+//! units on the critical chain that only wait (for the network to be
+//! online, for udev to settle).
 
 use serde_json::json;
 
@@ -22,7 +23,8 @@ pub const RULE: Rule = Rule {
     description: "From the kernel command line and the initrd that record --boot read: a serial \
         console printing every kernel message (printk to a UART waits for it, about a millisecond \
         a character at 9600 baud), and an initrd compressed with gzip, xz, lzma or bzip2, which \
-        the kernel unpacks several times slower than zstd; and, on the critical chain, \
+        the kernel unpacks several times slower than zstd; a NixOS initrd that ran the scripted \
+        stage 1 rather than systemd; and, on the critical chain, \
         systemd-networkd-wait-online, NetworkManager-wait-online or systemd-udev-settle, which \
         only wait, pointing at the module's switches that turn them off.",
     thresholds: &[
@@ -30,6 +32,11 @@ pub const RULE: Rule = Rule {
             name: "min_console_bytes",
             default: 4096.0,
             help: "bytes the console printed before the tracer started, before quiet is worth saying",
+        },
+        Threshold {
+            name: "min_initrd_ms",
+            default: 1000.0,
+            help: "milliseconds a scripted NixOS stage 1 ran, by the kernel log, before systemd in it is worth trying",
         },
         Threshold {
             name: "min_wait_ms",
@@ -48,11 +55,15 @@ const QUIET_LOGLEVEL: u32 = 4;
 fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
     let Some(setup) = &analysis.header.boot else { return Vec::new() };
     let attached_after = analysis.header.clock.boottime_ns;
-    [serial_console(setup, attached_after, settings), initrd(setup, attached_after)]
-        .into_iter()
-        .flatten()
-        .chain(waits(analysis, settings))
-        .collect()
+    [
+        serial_console(setup, attached_after, settings),
+        initrd(setup, attached_after),
+        scripted_initrd(setup, settings),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(waits(analysis, settings))
+    .collect()
 }
 
 /// Units that only wait, and the module switch that turns each off.
@@ -247,12 +258,61 @@ fn initrd(setup: &BootSetup, attached_after: u64) -> Option<Recommendation> {
     })
 }
 
+/// A NixOS system: its kernel is told to run a store path's stage 2.
+fn is_nixos(cmdline: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .any(|w| w.strip_prefix("init=").is_some_and(|init| init.starts_with("/nix/store/")))
+}
+
+/// A NixOS initrd that ran the scripted stage 1 for at least
+/// `min_initrd_ms`. Other distributions' initrds are scripted too, but
+/// the fix is a NixOS option, so they are not told.
+fn scripted_initrd(setup: &BootSetup, settings: &Settings) -> Option<Recommendation> {
+    let run = setup.initrd_run?;
+    let ns = run.ns?;
+    if run.systemd
+        || !is_nixos(&setup.kernel_cmdline)
+        || (ns as f64) < settings.get(&RULE, "min_initrd_ms") * 1e6
+    {
+        return None;
+    }
+    Some(Recommendation {
+        rule: RULE.id,
+        title: format!("the initrd ran the scripted stage 1 for {}", duration(ns)),
+        subjects: vec![Subject { kind: SubjectKind::System, name: "initrd".into() }],
+        evidence: json!({
+            "initrd_ns": ns,
+            "systemd_in_initrd": false,
+            "kernel_cmdline": setup.kernel_cmdline,
+        }),
+        saving: Saving {
+            time_ns: None,
+            bytes: None,
+            how: "not estimated: systemd in stage 1 starts the initrd's work in parallel, but nixpkgs #539843 saw a boot about 1 s slower with it; the next boot's report gives its initrd time to compare".into(),
+        },
+        confidence: Confidence {
+            level: Level::Low,
+            reason: format!(
+                "the {} is the kernel log's, from running the initrd's /init to the system's systemd starting; what systemd in stage 1 would take is not in this trace",
+                duration(ns)
+            ),
+        },
+        fix: Fix {
+            kind: FixKind::NixosOption,
+            text: "services.nixtrace.optimizations.enable = true;\nservices.nixtrace.optimizations.systemdInitrd = true;   # or directly: boot.initrd.systemd.enable = true;".into(),
+            revert: "Set services.nixtrace.optimizations.systemdInitrd = false (or remove boot.initrd.systemd.enable); the previous generation in the boot menu boots the scripted initrd meanwhile.".into(),
+            risk: Some("Options of the scripted stage 1 (boot.initrd.preLVMCommands, postDeviceCommands and the like) do not apply under systemd: NixOS refuses to build such a configuration rather than boot it, and the hooks have to be rewritten as initrd units.".into()),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
         analysis::{Filter, analyse},
-        trace::{Initrd, Stats, TraceWriter},
+        trace::{Initrd, InitrdRun, Stats, TraceWriter},
     };
 
     /// The recommendations of a trace recorded on a boot set up as given.
@@ -276,7 +336,27 @@ mod tests {
             }),
             console_loglevel: Some(loglevel),
             console_log_bytes: Some(printed),
+            initrd_run: None,
         }
+    }
+
+    #[test]
+    fn a_scripted_nixos_stage_1() {
+        const NIXOS: &str =
+            "init=/nix/store/0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-h-25.05/init quiet";
+        let with = |cmdline: &str, systemd: bool, ns: u64| {
+            let run = InitrdRun { systemd, ns: Some(ns) };
+            recommended(BootSetup { initrd_run: Some(run), ..setup(cmdline, 4, 0, "zstd") })
+        };
+        let found = with(NIXOS, false, 2_400_000_000);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].evidence["initrd_ns"], 2_400_000_000u64);
+        assert_eq!(found[0].saving.time_ns, None);
+        assert!(found[0].fix.text.contains("boot.initrd.systemd.enable = true"), "{}", found[0].fix.text);
+        // systemd in stage 1 already, a short stage 1, and a Debian initramfs say nothing.
+        assert!(with(NIXOS, true, 2_400_000_000).is_empty());
+        assert!(with(NIXOS, false, 300_000_000).is_empty());
+        assert!(with("root=/dev/vda quiet", false, 8_563_025_000).is_empty());
     }
 
     #[test]

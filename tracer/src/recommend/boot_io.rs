@@ -173,6 +173,7 @@ mod tests {
             initrd: None,
             console_loglevel: None,
             console_log_bytes: None,
+            initrd_run: None,
         });
         let mut bytes = Vec::new();
         let mut writer = TraceWriter::new(&mut bytes, &header).unwrap();

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::BootOptions;
-use crate::trace::{BootSetup, Event, Initrd};
+use crate::trace::{BootSetup, Event, Initrd, InitrdRun};
 
 /// Where the trace grows while the machine boots.
 const STAGING_DIR: &str = "/run/nixtrace";
@@ -163,14 +163,20 @@ pub fn setup() -> BootSetup {
         let size_bytes = fs::metadata(path).ok()?.len();
         Some(Initrd { path: path.clone(), size_bytes, compression: initrd_compression(Path::new(path)) })
     });
-    let console_loglevel = fs::read_to_string("/proc/sys/kernel/printk")
+    let console_loglevel: Option<u32> = fs::read_to_string("/proc/sys/kernel/printk")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok());
+    let kernel_cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default().trim().to_string();
+    let log = kernel_log();
     BootSetup {
-        kernel_cmdline: fs::read_to_string("/proc/cmdline").unwrap_or_default().trim().to_string(),
         initrd,
         console_loglevel,
-        console_log_bytes: console_loglevel.and_then(console_log_bytes),
+        console_log_bytes: log
+            .as_deref()
+            .zip(console_loglevel)
+            .map(|(log, level)| console_log_bytes(log, level)),
+        initrd_run: log.as_deref().and_then(|log| initrd_run(log, &kernel_cmdline)),
+        kernel_cmdline,
     }
 }
 
@@ -201,36 +207,105 @@ fn initrd_compression(path: &Path) -> Option<String> {
     (trailer..head.len()).filter(|at| at % 4 == 0).find_map(compressed_at).map(|(_, name)| name.to_string())
 }
 
-/// Bytes of the kernel messages logged so far with a level below
-/// `console_loglevel`: those the console printed.
-fn console_log_bytes(console_loglevel: u32) -> Option<u64> {
+/// A record of the kernel log: its level, when it was logged (µs since
+/// boot) and its message's first line (continuation lines carry key=value
+/// dictionaries, not printed text).
+struct LogRecord {
+    level: u32,
+    us: u64,
+    message: Vec<u8>,
+}
+
+/// The kernel log so far (`/dev/kmsg`), or None when it cannot be read.
+fn kernel_log() -> Option<Vec<LogRecord>> {
     use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
     let mut kmsg = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg").ok()?;
     let mut record = vec![0; 8192];
-    let mut bytes = 0u64;
+    let mut log = Vec::new();
     // One record per read; EAGAIN once all are read.
     while let Ok(n) = kmsg.read(&mut record) {
         if n == 0 {
             break;
         }
-        let line = &record[..n];
-        let Some(semicolon) = line.iter().position(|b| *b == b';') else { continue };
-        let prefix = String::from_utf8_lossy(&line[..semicolon]);
-        let level = prefix.split(',').next().and_then(|p| p.parse::<u32>().ok()).map(|p| p & 7);
-        if level.is_some_and(|level| level < console_loglevel) {
-            let message = &line[semicolon + 1..];
-            // The message, up to the end of its line (continuation lines
-            // carry key=value dictionaries, not printed text).
-            let end = message.iter().position(|b| *b == b'\n').unwrap_or(message.len());
-            bytes = bytes.saturating_add(end as u64 + 1);
-        }
+        log.extend(log_record(&record[..n]));
     }
-    Some(bytes)
+    Some(log)
+}
+
+/// A `/dev/kmsg` record: `PRIORITY,SEQUENCE,MICROSECONDS,FLAGS;MESSAGE`.
+fn log_record(line: &[u8]) -> Option<LogRecord> {
+    let semicolon = line.iter().position(|b| *b == b';')?;
+    let prefix = String::from_utf8_lossy(&line[..semicolon]);
+    let mut fields = prefix.split(',');
+    let level = fields.next()?.parse::<u32>().ok()? & 7;
+    let us = fields.nth(1)?.parse().ok()?;
+    let message = &line[semicolon + 1..];
+    let end = message.iter().position(|b| *b == b'\n').unwrap_or(message.len());
+    Some(LogRecord { level, us, message: message[..end].to_vec() })
+}
+
+/// Bytes of the kernel messages with a level below `console_loglevel`:
+/// those the console printed.
+fn console_log_bytes(log: &[LogRecord], console_loglevel: u32) -> u64 {
+    log.iter().filter(|r| r.level < console_loglevel).map(|r| r.message.len() as u64 + 1).sum()
+}
+
+/// The initrd's run, when the log says the kernel ran the initrd's init
+/// (`rdinit=`, /init by default; a kernel without an initrd runs the root
+/// file system's).
+fn initrd_run(log: &[LogRecord], cmdline: &str) -> Option<InitrdRun> {
+    let rdinit = cmdline.split_whitespace().find_map(|w| w.strip_prefix("rdinit=")).unwrap_or("/init");
+    let ran = format!("Run {rdinit} as init process");
+    let start = log.iter().find(|r| r.message == ran.as_bytes())?.us;
+    // systemd's own words (main.c), before and since systemd 247.
+    let systemd = log.iter().any(|r| {
+        r.message == b"systemd[1]: Running in initrd."
+            || r.message == b"systemd[1]: Running in initial RAM disk."
+    });
+    // A systemd initrd logs this twice: in the initrd, and after switch-root.
+    let system = log.iter().rev().find(|r| {
+        r.us >= start
+            && r.message.starts_with(b"systemd[1]: systemd ")
+            && r.message.windows(23).any(|w| w == b" running in system mode")
+    });
+    Some(InitrdRun { systemd, ns: system.map(|r| (r.us - start).saturating_mul(1000)) })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::initrd_compression;
+    use super::*;
+
+    fn log(lines: &[&str]) -> Vec<LogRecord> {
+        lines.iter().map(|l| log_record(l.as_bytes()).unwrap()).collect()
+    }
+
+    /// The records of Debian 12's boot under QEMU, whose initramfs-tools
+    /// stage 1 is a script, and of a systemd stage 1 (two system-mode
+    /// lines: in the initrd and after switch-root).
+    #[test]
+    fn the_initrd_run_is_read_from_the_kernel_log() {
+        let scripted = log(&[
+            "6,350,8152566,-;Run /init as init process",
+            "4,410,16408927,-;systemd[1]: Failed to find module 'autofs4'",
+            "6,411,16715591,-;systemd[1]: systemd 252.39-1~deb12u2 running in system mode (+PAM +AUDIT)\n SUBSYSTEM=x",
+        ]);
+        assert_eq!(
+            initrd_run(&scripted, "console=ttyS0 root=/dev/vda"),
+            Some(InitrdRun { systemd: false, ns: Some(8_563_025_000) })
+        );
+        assert_eq!(console_log_bytes(&scripted, 5), 44, "only the warning is below level 5");
+        assert_eq!(initrd_run(&scripted, "rdinit=/sbin/other"), None, "rdinit= names another init");
+
+        let systemd = log(&[
+            "6,300,1000000,-;Run /init as init process",
+            "6,301,1100000,-;systemd[1]: systemd 256 running in system mode (+PAM)",
+            "6,302,1100500,-;systemd[1]: Running in initrd.",
+            "6,400,2500000,-;systemd[1]: systemd 256 running in system mode (+PAM)",
+        ]);
+        assert_eq!(initrd_run(&systemd, ""), Some(InitrdRun { systemd: true, ns: Some(1_500_000_000) }));
+        let no_initrd = log(&["6,300,1000000,-;Run /sbin/init as init process"]);
+        assert_eq!(initrd_run(&no_initrd, ""), None);
+    }
 
     #[test]
     fn initrd_compressors_are_told_by_their_magic_even_after_microcode() {

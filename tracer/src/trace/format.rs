@@ -128,6 +128,23 @@ pub struct BootSetup {
     /// Bytes of kernel messages below the console log level, logged
     /// before the tracer started (`/dev/kmsg`): what the console printed.
     pub console_log_bytes: Option<u64>,
+    /// What the kernel log says of the initrd's run, when the kernel ran
+    /// one; null without an initrd, or in traces older than this field.
+    #[serde(default)]
+    pub initrd_run: Option<InitrdRun>,
+}
+
+/// The initrd's run, from the kernel log (`/dev/kmsg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitrdRun {
+    /// Whether systemd ran in the initrd (its "Running in initrd."), or a
+    /// scripted stage 1 did.
+    pub systemd: bool,
+    /// From the kernel running the initrd's init ("Run /init as init
+    /// process") to the system's own systemd starting (the last "systemd
+    /// NNN running in system mode"): the initrd's time. Null when the log
+    /// has no such systemd line.
+    pub ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

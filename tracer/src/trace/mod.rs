@@ -8,7 +8,7 @@ pub mod reader;
 pub mod writer;
 
 pub use event::{Common, ElfFacts, Event, LoaderPhase, OpenSyscall, StatSyscall, Stats, ThreadTimes};
-pub use format::{BootSetup, ClockReference, FileId, Filters, Header, Initrd, MissingProbe};
+pub use format::{BootSetup, ClockReference, FileId, Filters, Header, Initrd, InitrdRun, MissingProbe};
 pub use probe::Probe;
 pub use reader::TraceReader;
 pub use writer::TraceWriter;
