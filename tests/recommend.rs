@@ -693,6 +693,86 @@ fn python_minor() -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
+/// Builds, with nix-build, a package of two Python modules and no
+/// bytecode, its build script ending with `fixup`; returns its store path.
+fn python_modules_package(sandbox: &Sandbox, name: &str, fixup: &str) -> String {
+    let expression = sandbox.path(&format!("{name}.nix"));
+    fs::write(
+        &expression,
+        format!(
+            "derivation {{\n  name = \"{name}\";\n  system = \"x86_64-linux\";\n  builder = \"/bin/sh\";\n  \
+             args = [\"-e\" \"-c\" ''\n    export PATH=/usr/bin:/bin\n    mkdir -p $out/lib/python\n    \
+             echo 'NAME = 1' > $out/lib/python/nt_store_alpha.py\n    \
+             echo 'NAME = 2' > $out/lib/python/nt_store_beta.py\n{fixup}\n  ''];\n}}\n"
+        ),
+    )
+    .unwrap();
+    let output = run(Command::new("nix-build").args(NIX_OPTIONS).arg("--no-out-link").arg(&expression));
+    assert!(output.status.success(), "nix-build {}: {}", expression.display(), stderr_of(&output));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// Proves startup-cache's Nix expression for modules in the store, where
+/// bytecode is never written: the modules of a store package imported
+/// without bytecode are reported with a postFixup naming the package; the
+/// package rebuilt with that postFixup (python3.interpreter being the
+/// host's) makes the next start load both modules' bytecode and open
+/// neither source, so the recommendation is gone.
+#[test]
+fn startup_cache_fixes_store_bytecode_at_build_time() {
+    let sandbox = Sandbox::new();
+    let python = Path::new("/usr/bin/python3");
+    let script = "/usr/bin/python3 -c 'import nt_store_alpha, nt_store_beta'";
+    // Root could write into the store: keep Python from doing so, as the
+    // read-only store of a real system does.
+    let record = |package: &str, trace: &str| {
+        let env = [("PYTHONPATH", format!("{package}/lib/python")), ("PYTHONDONTWRITEBYTECODE", "1".into())];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let trace = sandbox.path(trace);
+        let report = record_script(&trace, script, &env);
+        (trace, report)
+    };
+    let plain = python_modules_package(&sandbox, "nt-store-modules-1.0", "");
+    let (trace, report) = record(&plain, "store.ntr");
+    let recommendations = recommend_json(&trace, &[]);
+    let found = about(&recommendations, "startup-cache", python);
+    assert_eq!(found.len(), 1, "{recommendations:#}");
+    let tag = format!("cpython-3{}", python_minor());
+    let expected: Vec<String> = ["nt_store_alpha", "nt_store_beta"]
+        .iter()
+        .map(|m| format!("{plain}/lib/python/__pycache__/{m}.{tag}.pyc"))
+        .collect();
+    assert_eq!(found[0]["evidence"]["bytecode"], serde_json::json!(expected));
+    let missing = caches_of(&report, text_of(python));
+    assert_eq!(missing.len(), 2, "{missing:#?}");
+    let fix = &found[0]["fix"];
+    assert_eq!(fix["kind"], "nix-expression");
+    let text = fix["text"].as_str().unwrap();
+    assert!(text.lines().any(|l| l == format!("#   {plain}")), "the fix names the package: {text}");
+
+    // The postFixup's body, built into the package.
+    let body = text.split_once("+ ''\n").and_then(|(_, rest)| rest.split_once("\n'';")).map(|(body, _)| body);
+    let body = body.unwrap_or_else(|| panic!("no postFixup string in {text}"));
+    let fixed = python_modules_package(
+        &sandbox,
+        "nt-store-modules-1.1",
+        &body.replace("${python3.interpreter}", "/usr/bin/python3"),
+    );
+    let (trace, report) = record(&fixed, "fixed.ntr");
+    assert!(about(&recommend_json(&trace, &[]), "startup-cache", python).is_empty());
+    assert_eq!(caches_of(&report, text_of(python)), Vec::<&Value>::new());
+    let dump = run(Command::new(NIXTRACE).arg("dump").arg(&trace));
+    let dump = String::from_utf8(dump.stdout).unwrap();
+    let opened = |suffix: &str| {
+        dump.lines()
+            .filter(|l| l.contains("\"type\":\"open\"") && l.contains(&fixed) && l.contains(suffix))
+            .filter(|l| !l.contains("\"ret\":-"))
+            .count()
+    };
+    assert_eq!(opened(".pyc\""), 2, "both modules' bytecode loaded");
+    assert_eq!(opened(".py\""), 0, "and neither source compiled");
+}
+
 /// Proves startup-cache finds a cache that two runs of one program both rebuilt (it deletes it at exit), with the rebuild times as evidence, and not one that the second run found.
 #[test]
 fn startup_cache_finds_a_cache_rebuilt_at_every_start() {

@@ -183,9 +183,10 @@ fn bytecode_fix(binary: &str, modules: &[Module]) -> Fix {
             kind: FixKind::NixExpression,
             text: format!(
                 "# These store paths have Python modules without bytecode:\n{}\n\
-                 # compile it when each is built (an overlay's overrideAttrs on its derivation):\n\
+                 # compile it when each is built (an overlay's overrideAttrs on its derivation);\n\
+                 # bytecode that records no mtime, since Nix resets every store file's after the build:\n\
                  postFixup = (old.postFixup or \"\") + ''\n  \
-                   ${{python3.interpreter}} -m compileall -q $out\n\
+                   ${{python3.interpreter}} -m compileall -q --invalidation-mode unchecked-hash $out\n\
                  '';",
                 packages.iter().map(|p| format!("#   {p}")).collect::<Vec<_>>().join("\n")
             ),
