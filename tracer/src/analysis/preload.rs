@@ -11,6 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::saturating::SaturatingSum as _;
+
 use crate::model::io::{FileIo, FileTable, PAGE_SIZE};
 
 /// The unit `nixtrace preload` runs in at boot (systemd/nixtrace-preload.service).
@@ -51,7 +53,7 @@ pub struct PreloadEntry {
 
 impl PreloadEntry {
     pub fn bytes(&self) -> u64 {
-        self.pages.iter().map(|(_, n)| n).sum::<u64>().saturating_mul(PAGE_SIZE)
+        self.pages.iter().map(|(_, n)| *n).saturating_sum().saturating_mul(PAGE_SIZE)
     }
 }
 

@@ -22,6 +22,7 @@ use crate::{
     analysis::preload::{PreloadEntry, PreloadList, merge},
     human::{bytes, count},
     model::io::PAGE_SIZE,
+    saturating::SaturatingSum as _,
     trace::event::is_the_file,
 };
 
@@ -38,7 +39,7 @@ pub struct Listed {
 
 impl Listed {
     pub fn bytes(&self) -> u64 {
-        self.pages.iter().map(|(_, n)| n).sum::<u64>().saturating_mul(PAGE_SIZE)
+        self.pages.iter().map(|(_, n)| *n).saturating_sum().saturating_mul(PAGE_SIZE)
     }
 }
 
@@ -54,7 +55,7 @@ fn listed_path(entry: &PreloadEntry) -> String {
 
 /// The list file of `list`, recorded in the trace named `from`.
 pub fn write(list: &PreloadList, from: &str) -> String {
-    let total: u64 = list.entries.iter().map(PreloadEntry::bytes).sum();
+    let total: u64 = list.entries.iter().map(PreloadEntry::bytes).saturating_sum();
     let mut text = format!(
         "{FIRST_LINE}\n# from {}: {}, {} read from disk; pages of {PAGE_SIZE} bytes\n",
         from.replace('\n', " "),

@@ -11,6 +11,7 @@ use super::{
 use crate::{
     analysis::{Analysis, UnitFigures, preload::PRELOAD_UNIT},
     human::{bytes, count, duration},
+    saturating::SaturatingSum as _,
 };
 
 pub const RULE: Rule = Rule {
@@ -40,7 +41,7 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
         return Vec::new();
     }
     let list = &analysis.preload;
-    let listed_bytes: u64 = list.entries.iter().map(|e| e.bytes()).sum();
+    let listed_bytes: u64 = list.entries.iter().map(|e| e.bytes()).saturating_sum();
     if (listed_bytes as f64) < settings.get(&RULE, "min_preload_bytes") || list.entries.is_empty() {
         return Vec::new();
     }
@@ -54,7 +55,7 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
     let waited = |unit: &UnitFigures| unit.time.blocked_ns.min(unit.io.block_latency_ns);
     let saving_ns = chain
         .as_ref()
-        .map(|_| readers.iter().filter(|u| on_chain(u) == Some(true)).map(|u| waited(u)).sum::<u64>());
+        .map(|_| readers.iter().filter(|u| on_chain(u) == Some(true)).map(|u| waited(u)).saturating_sum());
     let units: Vec<serde_json::Value> = readers
         .iter()
         .take(TOP_UNITS)
@@ -77,7 +78,7 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
         .collect();
     let left_out = &list.left_out;
     let evidence = json!({
-        "disk_read_bytes": analysis.units.iter().map(|u| u.io.disk_read_bytes).sum::<u64>(),
+        "disk_read_bytes": analysis.units.iter().map(|u| u.io.disk_read_bytes).saturating_sum(),
         "units": units,
         "preload_files": list.entries.len(),
         "preload_bytes": listed_bytes,

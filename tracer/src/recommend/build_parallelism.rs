@@ -15,6 +15,7 @@ use super::{
 use crate::{
     analysis::{Analysis, ProcessFigures},
     human::{count, duration},
+    saturating::SaturatingSum as _,
 };
 
 pub const RULE: Rule = Rule {
@@ -110,8 +111,8 @@ fn build(
     let wall = driver.wall_ns;
     let compilers: Vec<&ProcessFigures> =
         members.iter().map(|i| &processes[*i]).filter(|p| is(p, COMPILERS)).collect();
-    let on_cpu: u64 = members.iter().map(|i| processes[*i].time.on_cpu_ns).sum();
-    let runnable: u64 = members.iter().map(|i| processes[*i].time.runnable_ns).sum();
+    let on_cpu: u64 = members.iter().map(|i| processes[*i].time.on_cpu_ns).saturating_sum();
+    let runnable: u64 = members.iter().map(|i| processes[*i].time.runnable_ns).saturating_sum();
     let busy = on_cpu as f64 / wall.max(1) as f64;
     let demand = on_cpu.saturating_add(runnable) as f64 / wall.max(1) as f64;
     let share = demand / f64::from(cpus);
@@ -122,7 +123,7 @@ fn build(
         return None;
     }
     let most_at_once = most_at_once(&compilers, analysis.header.clock.boottime_ns);
-    let compile_ns: u64 = compilers.iter().map(|p| p.wall_ns).sum();
+    let compile_ns: u64 = compilers.iter().map(|p| p.wall_ns).saturating_sum();
     let longest = compilers.iter().map(|p| p.wall_ns).max().unwrap_or(0);
     let ideal = (on_cpu / u64::from(cpus)).max(longest);
     let saving = wall.saturating_sub(ideal);
