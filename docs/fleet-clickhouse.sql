@@ -4,20 +4,18 @@
 -- default test run checks only that docs/fleet.md shows each as written.
 
 -- name: slowest_units
-WITH per_trace AS (
-    SELECT trace_id, unit, sumIf(wall_ns, NOT running) AS process_ns
-    FROM file('fleet/*/*processes.parquet', Parquet)
-    GROUP BY trace_id, unit
-)
 SELECT unit,
        uniqExact(host) AS hosts,
-       count() AS traces,
-       quantileExactInclusive(0.5)(process_ns) AS median_ns,
-       quantileExactInclusive(0.95)(process_ns) AS p95_ns
-FROM per_trace
+       count() AS boots,
+       quantileExactInclusive(0.5)(activating_ns) AS median_activating_ns,
+       quantileExactInclusive(0.95)(activating_ns) AS p95_activating_ns,
+       quantileExactInclusive(0.5)(active_at_ns) AS median_active_at_ns,
+       quantileExactInclusive(0.95)(active_at_ns) AS p95_active_at_ns
+FROM file('fleet/*/*unit_activations.parquet', Parquet) AS activations
 INNER JOIN file('fleet/*/*traces.parquet', Parquet) AS traces USING (trace_id)
+WHERE activating_ns IS NOT NULL
 GROUP BY unit
-ORDER BY p95_ns DESC, unit
+ORDER BY p95_activating_ns DESC, unit
 LIMIT 20;
 
 -- name: slower_boots

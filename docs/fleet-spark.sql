@@ -8,6 +8,7 @@
 CREATE OR REPLACE TEMP VIEW traces USING parquet OPTIONS (path 'fleet/*/*traces.parquet');
 CREATE OR REPLACE TEMP VIEW processes USING parquet OPTIONS (path 'fleet/*/*processes.parquet');
 CREATE OR REPLACE TEMP VIEW failed_lookups USING parquet OPTIONS (path 'fleet/*/*failed_lookups.parquet');
+CREATE OR REPLACE TEMP VIEW unit_activations USING parquet OPTIONS (path 'fleet/*/*unit_activations.parquet');
 CREATE OR REPLACE TEMP VIEW boots AS
 SELECT trace_id, host, boot_id, recorded_at,
        start_boottime_ns + duration_ns AS boot_ns
@@ -15,20 +16,17 @@ FROM traces
 WHERE traced = 'boot';
 
 -- name: slowest_units
-WITH per_trace AS (
-    SELECT trace_id, unit,
-           coalesce(sum(wall_ns) FILTER (WHERE NOT running), 0) AS process_ns
-    FROM processes
-    GROUP BY trace_id, unit
-)
 SELECT unit,
        count(DISTINCT host) AS hosts,
-       count(*) AS traces,
-       percentile(process_ns, 0.5) AS median_ns,
-       percentile(process_ns, 0.95) AS p95_ns
-FROM per_trace JOIN traces USING (trace_id)
+       count(*) AS boots,
+       percentile(activating_ns, 0.5) AS median_activating_ns,
+       percentile(activating_ns, 0.95) AS p95_activating_ns,
+       percentile(active_at_ns, 0.5) AS median_active_at_ns,
+       percentile(active_at_ns, 0.95) AS p95_active_at_ns
+FROM unit_activations JOIN traces USING (trace_id)
+WHERE activating_ns IS NOT NULL
 GROUP BY unit
-ORDER BY p95_ns DESC, unit
+ORDER BY p95_activating_ns DESC, unit
 LIMIT 20;
 
 -- name: slower_boots

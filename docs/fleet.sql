@@ -8,6 +8,7 @@
 CREATE VIEW traces AS SELECT * FROM read_parquet('fleet/*/*traces.parquet');
 CREATE VIEW processes AS SELECT * FROM read_parquet('fleet/*/*processes.parquet');
 CREATE VIEW failed_lookups AS SELECT * FROM read_parquet('fleet/*/*failed_lookups.parquet');
+CREATE VIEW unit_activations AS SELECT * FROM read_parquet('fleet/*/*unit_activations.parquet');
 CREATE VIEW boots AS
 SELECT trace_id, host, boot_id, recorded_at,
        start_boottime_ns + duration_ns AS boot_ns
@@ -15,20 +16,17 @@ FROM traces
 WHERE traced = 'boot';
 
 -- name: slowest_units
-WITH per_trace AS (
-    SELECT trace_id, unit,
-           coalesce(sum(wall_ns) FILTER (WHERE NOT running), 0) AS process_ns
-    FROM processes
-    GROUP BY trace_id, unit
-)
 SELECT unit,
        count(DISTINCT host) AS hosts,
-       count(*) AS traces,
-       median(process_ns) AS median_ns,
-       quantile_cont(process_ns, 0.95) AS p95_ns
-FROM per_trace JOIN traces USING (trace_id)
+       count(*) AS boots,
+       median(activating_ns) AS median_activating_ns,
+       quantile_cont(activating_ns, 0.95) AS p95_activating_ns,
+       median(active_at_ns) AS median_active_at_ns,
+       quantile_cont(active_at_ns, 0.95) AS p95_active_at_ns
+FROM unit_activations JOIN traces USING (trace_id)
+WHERE activating_ns IS NOT NULL
 GROUP BY unit
-ORDER BY p95_ns DESC, unit
+ORDER BY p95_activating_ns DESC, unit
 LIMIT 20;
 
 -- name: slower_boots

@@ -92,7 +92,8 @@ pub enum Command {
     ///
     /// parquet: one or more traces into DIR/TABLE.parquet, one file per
     /// table (traces, processes, execs, libraries, failed_lookups, files,
-    /// file_readers, units, packages, recommendations; with --events also
+    /// file_readers, units, unit_activations, packages, recommendations; with
+    /// --events also
     /// opens and mmaps), every row with its trace's id. The figures are
     /// those of `report --format json`. Tables and columns:
     /// docs/parquet-schema.md; queries: docs/fleet.md.

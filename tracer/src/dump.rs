@@ -173,9 +173,9 @@ pub fn event_json(event: &Event) -> Value {
         Event::StoreGraph { ts_ns, complete, error } => json!({
             "type": kind, "ts_ns": ts_ns, "complete": complete, "error": error.as_deref().map(text),
         }),
-        Event::SystemdAnalyze { ts_ns, critical_chain, blame } => json!({
+        Event::SystemdAnalyze { ts_ns, critical_chain, blame, unit_times } => json!({
             "type": kind, "ts_ns": ts_ns, "critical_chain": critical_chain.as_deref().map(text),
-            "blame": blame.as_deref().map(text),
+            "blame": blame.as_deref().map(text), "unit_times": unit_times.as_deref().map(text),
         }),
         Event::Stats(stats) => json!({
             "type": kind, "ts_ns": stats.ts_ns, "events": stats.events, "lost": stats.lost,

@@ -193,7 +193,74 @@ fn check(nixtrace: &Path, out: &Path, names: &[String], trace: &str, guest_kerne
         report["events"],
         chain.len()
     );
+    check_unit_activations(&report)?;
     Ok(guest_report)
+}
+
+/// A time as systemd prints it: `1min 2.301s`, `312ms`, `850us`.
+fn systemd_timespan_us(text: &str) -> Option<u64> {
+    let mut total = 0.0;
+    for word in text.split_whitespace() {
+        let split = word.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+        let (number, unit) = word.split_at(split);
+        let scale = match unit {
+            "h" => 3_600_000_000.0,
+            "min" => 60_000_000.0,
+            "s" => 1_000_000.0,
+            "ms" => 1_000.0,
+            "us" | "\u{b5}s" => 1.0,
+            _ => return None,
+        };
+        total += number.parse::<f64>().ok()? * scale;
+    }
+    Some(total.round() as u64)
+}
+
+/// The trace's unit activations (systemctl's timestamps) against
+/// `systemd-analyze critical-chain`, which prints the same times rounded
+/// down to the millisecond, counted from userspace's start: "@" is when the
+/// unit started activating, or, for a unit without "+", when it became
+/// active; "+" is the activation's length. Every unit of the chain is in
+/// the activations.
+fn check_unit_activations(report: &Value) -> Result<()> {
+    let boot = &report["boot"];
+    let userspace = boot["userspace_at_ns"].as_u64().context("no boot.userspace_at_ns")?;
+    let activations = boot["unit_activations"].as_array().context("no boot.unit_activations")?;
+    let mut checked = 0;
+    for link in boot["critical_chain"].as_array().into_iter().flatten() {
+        let unit = link["unit"].as_str().unwrap_or_default();
+        let activation = activations
+            .iter()
+            .find(|a| a["unit"] == unit)
+            .with_context(|| format!("{unit}, on the critical chain, has no activation"))?;
+        let at = if link["took"].is_string() {
+            activation["activating_at_ns"].as_u64()
+        } else {
+            // For a oneshot that ran and exited, "@" is not when its run ended.
+            activation["active_at_ns"].as_u64().filter(|_| activation["state"] != "inactive")
+        };
+        let pairs = [
+            (&link["active_at"], at.map(|at| at.saturating_sub(userspace))),
+            (&link["took"], activation["activating_ns"].as_u64()),
+        ];
+        for (shown, ours) in pairs {
+            let (Some(shown), Some(ours)) = (shown.as_str(), ours) else { continue };
+            let shown_us = systemd_timespan_us(shown).with_context(|| format!("{unit}: time {shown:?}"))?;
+            let ours_us = ours / 1000;
+            // systemd-analyze cuts the microseconds off.
+            ensure!(
+                (shown_us..shown_us + 1000).contains(&ours_us),
+                "{unit}: systemd-analyze shows {shown}, the trace {ours_us} us: {activation}"
+            );
+            checked += 1;
+        }
+    }
+    ensure!(checked > 0, "no time of the critical chain to check: {boot}");
+    println!(
+        "ok: {} unit activations; {checked} critical-chain times agree to the millisecond",
+        activations.len()
+    );
+    Ok(())
 }
 
 /// The initrd's run as record --boot read it from the kernel log: Debian's
@@ -330,6 +397,22 @@ pub fn run_test() -> Result<()> {
         }
         traces.push(trace);
     }
+    // The two boots' Parquet tables, read by DuckDB, against their reports
+    // and through the fleet queries (tests/parquet.rs).
+    let paths = std::env::join_paths(traces.iter().map(|t| out.join(t)))?;
+    crate::run(
+        crate::cargo(["test", "--release", "-p", "nixtrace", "--features", "privileged-tests"])
+            .args([
+                "--test",
+                "parquet",
+                "--",
+                "--ignored",
+                "--exact",
+                "real_boots_give_the_figures_of_their_reports",
+            ])
+            .env("NIXTRACE_BOOT_TRACES", paths),
+    )
+    .context("the boots' Parquet tables")?;
     Ok(())
 }
 

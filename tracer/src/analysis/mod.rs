@@ -151,8 +151,9 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
         let event = event.with_context(|| name.to_string())?;
         match &event {
             Event::Stats(stats) => last_stats = Some(stats.clone()),
-            Event::SystemdAnalyze { critical_chain, blame, .. } => {
-                systemd_analyze = Some((critical_chain.as_deref().map(text), blame.as_deref().map(text)));
+            Event::SystemdAnalyze { critical_chain, blame, unit_times, .. } => {
+                systemd_analyze =
+                    Some([critical_chain, blame, unit_times].map(|output| output.as_deref().map(text)));
                 events += 1;
             }
             _ => events += 1,
@@ -210,8 +211,13 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
         boot: None,
         preload,
     };
-    if let Some((critical_chain, blame)) = systemd_analyze {
-        analysis.boot = Some(boot::section(&analysis, critical_chain.as_deref(), blame.as_deref()));
+    if let Some([critical_chain, blame, unit_times]) = systemd_analyze {
+        analysis.boot = Some(boot::section(
+            &analysis,
+            critical_chain.as_deref(),
+            blame.as_deref(),
+            unit_times.as_deref(),
+        ));
     }
     Ok(analysis)
 }

@@ -402,6 +402,7 @@ mod tests {
                 ts_ns: 1,
                 critical_chain: Some(chain.as_bytes().to_vec()),
                 blame: None,
+                unit_times: None,
             })
             .unwrap();
         writer.finish(&Stats::default()).unwrap();

@@ -136,15 +136,41 @@ pub async fn finished() {
 /// its critical chain and blame, for the boot section and the rules to
 /// read from the trace anywhere.
 pub async fn systemd_analyze(ts_ns: u64) -> Event {
-    async fn run(subcommand: &str) -> Option<Vec<u8>> {
-        let output = tokio::process::Command::new("systemd-analyze")
-            .args([subcommand, "--no-pager"])
-            .output()
-            .await
-            .ok()?;
+    async fn run(program: &str, args: &[&str]) -> Option<Vec<u8>> {
+        let output = tokio::process::Command::new(program).args(args).output().await.ok()?;
         output.status.success().then_some(output.stdout)
     }
-    Event::SystemdAnalyze { ts_ns, critical_chain: run("critical-chain").await, blame: run("blame").await }
+    // systemd-analyze prints times rounded to the millisecond, and only for
+    // the chain and the slowest units: the timestamps themselves, for every
+    // unit, come from systemctl.
+    let manager =
+        run("systemctl", &["show", "--property=UserspaceTimestampMonotonic,FinishTimestampMonotonic"]);
+    let units = run(
+        "systemctl",
+        &[
+            "show",
+            // Without --all, a pattern matches no inactive unit (a oneshot
+            // that ran and exited).
+            "--all",
+            "--property=Id,ActiveState,InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic,\
+             InactiveEnterTimestampMonotonic",
+            "*",
+        ],
+    );
+    let unit_times = match (manager.await, units.await) {
+        (Some(mut manager), Some(units)) => {
+            manager.push(b'\n');
+            manager.extend(units);
+            Some(manager)
+        }
+        _ => None,
+    };
+    Event::SystemdAnalyze {
+        ts_ns,
+        critical_chain: run("systemd-analyze", &["critical-chain", "--no-pager"]).await,
+        blame: run("systemd-analyze", &["blame", "--no-pager"]).await,
+        unit_times,
+    }
 }
 
 /// How this boot was set up: the kernel's command line, the initrd and how

@@ -164,8 +164,11 @@ fn render_boot(out: &mut String, boot: &BootSection) {
         );
         return;
     }
-    let _ = writeln!(out, "Critical chain to the default target (`systemd-analyze critical-chain`):\n");
-    boot_table(out, &boot.critical_chain, "active at");
+    let _ = writeln!(
+        out,
+        "Critical chain to the default target (`systemd-analyze critical-chain`; \"@\" is when a unit started, or for one that took no time, became active, from systemd's start):\n"
+    );
+    boot_table(out, &boot.critical_chain, "started (@)");
     let _ = writeln!(out, "<details><summary>Slowest units (`systemd-analyze blame`)</summary>\n");
     boot_table(out, &boot.slowest_units, "");
     let _ = writeln!(out, "</details>\n");

@@ -352,6 +352,13 @@ pub enum Event {
         critical_chain: Option<Bytes>,
         /// `systemd-analyze blame`'s output; None when it failed.
         blame: Option<Bytes>,
+        /// `systemctl show` of the manager, then of every loaded unit
+        /// (blocks of `Key=Value` lines, a blank line between): when
+        /// userspace started and the boot finished, and when each unit
+        /// started activating, became active and went inactive, in
+        /// CLOCK_MONOTONIC µs.
+        /// None when it failed, or in a version 4 trace.
+        unit_times: Option<Bytes>,
     },
     /// Counters so far: written periodically and once at the end.
     Stats(Stats),

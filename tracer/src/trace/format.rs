@@ -18,9 +18,8 @@ use super::Probe;
 pub const MAGIC: &[u8; 8] = b"NIXTRACE";
 /// 2 added the `BINARY`, `STORE_PATH` and `STORE_GRAPH` records and the
 /// loader's variables of an exec; 3 added the `STAT` record; 4 the
-/// `SYSTEMD_ANALYZE` record. Older files
-/// read as before.
-pub const VERSION: u32 = 4;
+/// `SYSTEMD_ANALYZE` record; 5 its `unit_times`. Older files read as before.
+pub const VERSION: u32 = 5;
 /// A block is written when its payload reaches this size (and at least once
 /// a second), so a crash loses at most one block.
 pub const BLOCK_TARGET: usize = 256 * 1024;

@@ -164,6 +164,7 @@ pub(crate) mod tests {
                 ts_ns: 1800,
                 critical_chain: Some("multi-user.target @2.5s\n└─a.service @1s +1.5s\n".into()),
                 blame: None,
+                unit_times: Some(b"UserspaceTimestampMonotonic=800000\n\nId=a.service\n".to_vec()),
             },
         ]
     }
@@ -631,9 +632,18 @@ mod properties {
             ),
             (any::<u64>(), any::<bool>(), proptest::option::of(bytes()))
                 .prop_map(|(ts_ns, complete, error)| Event::StoreGraph { ts_ns, complete, error }),
-            (any::<u64>(), proptest::option::of(bytes()), proptest::option::of(bytes())).prop_map(
-                |(ts_ns, critical_chain, blame)| Event::SystemdAnalyze { ts_ns, critical_chain, blame }
-            ),
+            (
+                any::<u64>(),
+                proptest::option::of(bytes()),
+                proptest::option::of(bytes()),
+                proptest::option::of(bytes())
+            )
+                .prop_map(|(ts_ns, critical_chain, blame, unit_times)| Event::SystemdAnalyze {
+                    ts_ns,
+                    critical_chain,
+                    blame,
+                    unit_times
+                }),
             (any::<u64>(), any::<u64>(), proptest::collection::btree_map(text(), any::<u64>(), 0..4))
                 .prop_map(|(ts_ns, events, lost)| Event::Stats(Stats { ts_ns, events, lost })),
         ]

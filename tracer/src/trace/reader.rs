@@ -487,6 +487,7 @@ impl<R: Read> TraceReader<R> {
                     ts_ns: self.get_ts()?,
                     critical_chain: self.get_optional_string()?,
                     blame: self.get_optional_string()?,
+                    unit_times: if self.version >= 5 { self.get_optional_string()? } else { None },
                 },
                 tag::STATS => {
                     let ts_ns = self.get_ts()?;

@@ -345,13 +345,15 @@ impl<W: Write> TraceWriter<W> {
                 self.put(if *complete { flag::COMPLETE } else { 0 });
                 self.put(error);
             }
-            Event::SystemdAnalyze { ts_ns, critical_chain, blame } => {
+            Event::SystemdAnalyze { ts_ns, critical_chain, blame, unit_times } => {
                 let critical_chain = self.optional_string(critical_chain.as_deref());
                 let blame = self.optional_string(blame.as_deref());
+                let unit_times = self.optional_string(unit_times.as_deref());
                 self.block.push(tag::SYSTEMD_ANALYZE);
                 self.put_ts(*ts_ns);
                 self.put(critical_chain);
                 self.put(blame);
+                self.put(unit_times);
             }
             Event::Stats(stats) => {
                 let names: Vec<u64> = stats.lost.keys().map(|k| self.string(k.as_bytes())).collect();

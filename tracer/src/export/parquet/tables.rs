@@ -1,6 +1,6 @@
 //! The tables that render an analysis: one row per trace, process, exec,
-//! library, failed lookup, file, file reader, unit, package and
-//! recommendation, each value copied from the [`Analysis`] (and the
+//! library, failed lookup, file, file reader, unit, unit activation of a
+//! boot, package and recommendation, each value copied from the [`Analysis`] (and the
 //! recommendations made from it) as `report --format json` prints it.
 //! Nothing here sums or derives a figure; the one lookup is the package of
 //! a failed lookup's searcher, [`Package::of`] its path.
@@ -9,6 +9,7 @@ use super::{Column, Get, TableSchema, Writer, col, schema};
 use crate::{
     analysis::{
         Analysis, FileFigures, PackageFigures, ProcessFigures, UnitFigures,
+        boot::UnitActivation,
         io::ReaderRead,
         package::Package,
         process::{ExecFigures, FailedLookup, LibraryFigures},
@@ -277,6 +278,22 @@ fn units<'a>() -> Vec<Column<UnitRow<'a>>> {
     ]
 }
 
+pub struct UnitActivationRow<'a> {
+    id: &'a str,
+    u: &'a UnitActivation,
+}
+
+fn unit_activations<'a>() -> Vec<Column<UnitActivationRow<'a>>> {
+    vec![
+        col("trace_id", Get::Text(|r| r.id)),
+        col("unit", Get::Text(|r| &r.u.unit)),
+        col("activating_at_ns", Get::OptU64(|r| r.u.activating_at_ns)),
+        col("active_at_ns", Get::U64(|r| r.u.active_at_ns)),
+        col("activating_ns", Get::OptU64(|r| r.u.activating_ns)),
+        col("state", Get::Text(|r| &r.u.state)),
+    ]
+}
+
 pub struct PackageRow<'a> {
     id: &'a str,
     p: &'a PackageFigures,
@@ -338,6 +355,7 @@ pub fn schemas() -> Vec<TableSchema> {
         TableSchema { name: "files", schema: schema(&files()) },
         TableSchema { name: "file_readers", schema: schema(&file_readers()) },
         TableSchema { name: "units", schema: schema(&units()) },
+        TableSchema { name: "unit_activations", schema: schema(&unit_activations()) },
         TableSchema { name: "packages", schema: schema(&packages()) },
         TableSchema { name: "recommendations", schema: schema(&recommendations()) },
     ]
@@ -404,6 +422,9 @@ pub fn write(w: &mut Writer, id: &str, a: &Analysis, made: &[Recommendation]) ->
     w.write("file_readers", &file_readers(), &rows)?;
     let rows: Vec<UnitRow> = a.units.iter().map(|u| UnitRow { id, u }).collect();
     w.write("units", &units(), &rows)?;
+    let rows: Vec<UnitActivationRow> =
+        a.boot.iter().flat_map(|b| &b.unit_activations).map(|u| UnitActivationRow { id, u }).collect();
+    w.write("unit_activations", &unit_activations(), &rows)?;
     let rows: Vec<PackageRow> = a.packages.iter().map(|p| PackageRow { id, p }).collect();
     w.write("packages", &packages(), &rows)?;
     let rows: Vec<RecommendationRow> =
