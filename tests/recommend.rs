@@ -10,7 +10,7 @@ mod common;
 use std::{fs, path::Path, process::Command};
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Where Debian keeps the C library and zlib.
 const SYSTEM_LIBS: &str = "/lib/x86_64-linux-gnu";
@@ -771,6 +771,76 @@ fn startup_cache_fixes_store_bytecode_at_build_time() {
     };
     assert_eq!(opened(".pyc\""), 2, "both modules' bytecode loaded");
     assert_eq!(opened(".py\""), 0, "and neither source compiled");
+}
+
+/// Proves startup-cache finds stale bytecode where it cannot be written
+/// again: a store package whose bytecode was compiled at build time in
+/// Python's default timestamp mode (what the rule's fix printed before),
+/// after which Nix gave every source the mtime 1, imported by a user who
+/// cannot write the store. Python opens each module's bytecode, finds it
+/// stale, compiles the source and fails to write new bytecode (EACCES), at
+/// every start: both modules are reported as stale, with the report's
+/// figures as evidence. The package built with the fix printed now is not.
+#[test]
+fn startup_cache_finds_stale_store_bytecode() {
+    let sandbox = Sandbox::new();
+    let python = Path::new("/usr/bin/python3");
+    // As nobody, who cannot write the store, as on a real system (where
+    // it is read-only); root could. And letting Python try to write
+    // bytecode, whatever the test's environment says.
+    let script = "env -u PYTHONDONTWRITEBYTECODE setpriv --reuid=65534 --regid=65534 --clear-groups \
+                  /usr/bin/python3 -c 'import nt_store_alpha, nt_store_beta'";
+    let record = |package: &str, trace: &str| {
+        let trace = sandbox.path(trace);
+        let report = record_script(&trace, script, &[("PYTHONPATH", &format!("{package}/lib/python"))]);
+        (trace, report)
+    };
+    let stale = python_modules_package(
+        &sandbox,
+        "nt-stale-modules-1.0",
+        "    /usr/bin/python3 -m compileall -q $out",
+    );
+    let (trace, report) = record(&stale, "stale.ntr");
+    let tag = format!("cpython-3{}", python_minor());
+    let expected: Vec<String> = ["nt_store_alpha", "nt_store_beta"]
+        .iter()
+        .map(|m| format!("{stale}/lib/python/__pycache__/{m}.{tag}.pyc"))
+        .collect();
+    let caches = caches_of(&report, text_of(python));
+    assert_eq!(
+        caches.iter().map(|c| c["path"].as_str().unwrap()).collect::<Vec<_>>(),
+        expected,
+        "{caches:#?}"
+    );
+    for cache in &caches {
+        assert_eq!(
+            (&cache["outcome"], &cache["errno"], &cache["missing_ns"]),
+            (&json!("not_writable"), &json!("EACCES"), &Value::Null),
+            "{cache:#}"
+        );
+        assert!(cache["found_ns"].is_u64() && cache["gap_ns"].as_u64() > Some(0), "{cache:#}");
+    }
+    let recommendations = recommend_json(&trace, &[]);
+    let found = about(&recommendations, "startup-cache", python);
+    assert_eq!(found.len(), 1, "{recommendations:#}");
+    let evidence = &found[0]["evidence"];
+    assert_eq!((&evidence["bytecode"], &evidence["stale"]), (&json!(expected), &json!(2)), "{evidence:#}");
+    let gaps: u64 = caches.iter().map(|c| c["gap_ns"].as_u64().unwrap()).sum();
+    assert_eq!(evidence["compile_ns"].as_u64(), Some(gaps));
+    assert!(found[0]["title"].as_str().unwrap().contains("stale"), "{}", found[0]["title"]);
+    let text = found[0]["fix"]["text"].as_str().unwrap();
+    assert!(text.lines().any(|l| l == format!("#   {stale}")), "the fix names the package: {text}");
+
+    let body = text.split_once("+ ''\n").and_then(|(_, rest)| rest.split_once("\n'';")).map(|(body, _)| body);
+    let body = body.unwrap_or_else(|| panic!("no postFixup string in {text}"));
+    let fixed = python_modules_package(
+        &sandbox,
+        "nt-stale-modules-1.1",
+        &body.replace("${python3.interpreter}", "/usr/bin/python3"),
+    );
+    let (trace, report) = record(&fixed, "fixed.ntr");
+    assert_eq!(caches_of(&report, text_of(python)), Vec::<&Value>::new());
+    assert!(about(&recommend_json(&trace, &[]), "startup-cache", python).is_empty());
 }
 
 /// Proves startup-cache finds a cache that two runs of one program both rebuilt (it deletes it at exit), with the rebuild times as evidence, and not one that the second run found.

@@ -117,8 +117,12 @@ pub struct CacheFigures {
     pub errno: Option<String>,
     /// When it was looked for in vain; null when it was not.
     pub missing_ns: Option<u64>,
-    /// From the failed lookup to the write or the failed create; for
-    /// bytecode never written, to the next open after its source.
+    /// When it was opened and found, for stale bytecode that was then
+    /// written again (or tried); null otherwise.
+    pub found_ns: Option<u64>,
+    /// From the failed lookup (or the stale bytecode's open) to the write
+    /// or the failed create; for bytecode never written, to the next open
+    /// after its source.
     pub gap_ns: u64,
 }
 
@@ -146,6 +150,7 @@ impl CacheFigures {
             written_as,
             errno,
             missing_ns: file.missing_ns,
+            found_ns: file.found_ns,
             gap_ns: file.gap_ns,
         }
     }

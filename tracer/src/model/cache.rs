@@ -1,7 +1,9 @@
 //! Cache files as an exec's opens show them: a file looked for and not
 //! there, then written (the path itself, or a temporary beside it that is
 //! renamed over it, as Python's bytecode writer does), or that could not be
-//! written; Python bytecode looked for and never written; and caches
+//! written; Python bytecode found and then written again, or tried to be
+//! (Python found it stale and compiled its source); Python bytecode looked
+//! for and never written; and caches
 //! created in a dot-entry of a home directory rather than under
 //! `~/.cache`. One exec's opens outside the dynamic loader feed it.
 
@@ -22,6 +24,9 @@ pub struct CacheFiles {
     /// Paths opened in vain, and when first; the index of their entry in
     /// `files` once they have one.
     missing: HashMap<Bytes, Missing>,
+    /// Bytecode opened and found, and when first: a write of it after
+    /// that means Python compiled the module anyway.
+    found_bytecode: HashMap<Bytes, u64>,
     /// The bytecode file whose cost ends at the exec's next open of
     /// anything but its source.
     awaiting_next_open: Option<usize>,
@@ -41,9 +46,14 @@ pub struct CacheFile {
     pub path: Bytes,
     /// When it was looked for in vain; None when it was not.
     pub missing_ns: Option<u64>,
+    /// When it was opened and found, for bytecode then written again (or
+    /// tried): stale, as timestamp bytecode is once its source's mtime
+    /// changed (Nix resets every store file's to 1). None otherwise.
+    pub found_ns: Option<u64>,
     pub outcome: CacheOutcome,
-    /// From the failed lookup to the write or the failed create; for
-    /// bytecode never written, to the exec's next open after its source.
+    /// From the failed lookup (or the stale bytecode's open) to the write
+    /// or the failed create; for bytecode never written, to the exec's next
+    /// open after its source.
     pub gap_ns: u64,
 }
 
@@ -80,31 +90,64 @@ impl CacheFiles {
                     self.files.push(CacheFile {
                         path: path.to_vec(),
                         missing_ns: Some(ts_ns),
+                        found_ns: None,
                         outcome: CacheOutcome::BytecodeMissing,
                         gap_ns: 0,
                     });
                 }
                 self.missing.insert(path.to_vec(), missing);
             }
-            (true, ret) if ret >= 0 => match self.looked_for(path) {
-                Some((looked_for, missing)) => {
-                    self.settle(looked_for, missing, ts_ns, CacheOutcome::Created { as_path: path.to_vec() })
-                }
-                None if is_home_dot_cache(path) => self.files.push(CacheFile {
-                    path: path.to_vec(),
-                    missing_ns: None,
-                    outcome: CacheOutcome::Created { as_path: path.to_vec() },
-                    gap_ns: 0,
-                }),
-                None => {}
-            },
-            (true, ret) if [EPERM, ENOENT, EACCES, EROFS].iter().any(|errno| ret == -errno) => {
+            (false, ret) if ret >= 0 && bytecode_source(path).is_some() => {
+                self.found_bytecode.entry(path.to_vec()).or_insert(ts_ns);
+            }
+            (true, ret) if ret >= 0 => {
+                let outcome = CacheOutcome::Created { as_path: path.to_vec() };
                 if let Some((looked_for, missing)) = self.looked_for(path) {
-                    self.settle(looked_for, missing, ts_ns, CacheOutcome::NotWritable { errno: -ret });
+                    self.settle(looked_for, missing, ts_ns, outcome);
+                } else if let Some((bytecode, found_ns)) = self.stale(path) {
+                    self.push_stale(bytecode, found_ns, ts_ns, outcome);
+                } else if is_home_dot_cache(path) {
+                    self.files.push(CacheFile {
+                        path: path.to_vec(),
+                        missing_ns: None,
+                        found_ns: None,
+                        outcome,
+                        gap_ns: 0,
+                    });
+                }
+            }
+            (true, ret) if [EPERM, ENOENT, EACCES, EROFS].iter().any(|errno| ret == -errno) => {
+                let outcome = CacheOutcome::NotWritable { errno: -ret };
+                if let Some((looked_for, missing)) = self.looked_for(path) {
+                    self.settle(looked_for, missing, ts_ns, outcome);
+                } else if let Some((bytecode, found_ns)) = self.stale(path) {
+                    self.push_stale(bytecode, found_ns, ts_ns, outcome);
                 }
             }
             _ => {}
         }
+    }
+
+    /// The bytecode, opened and found before, that a create of `created`
+    /// writes again (itself or a temporary beside it).
+    fn stale(&mut self, created: &[u8]) -> Option<(Bytes, u64)> {
+        let (dir, name) = split(created);
+        let found = self
+            .found_bytecode
+            .keys()
+            .filter(|b| {
+                let (b_dir, b_name) = split(b);
+                b_dir == dir && name.starts_with(b_name)
+            })
+            .max_by(|a, b| a.len().cmp(&b.len()).then_with(|| b.cmp(a)))?
+            .clone();
+        let found_ns = self.found_bytecode.remove(&found)?;
+        Some((found, found_ns))
+    }
+
+    fn push_stale(&mut self, path: Bytes, found_ns: u64, ts_ns: u64, outcome: CacheOutcome) {
+        let gap_ns = ts_ns.saturating_sub(found_ns);
+        self.files.push(CacheFile { path, missing_ns: None, found_ns: Some(found_ns), outcome, gap_ns });
     }
 
     /// The missing file a create of `created` writes: the same path, or a
@@ -130,7 +173,7 @@ impl CacheFiles {
 
     fn settle(&mut self, path: Bytes, missing: Missing, ts_ns: u64, outcome: CacheOutcome) {
         let gap_ns = ts_ns.saturating_sub(missing.ts_ns);
-        let file = CacheFile { path, missing_ns: Some(missing.ts_ns), outcome, gap_ns };
+        let file = CacheFile { path, missing_ns: Some(missing.ts_ns), found_ns: None, outcome, gap_ns };
         match missing.entry {
             Some(index) => {
                 if self.awaiting_next_open == Some(index) {
@@ -167,12 +210,44 @@ mod tests {
             [CacheFile {
                 path: pyc.to_vec(),
                 missing_ns: Some(100),
+                found_ns: None,
                 outcome: CacheOutcome::Created {
                     as_path: b"/w/__pycache__/m.cpython-311.pyc.12345".to_vec()
                 },
                 gap_ns: 300,
             }]
         );
+    }
+
+    #[test]
+    fn bytecode_found_then_written_again_was_stale() {
+        let mut caches = CacheFiles::default();
+        let pyc = b"/nix/store/abc-m/lib/__pycache__/m.cpython-311.pyc";
+        caches.open(100, pyc, 0, 3);
+        caches.open(110, b"/nix/store/abc-m/lib/m.py", 0, 4);
+        caches.open(
+            500,
+            b"/nix/store/abc-m/lib/__pycache__/m.cpython-311.pyc.139",
+            O_CREAT | 0o200 | 1,
+            -EACCES,
+        );
+        assert_eq!(
+            caches.files,
+            [CacheFile {
+                path: pyc.to_vec(),
+                missing_ns: None,
+                found_ns: Some(100),
+                outcome: CacheOutcome::NotWritable { errno: EACCES },
+                gap_ns: 400,
+            }]
+        );
+        // Bytecode found and kept (checked-hash bytecode opens its source
+        // too, and writes nothing) is no cache file.
+        let mut caches = CacheFiles::default();
+        caches.open(100, pyc, 0, 3);
+        caches.open(110, b"/nix/store/abc-m/lib/m.py", 0, 4);
+        caches.open(120, b"/etc/hostname", 0, 5);
+        assert_eq!(caches.files, []);
     }
 
     #[test]

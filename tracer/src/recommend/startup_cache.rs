@@ -1,7 +1,7 @@
 //! startup-cache: a program that rebuilds a cache at every start, or keeps
 //! it where it should not. From each exec's cache files (its opens): Python
-//! bytecode looked for, missing, and never written (so every start compiles
-//! those modules again); a file whose path says cache, looked for in vain
+//! bytecode looked for, missing, and never written, or found stale and not
+//! writable (so every start compiles those modules again); a file whose path says cache, looked for in vain
 //! and then written, by several execs of one program or in a place that
 //! does not survive a reboot, or that cannot be written; and a cache
 //! created in a dot-entry of a home directory instead of under
@@ -35,7 +35,7 @@ pub const RULE: Rule = Rule {
     title: "Caches rebuilt at every start, or kept outside $XDG_CACHE_HOME",
     description: "A program looked for a cache file, did not find it, and built it again: Python \
         bytecode that is never written (a read-only place such as the Nix store, or \
-        PYTHONDONTWRITEBYTECODE), a cache rebuilt by several runs of one program or kept where it \
+        PYTHONDONTWRITEBYTECODE) or that is stale where it cannot be written again, a cache rebuilt by several runs of one program or kept where it \
         does not survive a reboot, or one it cannot write at all. Also a cache kept in a dot-entry of \
         a home directory rather than under $XDG_CACHE_HOME. The fix builds the cache ahead of time \
         or points it somewhere it lasts.",
@@ -103,13 +103,14 @@ fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
     found
 }
 
-/// Bytecode looked for and not written: missing, or a create that failed.
+/// Bytecode looked for and not written: missing, or a create that failed
+/// (of missing bytecode, or of stale bytecode found first).
 fn is_unwritten_bytecode(c: &CacheFigures) -> bool {
     c.path.ends_with(".pyc") && c.outcome != CacheOutcomeName::Created
 }
 
-/// The modules whose bytecode was not there; None when no bytecode of a
-/// known source was.
+/// The modules whose bytecode was not there, or stale; None when no
+/// bytecode of a known source was.
 fn bytecode_recommendation(binary: &str, bytecode: &[&CacheFigures]) -> Option<Recommendation> {
     // (bytecode, its source), for the bytecode whose source is known.
     let mut modules: Vec<Module> = bytecode
@@ -121,6 +122,10 @@ fn bytecode_recommendation(binary: &str, bytecode: &[&CacheFigures]) -> Option<R
     if modules.is_empty() {
         return None;
     }
+    let mut stale: Vec<&str> =
+        bytecode.iter().filter(|c| c.found_ns.is_some()).map(|c| c.path.as_str()).collect();
+    stale.sort_unstable();
+    stale.dedup();
     let gap_ns = bytecode.iter().map(|c| c.gap_ns).saturating_sum();
     // 0: the exec opened nothing after the module's source, so where its
     // compile ended is not known.
@@ -131,15 +136,22 @@ fn bytecode_recommendation(binary: &str, bytecode: &[&CacheFigures]) -> Option<R
         "lookups": bytecode.len(),
         "compile_ns": gap_ns,
         "bytecode": modules.iter().take(LISTED).map(|(pyc, _)| pyc).collect::<Vec<_>>(),
+        "stale": stale.len(),
         "errnos": bytecode.iter().filter_map(|c| c.errno.clone()).collect::<std::collections::BTreeSet<_>>(),
     });
     let name = binary.rsplit('/').next().unwrap_or(binary);
     Some(Recommendation {
         rule: RULE.id,
         title: format!(
-            "{name} compiled {} from source: {} not there",
+            "{name} compiled {} from source: {}",
             count(modules.len() as u64, "module", "modules"),
-            if modules.len() == 1 { "its bytecode is" } else { "their bytecode is" }
+            match (stale.len(), modules.len()) {
+                (0, 1) => "its bytecode is not there".to_string(),
+                (0, _) => "their bytecode is not there".to_string(),
+                (1, 1) => "its bytecode is stale, and cannot be written again".to_string(),
+                (s, m) if s == m => "their bytecode is stale, and cannot be written again".to_string(),
+                (s, m) => format!("{} without bytecode, {s} with stale bytecode", m - s),
+            }
         ),
         subjects: vec![Subject { kind: SubjectKind::Binary, name: binary.to_string() }],
         evidence,
@@ -147,8 +159,9 @@ fn bytecode_recommendation(binary: &str, bytecode: &[&CacheFigures]) -> Option<R
             time_ns: (unknown < bytecode.len() as u64).then_some(gap_ns),
             bytes: None,
             how: format!(
-                "from each failed bytecode lookup to the program's next open after reading the module's source: \
-                 the compile, and the module's own code up to its next import, so at most this{}",
+                "from each failed bytecode lookup to the program's next open after reading the module's source \
+                 (the compile, and the module's own code up to its next import, so at most this), and from each \
+                 stale bytecode's open to the failed write of the new one (its compile){}",
                 match unknown {
                     0 => String::new(),
                     n => format!(
@@ -161,14 +174,15 @@ fn bytecode_recommendation(binary: &str, bytecode: &[&CacheFigures]) -> Option<R
         confidence: Confidence {
             level: Level::Medium,
             reason:
-                "the trace saw each bytecode lookup fail and no bytecode written; the time is an upper bound"
+                "the trace saw each bytecode lookup fail, or stale bytecode found and its new bytecode's \
+                     write fail, and no bytecode written; the time is an upper bound"
                     .into(),
         },
         fix: bytecode_fix(binary, &modules),
     })
 }
 
-/// A module without bytecode: (the bytecode's path, its source's).
+/// A module without usable bytecode: (the bytecode's path, its source's).
 type Module<'a> = (&'a str, String);
 
 fn bytecode_fix(binary: &str, modules: &[Module]) -> Fix {
@@ -182,7 +196,7 @@ fn bytecode_fix(binary: &str, modules: &[Module]) -> Fix {
         return Fix {
             kind: FixKind::NixExpression,
             text: format!(
-                "# These store paths have Python modules without bytecode:\n{}\n\
+                "# These store paths have Python modules without usable bytecode (missing, or stale):\n{}\n\
                  # compile it when each is built (an overlay's overrideAttrs on its derivation);\n\
                  # bytecode that records no mtime, since Nix resets every store file's after the build:\n\
                  postFixup = (old.postFixup or \"\") + ''\n  \
@@ -207,7 +221,7 @@ fn bytecode_fix(binary: &str, modules: &[Module]) -> Fix {
         String::new()
     } else {
         format!(
-            "\n# Modules in the store lack bytecode too; compile them when these are built:\n{}",
+            "\n# Modules in the store lack usable bytecode too; compile them when these are built:\n{}",
             packages.iter().map(|p| format!("#   {p}")).collect::<Vec<_>>().join("\n")
         )
     };
