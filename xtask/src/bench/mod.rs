@@ -17,7 +17,9 @@
 //! Then it records a trace of 10 million events and times `nixtrace report`,
 //! `nixtrace flamegraph` and `nixtrace export --format parquet --events` on
 //! it, pinned to one core: events per second and peak memory, and the
-//! Parquet tables' bytes per event.
+//! Parquet tables' bytes per event. Last, DuckDB runs the fleet queries of
+//! docs/fleet.sql over 1,000 traces' tables (real boots' tables copied
+//! under many host names).
 //!
 //! A full run writes docs/benchmarks.md, with the machine, the command that
 //! reproduces it and a verdict on each of the project's targets: only what
@@ -37,11 +39,13 @@
 //!   nixtrace trace, bpftrace's output, the floor's program);
 //! - `stats.rs`: medians and ratios, each contender's summary over its
 //!   pairs, and the verdict on each of the targets;
+//! - `fleet.rs`: the fleet queries over many traces' tables, timed;
 //! - `render.rs`: docs/benchmarks.md in Markdown, written so that its
 //!   hand-written section survives;
 //! - this file: the command, building the tools, the pairs of runs, the
 //!   analysis of a large trace and the smoke check.
 mod contenders;
+mod fleet;
 mod render;
 mod stats;
 mod workloads;
@@ -147,7 +151,8 @@ pub fn run(args: &Args) -> Result<()> {
         measured.push(measure(&bench, &workload, runs)?);
     }
     let analysis = analyse(&bench, sizes.analysis_opens)?;
-    let markdown = render::document(&command_line(args), &render::machine()?, &measured, &analysis);
+    let fleet = fleet::measure(&bench, sizes.fleet_traces)?;
+    let markdown = render::document(&command_line(args), &render::machine()?, &measured, &analysis, &fleet);
     println!("benchmarks took {:.0} s", started.elapsed().as_secs_f64());
     let output = args.output.clone().or_else(|| (!args.smoke).then(|| repo_root().join(DEFAULT_OUTPUT)));
     match output {

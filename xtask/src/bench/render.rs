@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result};
 use super::{
     ANALYSIS_BUFFER, Analysis, Measured,
     contenders::{Contender, Rss},
+    fleet::Fleet,
     stats::verdicts,
 };
 use crate::{command, output, target_dir};
@@ -56,6 +57,7 @@ pub(super) fn document(
     machine: &str,
     measured: &[Measured],
     analysis: &Analysis,
+    fleet: &Fleet,
 ) -> String {
     let date = output(command("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
     let mut doc = format!(
@@ -70,6 +72,7 @@ pub(super) fn document(
         doc.push_str(&render_workload(m));
     }
     doc.push_str(&render_analysis(analysis));
+    doc.push_str(&render_fleet(fleet));
     doc
 }
 
@@ -182,6 +185,32 @@ fn render_analysis(a: &Analysis) -> String {
         a.parquet_bytes as f64 / a.events as f64,
     )
     .unwrap();
+    doc.push('\n');
+    doc
+}
+
+fn render_fleet(f: &Fleet) -> String {
+    let mut doc = format!(
+        "## Fleet queries\n\n\
+         DuckDB {} runs the queries of docs/fleet.sql ([fleet.md](fleet.md)) over the tables of {} \
+         traces ({:.1} MiB of Parquet): {}, copied under {} host names, each copy with a trace id \
+         of its own (xtask/bench/fleet.py). Each query runs {} times in one connection, on every \
+         core; the median, and the fastest and slowest in brackets.\n\n\
+         | query | time | rows |\n|---|--:|--:|\n",
+        f.duckdb,
+        f.traces,
+        f.bytes as f64 / (1024.0 * 1024.0),
+        f.source,
+        f.hosts,
+        f.queries.first().map_or(0, |(_, runs, _)| runs.len()),
+    );
+    for (name, runs, rows) in &f.queries {
+        let ms = |s: f64| format!("{:.1} ms", s * 1000.0);
+        let (first, last) =
+            (runs.first().copied().unwrap_or_default(), runs.last().copied().unwrap_or_default());
+        writeln!(doc, "| `{name}` | {} ({}–{}) | {rows} |", ms(runs[runs.len() / 2]), ms(first), ms(last))
+            .unwrap();
+    }
     doc.push('\n');
     doc
 }

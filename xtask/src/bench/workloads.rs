@@ -17,11 +17,14 @@ pub(super) struct Sizes {
     python_starts: u64,
     /// Opens (one event each) of the trace that `report` and `flamegraph` read.
     pub(super) analysis_opens: u64,
+    /// Traces' tables the fleet queries read.
+    pub(super) fleet_traces: u64,
 }
 
 pub(super) const FULL: Sizes =
-    Sizes { opens: 400_000, execs: 1000, python_starts: 200, analysis_opens: 10_000_000 };
-pub(super) const SMOKE: Sizes = Sizes { opens: 20_000, execs: 50, python_starts: 5, analysis_opens: 100_000 };
+    Sizes { opens: 400_000, execs: 1000, python_starts: 200, analysis_opens: 10_000_000, fleet_traces: 1000 };
+pub(super) const SMOKE: Sizes =
+    Sizes { opens: 20_000, execs: 50, python_starts: 5, analysis_opens: 100_000, fleet_traces: 10 };
 
 /// Source files of the generated C project (plus `main.c`).
 const C_FILES: usize = 24;
