@@ -15,6 +15,10 @@ const TARGET_BYTES_PER_EVENT: f64 = 24.0;
 const TARGET_REPORT_EVENTS_PER_S: f64 = 2e6;
 const TARGET_REPORT_MB: f64 = 100.0;
 const TARGET_ATTACH: Duration = Duration::from_millis(100);
+/// `export --format parquet --events` on one core, and the size of what
+/// it writes of the open storm's trace (the Parquet issue's targets).
+const TARGET_EXPORT_EVENTS_PER_S: f64 = 1e6;
+const TARGET_PARQUET_BYTES_PER_EVENT: f64 = 8.0;
 
 /// The figures of one contender on one workload, summarised over its pairs.
 pub(super) struct Summary {
@@ -128,6 +132,25 @@ pub(super) fn verdicts(measured: &[Measured], analysis: &Analysis) -> Vec<Verdic
             met: rate >= TARGET_REPORT_EVENTS_PER_S && peak_mb < TARGET_REPORT_MB,
         });
     }
+    if let Some(export) = analysis.commands.iter().find(|c| c.what.contains("export --format parquet")) {
+        let rate = analysis.events as f64 / export.wall.as_secs_f64();
+        verdicts.push(Verdict {
+            target: format!(
+                "`export --format parquet --events`: at least {:.0} million events/s on one core",
+                TARGET_EXPORT_EVENTS_PER_S / 1e6
+            ),
+            measured: format!("{:.2} million/s ({})", rate / 1e6, under_target(rate, TARGET_EXPORT_EVENTS_PER_S)),
+            met: rate >= TARGET_EXPORT_EVENTS_PER_S,
+        });
+        let bytes = analysis.parquet_bytes as f64 / analysis.events as f64;
+        verdicts.push(Verdict {
+            target: format!(
+                "at most {TARGET_PARQUET_BYTES_PER_EVENT:.0} bytes of Parquet per event on the open storm trace, with `--events`"
+            ),
+            measured: format!("{bytes:.1} bytes ({})", over(bytes, TARGET_PARQUET_BYTES_PER_EVENT)),
+            met: bytes <= TARGET_PARQUET_BYTES_PER_EVENT,
+        });
+    }
     if let Some(attach) = median_attach(measured) {
         verdicts.push(Verdict {
             target: format!("probes attached in under {} ms", TARGET_ATTACH.as_millis()),
@@ -159,6 +182,12 @@ fn report_figures(analysis: &Analysis) -> Option<(f64, f64)> {
     let report = analysis.commands.first()?;
     let rate = analysis.events as f64 / report.wall.as_secs_f64();
     Some((rate, report.maxrss_kib as f64 * 1024.0 / 1e6))
+}
+
+/// How far a measured rate is below its floor, in percent.
+fn under_target(value: f64, floor: f64) -> String {
+    let percent = (1.0 - value / floor) * 100.0;
+    if percent > 0.0 { format!("{percent:.0}% short") } else { format!("{:.0}% over", -percent) }
 }
 
 /// How far a measured value is above its limit, in percent.
