@@ -79,7 +79,10 @@ fn parse_unit_times(text: &str) -> (Option<u64>, Option<u64>, Vec<UnitActivation
             |key: &str| block.lines().find_map(|l| l.strip_prefix(key).and_then(|l| l.strip_prefix('=')));
         // systemd prints 0 for a time that has not come.
         let ns = |key: &str| {
-            field(key).and_then(|v| v.parse::<u64>().ok()).filter(|&us| us > 0).map(|us| us * 1000)
+            field(key)
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&us| us > 0)
+                .and_then(|us| us.checked_mul(1000))
         };
         let Some(unit) = field("Id") else {
             userspace = userspace.or(ns("UserspaceTimestampMonotonic"));
@@ -125,7 +128,7 @@ pub struct BootSection {
     /// `systemd-analyze critical-chain` failed: it is missing, or the boot
     /// had not finished when recording stopped (--duration, shutdown).
     pub systemd_analyze_missing: bool,
-    /// When systemd (in the real root, or in a systemd initrd) started, and
+    /// When systemd started in the real root, and
     /// when it said the boot had finished, in ns since the kernel's start:
     /// systemd-analyze's "@" times count from `userspace_at_ns`.
     pub userspace_at_ns: Option<u64>,
@@ -149,12 +152,19 @@ fn chain_line(line: &str) -> Option<(String, Option<String>, Option<String>)> {
     if !unit.contains('.') || unit.ends_with(':') {
         return None;
     }
-    let (mut at, mut took) = (None, None);
+    // A time may be several words: "@1min 2.301s".
+    let (mut at, mut took): (Option<String>, Option<String>) = (None, None);
+    let mut current = None;
     for word in words {
         if let Some(t) = word.strip_prefix('@') {
             at = Some(t.to_string());
+            current = Some(&mut at);
         } else if let Some(t) = word.strip_prefix('+') {
             took = Some(t.to_string());
+            current = Some(&mut took);
+        } else if let Some(Some(time)) = current.as_deref_mut() {
+            time.push(' ');
+            time.push_str(word);
         }
     }
     Some((unit.to_string(), at, took))
@@ -266,6 +276,10 @@ mod tests {
         assert_eq!(
             chain_line("    └─systemd-udevd.service @1.204s +312ms"),
             Some(("systemd-udevd.service".into(), Some("1.204s".into()), Some("312ms".into())))
+        );
+        assert_eq!(
+            chain_line("└─apt-daily.service @1min 2.301s +1min 5ms"),
+            Some(("apt-daily.service".into(), Some("1min 2.301s".into()), Some("1min 5ms".into())))
         );
         assert_eq!(
             chain_line("multi-user.target @2.543s"),

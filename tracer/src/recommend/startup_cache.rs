@@ -150,7 +150,7 @@ fn bytecode_recommendation(binary: &str, bytecode: &[&CacheFigures]) -> Option<R
                 (0, _) => "their bytecode is not there".to_string(),
                 (1, 1) => "its bytecode is stale, and cannot be written again".to_string(),
                 (s, m) if s == m => "their bytecode is stale, and cannot be written again".to_string(),
-                (s, m) => format!("{} without bytecode, {s} with stale bytecode", m - s),
+                (s, m) => format!("{} without bytecode, {s} with stale bytecode", m.saturating_sub(s)),
             }
         ),
         subjects: vec![Subject { kind: SubjectKind::Binary, name: binary.to_string() }],

@@ -139,7 +139,11 @@ pub(super) fn verdicts(measured: &[Measured], analysis: &Analysis) -> Vec<Verdic
                 "`export --format parquet --events`: at least {:.0} million events/s on one core",
                 TARGET_EXPORT_EVENTS_PER_S / 1e6
             ),
-            measured: format!("{:.2} million/s ({})", rate / 1e6, under_target(rate, TARGET_EXPORT_EVENTS_PER_S)),
+            measured: format!(
+                "{:.2} million/s ({})",
+                rate / 1e6,
+                under_target(rate, TARGET_EXPORT_EVENTS_PER_S)
+            ),
             met: rate >= TARGET_EXPORT_EVENTS_PER_S,
         });
         let bytes = analysis.parquet_bytes as f64 / analysis.events as f64;
