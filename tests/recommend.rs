@@ -712,6 +712,15 @@ fn python_modules_package(sandbox: &Sandbox, name: &str, fixup: &str) -> String 
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
+/// The two-module package built again as `name` with the postFixup body
+/// of startup-cache's printed Nix fix `text` (python3.interpreter being the
+/// host's); returns its store path.
+fn package_built_with_printed_fix(sandbox: &Sandbox, name: &str, text: &str) -> String {
+    let body = text.split_once("+ ''\n").and_then(|(_, rest)| rest.split_once("\n'';")).map(|(body, _)| body);
+    let body = body.unwrap_or_else(|| panic!("no postFixup string in {text}"));
+    python_modules_package(sandbox, name, &body.replace("${python3.interpreter}", "/usr/bin/python3"))
+}
+
 /// Proves startup-cache's Nix expression for modules in the store, where
 /// bytecode is never written: the modules of a store package imported
 /// without bytecode are reported with a postFixup naming the package; the
@@ -751,13 +760,7 @@ fn startup_cache_fixes_store_bytecode_at_build_time() {
     assert!(text.lines().any(|l| l == format!("#   {plain}")), "the fix names the package: {text}");
 
     // The postFixup's body, built into the package.
-    let body = text.split_once("+ ''\n").and_then(|(_, rest)| rest.split_once("\n'';")).map(|(body, _)| body);
-    let body = body.unwrap_or_else(|| panic!("no postFixup string in {text}"));
-    let fixed = python_modules_package(
-        &sandbox,
-        "nt-store-modules-1.1",
-        &body.replace("${python3.interpreter}", "/usr/bin/python3"),
-    );
+    let fixed = package_built_with_printed_fix(&sandbox, "nt-store-modules-1.1", text);
     let (trace, report) = record(&fixed, "fixed.ntr");
     assert!(about(&recommend_json(&trace, &[]), "startup-cache", python).is_empty());
     assert_eq!(caches_of(&report, text_of(python)), Vec::<&Value>::new());
@@ -831,13 +834,7 @@ fn startup_cache_finds_stale_store_bytecode() {
     let text = found[0]["fix"]["text"].as_str().unwrap();
     assert!(text.lines().any(|l| l == format!("#   {stale}")), "the fix names the package: {text}");
 
-    let body = text.split_once("+ ''\n").and_then(|(_, rest)| rest.split_once("\n'';")).map(|(body, _)| body);
-    let body = body.unwrap_or_else(|| panic!("no postFixup string in {text}"));
-    let fixed = python_modules_package(
-        &sandbox,
-        "nt-stale-modules-1.1",
-        &body.replace("${python3.interpreter}", "/usr/bin/python3"),
-    );
+    let fixed = package_built_with_printed_fix(&sandbox, "nt-stale-modules-1.1", text);
     let (trace, report) = record(&fixed, "fixed.ntr");
     assert_eq!(caches_of(&report, text_of(python)), Vec::<&Value>::new());
     assert!(about(&recommend_json(&trace, &[]), "startup-cache", python).is_empty());

@@ -131,16 +131,7 @@ impl CacheFiles {
     /// The bytecode, opened and found before, that a create of `created`
     /// writes again (itself or a temporary beside it).
     fn stale(&mut self, created: &[u8]) -> Option<(Bytes, u64)> {
-        let (dir, name) = split(created);
-        let found = self
-            .found_bytecode
-            .keys()
-            .filter(|b| {
-                let (b_dir, b_name) = split(b);
-                b_dir == dir && name.starts_with(b_name)
-            })
-            .max_by(|a, b| a.len().cmp(&b.len()).then_with(|| b.cmp(a)))?
-            .clone();
+        let found = written_as(self.found_bytecode.keys(), created)?;
         let found_ns = self.found_bytecode.remove(&found)?;
         Some((found, found_ns))
     }
@@ -157,16 +148,7 @@ impl CacheFiles {
         if let Some(missing) = self.missing.remove(created) {
             return Some((created.to_vec(), missing));
         }
-        let (dir, name) = split(created);
-        let found = self
-            .missing
-            .keys()
-            .filter(|m| {
-                let (m_dir, m_name) = split(m);
-                m_dir == dir && !m_name.is_empty() && name.starts_with(m_name)
-            })
-            .max_by(|a, b| a.len().cmp(&b.len()).then_with(|| b.cmp(a)))?
-            .clone();
+        let found = written_as(self.missing.keys(), created)?;
         let missing = self.missing.remove(&found)?;
         Some((found, missing))
     }
@@ -184,6 +166,20 @@ impl CacheFiles {
             None => self.files.push(file),
         }
     }
+}
+
+/// Of `paths`, the one a create of `created` writes through a temporary
+/// beside it: same directory, a name that `created`'s starts with (the
+/// longest such, so that the match does not depend on the map's order).
+fn written_as<'a>(paths: impl Iterator<Item = &'a Bytes>, created: &[u8]) -> Option<Bytes> {
+    let (dir, name) = split(created);
+    paths
+        .filter(|p| {
+            let (p_dir, p_name) = split(p);
+            p_dir == dir && !p_name.is_empty() && name.starts_with(p_name)
+        })
+        .max_by(|a, b| a.len().cmp(&b.len()).then_with(|| b.cmp(a)))
+        .cloned()
 }
 
 /// A file in a dot-entry of a home directory (`/home/USER/.NAME...` or
