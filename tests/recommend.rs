@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::{fs, path::Path, process::Command};
+use std::{ffi::OsStr, fs, path::Path, process::Command};
 
 use common::*;
 use serde_json::{Value, json};
@@ -333,6 +333,67 @@ fn build_parallelism_finds_a_serial_make() {
     assert_eq!(none["recommendations"], serde_json::json!([]), "make -j{cpus}: {none:#}");
 }
 
+/// `make -s -j1 -C DIR CC="CACHE cc"` with `env` set, which must succeed.
+fn make_through(command: &mut Command, dir: &Path, cache: &str, env: &[(&str, &OsStr)]) {
+    command.args(["make", "-s", "-j1", "-C"]).arg(dir).arg(format!("CC={cache} cc"));
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+}
+
+/// A thirteen-file C project built once through a compiler cache (`make`
+/// is that build), then six of its sources changed and every output
+/// removed: the next build has seven hits and six misses.
+fn half_cached_project(dir: &Path, make: impl Fn(&mut Command)) {
+    c_project(dir, 12);
+    make(&mut Command::new("env"));
+    for i in 0..6 {
+        let source = dir.join(format!("f{i}.c"));
+        let text =
+            fs::read_to_string(&source).unwrap() + &format!("int changed{i}(void) {{ return {i}; }}\n");
+        fs::write(source, text).unwrap();
+    }
+    remove_outputs(dir);
+}
+
+fn remove_outputs(dir: &Path) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "o") || path.ends_with("prog") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+}
+
+/// The one build-parallelism finding of `trace`, with the thresholds that
+/// let a short build through.
+fn build_finding(trace: &Path) -> Value {
+    let recommendations = recommend_json(
+        trace,
+        &[
+            "--rule",
+            "build-parallelism",
+            "--threshold",
+            "build-parallelism.min_wall_ms=0",
+            "--threshold",
+            "build-parallelism.min_compilers=0",
+        ],
+    );
+    let found = recommendations["recommendations"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{recommendations:#}");
+    found[0].clone()
+}
+
+fn exe_is(process: &Value, name: &str) -> bool {
+    process["exe"].as_str().is_some_and(|e| e.rsplit('/').next() == Some(name))
+}
+
+fn started_by<'a>(processes: &'a [Value], parent: &Value) -> impl Iterator<Item = &'a Value> {
+    processes.iter().filter(move |p| p["ppid"] == parent["pid"] && p["parent_start_ns"] == parent["start_ns"])
+}
+
 /// Proves build-parallelism's compiler-cache figures against ccache's own
 /// statistics: a `make -j1 CC="ccache cc"` of thirteen C files, seven of
 /// them cached by an earlier build and six changed since, runs thirteen
@@ -343,33 +404,13 @@ fn build_parallelism_finds_a_serial_make() {
 fn build_parallelism_counts_ccache_hits() {
     let sandbox = Sandbox::new();
     let dir = sandbox.path("cached");
-    c_project(&dir, 12);
     let cache = sandbox.path("ccache");
-    let make = |command: &mut Command| {
-        let output = run(command
-            .args(["make", "-s", "-j1", "-C"])
-            .arg(&dir)
-            .arg("CC=ccache cc")
-            .env("CCACHE_DIR", &cache));
-        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
-    };
-    make(&mut Command::new("env"));
-    for i in 0..6 {
-        let source = dir.join(format!("f{i}.c"));
-        let text =
-            fs::read_to_string(&source).unwrap() + &format!("int changed{i}(void) {{ return {i}; }}\n");
-        fs::write(source, text).unwrap();
-    }
-    for entry in fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "o") || path.ends_with("prog") {
-            fs::remove_file(path).unwrap();
-        }
-    }
+    let env = [("CCACHE_DIR", cache.as_os_str())];
+    half_cached_project(&dir, |command| make_through(command, &dir, "ccache", &env));
     let zeroed = run(Command::new("ccache").arg("--zero-stats").env("CCACHE_DIR", &cache));
     assert!(zeroed.status.success(), "{}", stderr_of(&zeroed));
     let trace = sandbox.path("cached.ntr");
-    make(record_cmd(&trace).args(["-q", "--"]));
+    make_through(record_cmd(&trace).args(["-q", "--"]), &dir, "ccache", &env);
 
     let stats = run(Command::new("ccache").arg("--print-stats").env("CCACHE_DIR", &cache));
     let stats = String::from_utf8(stats.stdout).unwrap();
@@ -385,25 +426,94 @@ fn build_parallelism_counts_ccache_hits() {
 
     let report = report_json(&trace, &[]);
     let processes = report["processes"].as_array().unwrap();
-    let ccache: Vec<&Value> =
-        processes.iter().filter(|p| p["exe"].as_str().is_some_and(|e| e.ends_with("/ccache"))).collect();
+    let ccache: Vec<&Value> = processes.iter().filter(|p| exe_is(p, "ccache")).collect();
     assert_eq!(ccache.len(), 13, "one a source file; the link is a cc by the end");
-    let childless = ccache
-        .iter()
-        .filter(|c| !processes.iter().any(|p| p["ppid"] == c["pid"] && p["parent_start_ns"] == c["start_ns"]))
-        .count();
+    let childless = ccache.iter().filter(|c| started_by(processes, c).next().is_none()).count();
     assert_eq!(childless, 7, "the hits start no process");
 
-    let recommendations = recommend_json(
-        &trace,
-        &["--rule", "build-parallelism", "--threshold", "build-parallelism.min_wall_ms=0"],
-    );
-    let found = recommendations["recommendations"].as_array().unwrap();
-    assert_eq!(found.len(), 1, "{recommendations:#}");
-    let evidence = &found[0]["evidence"];
+    let found = build_finding(&trace);
+    let evidence = &found["evidence"];
     assert_eq!(evidence["compiler_cache_invocations"].as_u64(), Some(13), "{evidence}");
     assert_eq!(evidence["compiler_cache_hits"].as_u64(), Some(7), "{evidence}");
-    assert_eq!(found[0]["confidence"]["level"], "low", "a cached build's work is not the next one's");
+    assert_eq!(found["confidence"]["level"], "low", "a cached build's work is not the next one's");
+}
+
+/// `sccache --show-stats`' figure on the line named `name`.
+fn sccache_stat(env: &[(&str, &OsStr)], name: &str) -> u64 {
+    let mut command = Command::new("sccache");
+    command.arg("--show-stats").envs(env.iter().copied());
+    let output = run(&mut command);
+    let stats = String::from_utf8(output.stdout).unwrap();
+    let line = stats.lines().find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with("  ")));
+    line.and_then(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no {name} in {stats}"))
+        .parse()
+        .unwrap()
+}
+
+fn sccache(env: &[(&str, &OsStr)], option: &str) {
+    let output = run(Command::new("sccache").arg(option).envs(env.iter().copied()));
+    assert!(output.status.success(), "sccache {option}: {}", stderr_of(&output));
+}
+
+/// Proves build-parallelism's sccache hits against sccache's own
+/// statistics: the same half-cached build through `CC="sccache cc"` makes
+/// fourteen requests (the link the client runs itself); the server its
+/// first request starts (a child sccache, the only process a handed-over
+/// request starts) runs the preprocessor for each of the other
+/// thirteen and a compile for each miss, and the requests less those
+/// compiles are the seven hits sccache counts. With the server started
+/// before the recording, the trace cannot see it, and the hits are null.
+#[test]
+fn build_parallelism_counts_sccache_hits() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("cached");
+    let cache = sandbox.path("sccache");
+    // A port of its own, so that no other sccache server answers.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let env = [("SCCACHE_DIR", cache.as_os_str()), ("SCCACHE_SERVER_PORT", OsStr::new(&port))];
+    half_cached_project(&dir, |command| make_through(command, &dir, "sccache", &env));
+    // Its statistics start again with the next server.
+    sccache(&env, "--stop-server");
+    let trace = sandbox.path("cached.ntr");
+    make_through(record_cmd(&trace).args(["-q", "--"]), &dir, "sccache", &env);
+    let (hits, misses) = (sccache_stat(&env, "Cache hits"), sccache_stat(&env, "Cache misses"));
+    sccache(&env, "--stop-server");
+    assert_eq!((hits, misses), (7, 6));
+
+    let report = report_json(&trace, &[]);
+    let processes = report["processes"].as_array().unwrap();
+    let requests: Vec<&Value> =
+        processes.iter().filter(|p| exe_is(p, "sccache") && p["execs"][0]["argv"][1] == "cc").collect();
+    assert_eq!(requests.len(), 14, "thirteen compiles and the link");
+    let handed_over =
+        requests.iter().filter(|r| started_by(processes, r).all(|child| exe_is(child, "sccache"))).count();
+    assert_eq!(handed_over, 13, "the client runs the link itself");
+    let compiles = processes
+        .iter()
+        .filter(|server| exe_is(server, "sccache") && !requests.contains(server))
+        .flat_map(|server| started_by(processes, server))
+        .filter(|run| {
+            let argv = run["execs"][0]["argv"].as_array();
+            argv.is_some_and(|argv| argv.contains(&json!("-c")) && !argv.contains(&json!("-E")))
+        })
+        .count();
+    assert_eq!(compiles as u64, misses, "the server compiles each miss");
+
+    let found = build_finding(&trace);
+    let evidence = &found["evidence"];
+    assert_eq!(evidence["compiler_cache_invocations"].as_u64(), Some(14), "{evidence}");
+    assert_eq!(evidence["compiler_cache_hits"].as_u64(), Some(hits), "{evidence}");
+    assert_eq!(evidence["compiler_invocations"].as_u64(), Some(misses), "preprocessor runs are no compiles");
+
+    remove_outputs(&dir);
+    sccache(&env, "--start-server");
+    let unseen = sandbox.path("unseen.ntr");
+    make_through(record_cmd(&unseen).args(["-q", "--"]), &dir, "sccache", &env);
+    sccache(&env, "--stop-server");
+    let evidence = &build_finding(&unseen)["evidence"];
+    assert_eq!(evidence["compiler_cache_invocations"].as_u64(), Some(14), "{evidence}");
+    assert_eq!(evidence["compiler_cache_hits"], Value::Null, "the server ran outside the trace: {evidence}");
 }
 
 /// A program that needs zlib (`-l:libz.so.1`), built in the sandbox.

@@ -22,8 +22,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftrace",
     "linux-perf",
     "patchelf",
-    // A compiler cache whose hits build-parallelism counts, in tests/recommend.rs.
+    // The compiler caches whose hits build-parallelism counts, in tests/recommend.rs.
     "ccache",
+    "sccache",
     // The venv that holds the duckdb wheel, for tests/parquet.rs.
     "python3-venv",
     // nix-instantiate, for `cargo xtask nix-check`'s parse check of every .nix file;

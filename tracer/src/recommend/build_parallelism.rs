@@ -24,7 +24,7 @@ pub const RULE: Rule = Rule {
     description: "A build's processes (the build tool and everything below it) were on a CPU, or \
         waiting for one, for less of the build's wall time than the CPUs the machine had allow, \
         with several compiler invocations that could have run side by side. Says how many compilers ran at once, whether \
-        a compiler cache (ccache, sccache) was used, and how to raise the build's parallelism.",
+        a compiler cache (ccache, sccache) was used and how often it hit, and how to raise the build's parallelism.",
     thresholds: &[
         Threshold {
             name: "max_cpu_share",
@@ -49,7 +49,6 @@ pub const RULE: Rule = Rule {
 const DRIVERS: &[&str] = &["make", "gmake", "ninja", "samu", "cargo", "nix-build", "nix"];
 /// The compilers proper (not their drivers: `cc` runs `cc1`).
 const COMPILERS: &[&str] = &["cc1", "cc1plus", "cc1obj", "rustc", "clang", "clang++", "javac", "ghc", "go"];
-const CACHES: &[&str] = &["ccache", "sccache"];
 
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
@@ -57,6 +56,25 @@ fn basename(path: &str) -> &str {
 
 fn is(process: &ProcessFigures, names: &[&str]) -> bool {
     process.exe.as_deref().is_some_and(|exe| names.contains(&basename(exe)))
+}
+
+/// The arguments of the program it ran last; none for a fork that never
+/// ran one of its own.
+fn argv(process: &ProcessFigures) -> &[String] {
+    process.execs.last().map_or(&[], |exec| &exec.argv)
+}
+
+/// A compiler that compiled: not a preprocessor run (`-E`), which is how
+/// a compiler cache hashes a source before it knows whether it hits.
+fn compiles(process: &ProcessFigures) -> bool {
+    is(process, COMPILERS) && !argv(process).iter().any(|a| a == "-E")
+}
+
+/// C and C++ compiler drivers as a build names them: `cc`, `c++`,
+/// `gcc-12`, `x86_64-linux-gnu-g++`, `clang++`.
+fn c_family(program: &str) -> bool {
+    let name = basename(program);
+    matches!(name, "cc" | "c++") || ["gcc", "g++", "clang"].iter().any(|n| name.contains(n))
 }
 
 fn check(analysis: &Analysis, settings: &Settings) -> Vec<Recommendation> {
@@ -110,7 +128,7 @@ fn build(
     let driver = &processes[root];
     let wall = driver.wall_ns;
     let compilers: Vec<&ProcessFigures> =
-        members.iter().map(|i| &processes[*i]).filter(|p| is(p, COMPILERS)).collect();
+        members.iter().map(|i| &processes[*i]).filter(|p| compiles(p)).collect();
     let on_cpu: u64 = members.iter().map(|i| processes[*i].time.on_cpu_ns).saturating_sum();
     let runnable: u64 = members.iter().map(|i| processes[*i].time.runnable_ns).saturating_sum();
     let busy = on_cpu as f64 / wall.max(1) as f64;
@@ -127,8 +145,7 @@ fn build(
     let longest = compilers.iter().map(|p| p.wall_ns).max().unwrap_or(0);
     let ideal = (on_cpu / u64::from(cpus)).max(longest);
     let saving = wall.saturating_sub(ideal);
-    let caches: Vec<usize> = members.iter().copied().filter(|i| is(&processes[*i], CACHES)).collect();
-    let cache_hits = cache_hits(processes, parent, members, &caches);
+    let cache = CacheUse::of(processes, parent, members);
     let exe = driver.exe.clone().unwrap_or_default();
     let tool = basename(&exe).to_string();
     // Nix builds run in the daemon's cgroup, or below nix-build itself.
@@ -146,8 +163,8 @@ fn build(
         "compiler_invocations": compilers.len(),
         "compile_ns": compile_ns,
         "most_compilers_at_once": most_at_once,
-        "compiler_cache_invocations": caches.len(),
-        "compiler_cache_hits": cache_hits,
+        "compiler_cache_invocations": cache.invocations,
+        "compiler_cache_hits": cache.hits,
     });
     let fix = if under_nix {
         Fix {
@@ -192,13 +209,13 @@ fn build(
             ),
         },
         confidence: Confidence {
-            level: if caches.is_empty() { Level::Medium } else { Level::Low },
+            level: if cache.invocations == 0 { Level::Medium } else { Level::Low },
             reason: format!(
                 "the scheduler's on-CPU time of every process of the build; the estimate assumes the compilers are independent, which the build's dependency graph may not allow{}",
-                match (caches.len(), cache_hits) {
+                match (cache.invocations, cache.hits) {
                     (0, _) => String::new(),
                     (n, Some(hits)) => format!(
-                        ", and a compiler cache was in use ({hits} of {n} ccache invocations were answered from it), so this run's work may not be the next one's"
+                        ", and a compiler cache was in use ({hits} of {n} invocations were answered from it), so this run's work may not be the next one's"
                     ),
                     (_, None) => {
                         ", and a compiler cache was in use, so this run's work may not be the next one's"
@@ -211,24 +228,114 @@ fn build(
     })
 }
 
-/// The ccache invocations among `caches` that started no process: hits in
-/// ccache's direct mode, which answers from the cache without running
-/// anything. A miss runs the preprocessor and the compiler, a link or any
-/// other call it cannot cache runs the compiler driver, and a
-/// preprocessor-mode hit runs the preprocessor, which this cannot tell
-/// from a miss. None when sccache was among them: it compiles in its
-/// server, outside the invocation's process tree.
-fn cache_hits(
+/// A build's compiler-cache invocations: `ccache cc ...` and `sccache cc ...`
+/// (not sccache's server, nor `sccache --show-stats`).
+struct CacheUse {
+    invocations: usize,
+    /// How many were answered from the cache; None when the trace cannot
+    /// tell (see `sccache_hits`).
+    hits: Option<usize>,
+}
+
+impl CacheUse {
+    fn of(processes: &[ProcessFigures], parent: &[Option<usize>], members: &[usize]) -> CacheUse {
+        // What an invocation started, not counting the sccache server the
+        // first sccache request starts.
+        let mut started_any = vec![false; processes.len()];
+        for (child, p) in processes.iter().zip(parent) {
+            if let Some(p) = p
+                && !is(child, &["sccache"])
+            {
+                started_any[*p] = true;
+            }
+        }
+        // A ccache hit in direct mode answers from the cache without
+        // running anything. A miss runs the preprocessor and the compiler,
+        // a call it cannot cache (a link) execs the compiler in ccache's
+        // place, and a preprocessor-mode hit runs the preprocessor, which
+        // this cannot tell from a miss.
+        let ccache: Vec<usize> =
+            members.iter().copied().filter(|i| is(&processes[*i], &["ccache"])).collect();
+        let ccache_hits = ccache.iter().filter(|i| !started_any[**i]).count();
+        let sccache: Vec<usize> =
+            members.iter().copied().filter(|i| sccache_request(&processes[*i])).collect();
+        let sccache_hits = if sccache.is_empty() {
+            Some(0)
+        } else {
+            sccache_hits(processes, parent, &started_any, &sccache)
+        };
+        CacheUse {
+            invocations: ccache.len() + sccache.len(),
+            hits: sccache_hits.map(|hits| hits + ccache_hits),
+        }
+    }
+}
+
+/// `sccache PROGRAM ARGS...`: a request, not the server or `--show-stats`.
+fn sccache_request(process: &ProcessFigures) -> bool {
+    is(process, &["sccache"]) && argv(process).get(1).is_some_and(|a| !a.starts_with('-'))
+}
+
+/// sccache's hits among its `requests`. A request the client cannot have
+/// cached (a link) it runs itself; the others it hands to its server,
+/// which runs the preprocessor (`-E`) to hash the source and, on a miss,
+/// the compile (`-c`), while the client waits. So the hits are the
+/// requests that started nothing, less the server's compiles during them.
+/// None when a request was for a compiler other than C's or C++'s (whose
+/// server-side runs differ), or when the server ran nothing during one of
+/// them: the trace did not see the server (started before a `-- CMD`
+/// recording), or an sccache that answers without preprocessing.
+fn sccache_hits(
     processes: &[ProcessFigures],
     parent: &[Option<usize>],
-    members: &[usize],
-    caches: &[usize],
+    started_any: &[bool],
+    requests: &[usize],
 ) -> Option<usize> {
-    if caches.iter().any(|i| !is(&processes[*i], &["ccache"])) {
+    if !requests.iter().all(|i| argv(&processes[*i]).get(1).is_some_and(|program| c_family(program))) {
         return None;
     }
-    let started_any = |cache: usize| members.iter().any(|i| parent[*i] == Some(cache));
-    Some(caches.iter().filter(|cache| !started_any(**cache)).count())
+    let span = |p: &ProcessFigures| (p.start_ns, p.start_ns.saturating_add(p.wall_ns));
+    let mut handed_over: Vec<(u64, u64)> =
+        requests.iter().filter(|i| !started_any[**i]).map(|i| span(&processes[*i])).collect();
+    handed_over.sort_unstable();
+    let mut by_server: Vec<&ProcessFigures> = processes
+        .iter()
+        .zip(parent)
+        .filter(|(_, p)| {
+            p.is_some_and(|p| is(&processes[p], &["sccache"]) && !sccache_request(&processes[p]))
+        })
+        .map(|(run, _)| run)
+        .collect();
+    by_server.sort_unstable_by_key(|run| run.start_ns);
+    let starts: Vec<u64> = by_server.iter().map(|run| run.start_ns).collect();
+    let ran_during = |&(from, to): &(u64, u64)| {
+        starts.get(starts.partition_point(|s| *s < from)).is_some_and(|s| *s <= to)
+    };
+    if !handed_over.iter().all(ran_during) {
+        return None;
+    }
+    // Requests overlap in a parallel build: a compile is during one if it
+    // is during their union.
+    let mut union: Vec<(u64, u64)> = Vec::new();
+    for &(from, to) in &handed_over {
+        match union.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => union.push((from, to)),
+        }
+    }
+    let during_one =
+        |at: u64| union.get(union.partition_point(|(_, to)| *to < at)).is_some_and(|(from, _)| *from <= at);
+    let misses = by_server
+        .iter()
+        .filter(|run| {
+            let args = argv(run);
+            args.first().is_some_and(|program| c_family(program))
+                && args.iter().any(|a| a == "-c")
+                && !args.iter().any(|a| a == "-E")
+                && during_one(run.start_ns)
+        })
+        .count();
+    Some(handed_over.len().saturating_sub(misses))
 }
 
 /// The most compiler processes alive at any one moment.
