@@ -1,7 +1,7 @@
 //! The executables and libraries of a trace, by file: the ELF facts the
 //! recorder read while they ran (`Event::Binary`).
 
-use std::collections::HashMap;
+use super::FastMap;
 
 use crate::trace::{ElfFacts, Event, event::Bytes};
 
@@ -16,14 +16,14 @@ pub struct RecordedBinary {
 /// (device, inode) -> what the recorder read there.
 #[derive(Debug, Default)]
 pub struct BinaryTable {
-    files: HashMap<(u32, u64), RecordedBinary>,
+    files: FastMap<(u32, u64), RecordedBinary>,
 }
 
 impl BinaryTable {
     pub fn add(&mut self, event: &Event) {
         if let Event::Binary { dev, ino, size_bytes, facts, error, .. } = event {
             let binary =
-                RecordedBinary { size_bytes: *size_bytes, facts: facts.clone(), error: error.clone() };
+                RecordedBinary { size_bytes: *size_bytes, facts: (**facts).clone(), error: error.clone() };
             self.files.insert((*dev, *ino), binary);
         }
     }

@@ -7,9 +7,10 @@
 //! created in a dot-entry of a home directory rather than under
 //! `~/.cache`. One exec's opens outside the dynamic loader feed it.
 
-use std::collections::HashMap;
-
-use super::path::{bytecode_source, home_dot_entry, split};
+use super::{
+    FastMap,
+    path::{bytecode_source, home_dot_entry, split},
+};
 use crate::trace::event::Bytes;
 
 /// `open(2)` flags and errnos this reads.
@@ -23,10 +24,10 @@ const EROFS: i64 = 30;
 pub struct CacheFiles {
     /// Paths opened in vain, and when first; the index of their entry in
     /// `files` once they have one.
-    missing: HashMap<Bytes, Missing>,
+    missing: FastMap<Bytes, Missing>,
     /// Bytecode opened and found, and when first: a write of it after
     /// that means Python compiled the module anyway.
-    found_bytecode: HashMap<Bytes, u64>,
+    found_bytecode: FastMap<Bytes, u64>,
     /// The bytecode file whose cost ends at the exec's next open of
     /// anything but its source.
     awaiting_next_open: Option<usize>,

@@ -3,7 +3,9 @@
 //! named through the opens and mmaps that carried the same device and
 //! inode.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use super::FastMap;
 
 use crate::trace::{Event, event::Bytes};
 
@@ -84,7 +86,7 @@ impl FileIo {
 /// Page-cache reads per file, in one pass over the events.
 #[derive(Debug, Default)]
 pub struct FileTable {
-    pub files: HashMap<(u32, u64), FileIo>,
+    pub files: FastMap<(u32, u64), FileIo>,
 }
 
 impl FileTable {

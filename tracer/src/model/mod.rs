@@ -13,3 +13,8 @@ pub mod nix;
 pub mod path;
 pub mod process;
 pub mod unit;
+
+/// A map for the keys looked up at every event (pids, fds, inodes, paths):
+/// foldhash, seeded per process, where std's SipHash is made to withstand
+/// adversaries at several times the cost.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

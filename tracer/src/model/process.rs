@@ -6,9 +6,10 @@
 //! never with the number of events.
 
 use crate::saturating::SaturatingSum as _;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::{
+    FastMap,
     cache::CacheFiles,
     io::IoTotals,
     path::{self, absolute},
@@ -150,7 +151,7 @@ pub struct LoaderRun {
     /// Libraries mapped executable, in load order.
     pub libraries: Vec<Library>,
     /// Files the loader opened, by fd, until it is done.
-    open_fds: HashMap<i64, OpenedFile>,
+    open_fds: FastMap<i64, OpenedFile>,
 }
 
 /// Failed opens of one candidate path: the library search probing a
@@ -263,9 +264,9 @@ fn found_nothing(ret: i64) -> bool {
 pub struct ProcessTable {
     pub processes: Vec<Process>,
     /// pid -> index of the live process with that pid.
-    live: HashMap<u32, usize>,
+    live: FastMap<u32, usize>,
     /// pid -> index of the latest process with that pid, live or not.
-    latest: HashMap<u32, usize>,
+    latest: FastMap<u32, usize>,
     /// Timestamp of the last event seen.
     pub last_ts: u64,
 }

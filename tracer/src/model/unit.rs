@@ -3,7 +3,7 @@
 //! present at its start) keeps its path, so units that ended long before
 //! the report still resolve.
 
-use std::collections::HashMap;
+use super::FastMap;
 
 use crate::trace::{Event, event::Bytes};
 
@@ -27,7 +27,7 @@ pub fn unit_of_cgroup(path: &str) -> Option<&str> {
 /// cgroup id -> path, from every cgroup record in the trace.
 #[derive(Debug, Default)]
 pub struct CgroupNames {
-    paths: HashMap<u64, Bytes>,
+    paths: FastMap<u64, Bytes>,
 }
 
 impl CgroupNames {

@@ -119,7 +119,7 @@ fn read(request: &Request) -> Event {
         ino: request.ino,
         path,
         size_bytes,
-        facts,
+        facts: Box::new(facts),
         error: error.map(String::into_bytes),
     }
 }

@@ -128,7 +128,7 @@ pub(crate) mod tests {
                 ino: 1234,
                 path: b"/bin/true".to_vec(),
                 size_bytes: 39_000,
-                facts: ElfFacts {
+                facts: Box::new(ElfFacts {
                     build_id: Some("ab12".into()),
                     interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
                     needed: vec!["libc.so.6".into()],
@@ -140,7 +140,7 @@ pub(crate) mod tests {
                     dynamic_symbols: 45,
                     entry: 0x1234,
                     is_dynamic: true,
-                },
+                }),
                 error: None,
             },
             Event::Exit { common: common(1600, 11, 11), status: 3 << 8, group_dead: true },
@@ -624,7 +624,7 @@ mod properties {
                     ino,
                     path,
                     size_bytes,
-                    facts,
+                    facts: Box::new(facts),
                     error
                 }),
             (any::<u64>(), bytes(), proptest::option::of(bytes()), argv()).prop_map(

@@ -468,7 +468,7 @@ impl<R: Read> TraceReader<R> {
                         ino,
                         path,
                         size_bytes,
-                        facts,
+                        facts: Box::new(facts),
                         error: self.get_optional_string()?,
                     }
                 }
