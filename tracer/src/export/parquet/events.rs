@@ -3,15 +3,24 @@
 //! Each row names the process of the analysis that was its pid at that
 //! moment (the latest started by then), as the timeline export does.
 
-use std::{collections::HashMap, fs::File, io::BufReader, path::Path};
+use std::{fs::File, io::BufReader, path::Path};
 
 use anyhow::{Context as _, Result};
 
 use super::{BATCH_ROWS, Column, Get, TableSchema, Writer, col, schema};
 use crate::{
     analysis::Analysis,
-    trace::{Event, TraceReader, event::text},
+    model::FastMap,
+    trace::{Event, TraceReader, event::Bytes},
 };
+
+/// The tables this module writes.
+pub const TABLES: &[&str] = &["opens", "mmaps"];
+/// Their columns whose values are close to the previous row's.
+pub const DELTA_COLUMNS: &[&str] =
+    &["ts_ns", "duration_ns", "addr", "pid", "tid", "process_start_ns", "ino", "dev"];
+/// Their text columns no query would prune row groups on.
+pub const UNSORTED_COLUMNS: &[&str] = &["path", "dir", "syscall"];
 
 pub struct OpenRow<'a> {
     id: &'a str,
@@ -21,8 +30,8 @@ pub struct OpenRow<'a> {
     ts_ns: u64,
     duration_ns: u64,
     syscall: &'static str,
-    path: String,
-    dir: Option<String>,
+    path: Bytes,
+    dir: Option<Bytes>,
     flags: u64,
     mode: u32,
     ret: i64,
@@ -37,7 +46,7 @@ pub struct MmapRow<'a> {
     process_start_ns: Option<u64>,
     ts_ns: u64,
     duration_ns: u64,
-    path: Option<String>,
+    path: Option<Bytes>,
     addr: u64,
     len: u64,
     offset: u64,
@@ -61,8 +70,8 @@ fn opens<'a>() -> Vec<Column<OpenRow<'a>>> {
         col("ts_ns", Get::U64(|r| r.ts_ns)),
         col("duration_ns", Get::U64(|r| r.duration_ns)),
         col("syscall", Get::Text(|r| r.syscall)),
-        col("path", Get::Text(|r| &r.path)),
-        col("dir", Get::OptText(|r| r.dir.as_deref())),
+        col("path", Get::Bytes(|r| &r.path)),
+        col("dir", Get::OptBytes(|r| r.dir.as_deref())),
         col("flags", Get::I64(|r| r.flags as i64)),
         col("mode", Get::I32(|r| int32(r.mode))),
         col("ret", Get::I64(|r| r.ret)),
@@ -79,7 +88,7 @@ fn mmaps<'a>() -> Vec<Column<MmapRow<'a>>> {
         col("process_start_ns", Get::OptU64(|r| r.process_start_ns)),
         col("ts_ns", Get::U64(|r| r.ts_ns)),
         col("duration_ns", Get::U64(|r| r.duration_ns)),
-        col("path", Get::OptText(|r| r.path.as_deref())),
+        col("path", Get::OptBytes(|r| r.path.as_deref())),
         col("addr", Get::I64(|r| r.addr as i64)),
         col("len", Get::U64(|r| r.len)),
         col("offset", Get::U64(|r| r.offset)),
@@ -99,11 +108,11 @@ pub fn schemas() -> Vec<TableSchema> {
 }
 
 /// The processes of the analysis by pid: their start times, ascending.
-struct Lives(HashMap<u32, Vec<u64>>);
+struct Lives(FastMap<u32, Vec<u64>>);
 
 impl Lives {
     fn of(analysis: &Analysis) -> Lives {
-        let mut lives: HashMap<u32, Vec<u64>> = HashMap::new();
+        let mut lives: FastMap<u32, Vec<u64>> = FastMap::default();
         for p in &analysis.processes {
             lives.entry(p.pid).or_default().push(p.start_ns);
         }
@@ -139,8 +148,8 @@ pub fn write(w: &mut Writer, id: &str, analysis: &Analysis, path: &Path) -> Resu
                     ts_ns: common.ts_ns,
                     duration_ns,
                     syscall: syscall.name(),
-                    path: text(&path),
-                    dir: dir.as_deref().map(text),
+                    path,
+                    dir,
                     flags,
                     mode,
                     ret,
@@ -162,7 +171,7 @@ pub fn write(w: &mut Writer, id: &str, analysis: &Analysis, path: &Path) -> Resu
                     process_start_ns: lives.start(common.pid, common.ts_ns),
                     ts_ns: common.ts_ns,
                     duration_ns,
-                    path: path.as_deref().map(text),
+                    path,
                     addr,
                     len,
                     offset,
