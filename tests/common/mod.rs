@@ -737,6 +737,26 @@ pub fn loader_time_allowance_ns(glibc_ns: f64) -> f64 {
     (glibc_ns * 0.25).max(200_000.0)
 }
 
+/// Runs `measure` (one recorded run of a program: nixtrace's loader time
+/// and glibc's, in ns) until the two agree within
+/// [`loader_time_allowance_ns`], at most three times. Panics, naming
+/// `program` and every run, when no run agrees. Why not once: these VMs
+/// stall for milliseconds now and then (time the host takes, which the
+/// guest's scheduler does not see), and a stall between glibc's reading
+/// of its counter and the probe's makes one run disagree by it; an error
+/// of nixtrace's makes every run disagree.
+pub fn agreeing_loader_time(program: &str, mut measure: impl FnMut() -> (f64, f64)) -> String {
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let (ours, glibc) = measure();
+        runs.push(format!("nixtrace {ours:.0} ns, glibc {glibc:.0} ns"));
+        if (ours - glibc).abs() <= loader_time_allowance_ns(glibc) {
+            return format!("{program}: {}", runs.join("; "));
+        }
+    }
+    panic!("{program}: loader time off by more than 25% or 0.2 ms in every run: {}", runs.join("; "))
+}
+
 // ---------------------------------------------------------------------------
 // The Nix store fixture
 
