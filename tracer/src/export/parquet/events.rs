@@ -14,8 +14,10 @@ use crate::{
     trace::{Event, TraceReader, event::Bytes},
 };
 
+const OPENS: &str = "opens";
+const MMAPS: &str = "mmaps";
 /// The tables this module writes.
-pub const TABLES: &[&str] = &["opens", "mmaps"];
+pub const TABLES: &[&str] = &[OPENS, MMAPS];
 /// Their columns whose values are close to the previous row's.
 pub const DELTA_COLUMNS: &[&str] =
     &["ts_ns", "duration_ns", "addr", "pid", "tid", "process_start_ns", "ino", "dev"];
@@ -102,8 +104,8 @@ fn mmaps<'a>() -> Vec<Column<MmapRow<'a>>> {
 
 pub fn schemas() -> Vec<TableSchema> {
     vec![
-        TableSchema { name: "opens", schema: schema(&opens()) },
-        TableSchema { name: "mmaps", schema: schema(&mmaps()) },
+        TableSchema { name: OPENS, schema: schema(&opens()) },
+        TableSchema { name: MMAPS, schema: schema(&mmaps()) },
     ]
 }
 
@@ -157,7 +159,7 @@ pub fn write(w: &mut Writer, id: &str, analysis: &Analysis, path: &Path) -> Resu
                     ino,
                 });
                 if open_rows.len() == BATCH_ROWS {
-                    w.write("opens", &open_columns, &open_rows)?;
+                    w.write(OPENS, &open_columns, &open_rows)?;
                     open_rows.clear();
                 }
             }
@@ -182,13 +184,13 @@ pub fn write(w: &mut Writer, id: &str, analysis: &Analysis, path: &Path) -> Resu
                     ino,
                 });
                 if mmap_rows.len() == BATCH_ROWS {
-                    w.write("mmaps", &mmap_columns, &mmap_rows)?;
+                    w.write(MMAPS, &mmap_columns, &mmap_rows)?;
                     mmap_rows.clear();
                 }
             }
             _ => {}
         }
     }
-    w.write("opens", &open_columns, &open_rows)?;
-    w.write("mmaps", &mmap_columns, &mmap_rows)
+    w.write(OPENS, &open_columns, &open_rows)?;
+    w.write(MMAPS, &mmap_columns, &mmap_rows)
 }
