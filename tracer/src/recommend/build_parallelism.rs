@@ -241,12 +241,12 @@ impl CacheUse {
     fn of(processes: &[ProcessFigures], parent: &[Option<usize>], members: &[usize]) -> CacheUse {
         // What an invocation started, not counting the sccache server the
         // first sccache request starts.
-        let mut started_any = vec![false; processes.len()];
+        let mut ran_something = vec![false; processes.len()];
         for (child, p) in processes.iter().zip(parent) {
             if let Some(p) = p
                 && !is(child, &["sccache"])
             {
-                started_any[*p] = true;
+                ran_something[*p] = true;
             }
         }
         // A ccache hit in direct mode answers from the cache without
@@ -256,13 +256,13 @@ impl CacheUse {
         // this cannot tell from a miss.
         let ccache: Vec<usize> =
             members.iter().copied().filter(|i| is(&processes[*i], &["ccache"])).collect();
-        let ccache_hits = ccache.iter().filter(|i| !started_any[**i]).count();
+        let ccache_hits = ccache.iter().filter(|i| !ran_something[**i]).count();
         let sccache: Vec<usize> =
             members.iter().copied().filter(|i| sccache_request(&processes[*i])).collect();
         let sccache_hits = if sccache.is_empty() {
             Some(0)
         } else {
-            sccache_hits(processes, parent, &started_any, &sccache)
+            sccache_hits(processes, parent, &ran_something, &sccache)
         };
         CacheUse {
             invocations: ccache.len() + sccache.len(),
@@ -288,7 +288,7 @@ fn sccache_request(process: &ProcessFigures) -> bool {
 fn sccache_hits(
     processes: &[ProcessFigures],
     parent: &[Option<usize>],
-    started_any: &[bool],
+    ran_something: &[bool],
     requests: &[usize],
 ) -> Option<usize> {
     if !requests.iter().all(|i| argv(&processes[*i]).get(1).is_some_and(|program| c_family(program))) {
@@ -296,7 +296,7 @@ fn sccache_hits(
     }
     let span = |p: &ProcessFigures| (p.start_ns, p.start_ns.saturating_add(p.wall_ns));
     let mut handed_over: Vec<(u64, u64)> =
-        requests.iter().filter(|i| !started_any[**i]).map(|i| span(&processes[*i])).collect();
+        requests.iter().filter(|i| !ran_something[**i]).map(|i| span(&processes[*i])).collect();
     handed_over.sort_unstable();
     let mut by_server: Vec<&ProcessFigures> = processes
         .iter()
