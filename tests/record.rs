@@ -434,6 +434,84 @@ fn sigint_stops_system_wide_recording_cleanly() {
     assert_eq!(argv_of(execs[0]), ["/bin/true"]);
 }
 
+/// The ids of the BPF programs loaded in the kernel now.
+fn loaded_program_ids() -> BTreeSet<u32> {
+    aya::programs::loaded_programs().map(|info| info.expect("reading a loaded program's info").id()).collect()
+}
+
+/// The `nixtrace-detach` helper `recorder` forked, waiting for it to name
+/// itself (it does so first thing).
+fn detach_helper_of(recorder: u32) -> u32 {
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
+            // pid (comm) state ppid ...
+            let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+            let ppid = rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
+            if head.ends_with("(nixtrace-detach") && ppid == Some(recorder) {
+                return head.split(' ').next().unwrap().parse().unwrap();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "recorder {recorder} has no nixtrace-detach helper");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Has process `pid` exited (gone, or a zombie nobody reaped yet)?
+fn has_exited(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+}
+
+/// Proves the probes come down after `record` has exited, by the helper
+/// it forked when it started (tracer/src/record/release.rs): the helper
+/// holds none of the caller's descriptors (a caller reading the output to
+/// its end is not kept waiting), only its socket to the recorder; it
+/// outlives the recorder; and once it has exited, not one of the programs
+/// the recording loaded is left in the kernel.
+#[test]
+fn probes_come_down_after_the_recorder_exits() {
+    let sandbox = Sandbox::new();
+    let trace = sandbox.trace_path();
+    let before = loaded_program_ids();
+    let mut recorder = spawn(record_cmd(&trace).args(["-q", "--", "sleep", "1"]));
+    recorder.wait_until_recording(&trace);
+    let ours: BTreeSet<u32> = loaded_program_ids().difference(&before).copied().collect();
+    assert!(ours.len() >= 20, "the recording loaded {} programs: {ours:?}", ours.len());
+    let helper = detach_helper_of(recorder.pid());
+    let mut held: Vec<(u32, String)> = fs::read_dir(format!("/proc/{helper}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|fd| {
+            let target = fs::read_link(fd.path()).unwrap().to_string_lossy().into_owned();
+            let kind = if target.starts_with("socket:") { "socket".to_string() } else { target };
+            (fd.file_name().to_str().unwrap().parse().unwrap(), kind)
+        })
+        .collect();
+    held.sort();
+    let held: Vec<(u32, &str)> = held.iter().map(|(fd, kind)| (*fd, kind.as_str())).collect();
+    assert_eq!(held[..3], [(0, "/dev/null"), (1, "/dev/null"), (2, "/dev/null")], "{held:?}");
+    assert_eq!(held[3..].iter().map(|(_, kind)| *kind).collect::<Vec<_>>(), ["socket"], "{held:?}");
+
+    let output = recorder.wait(TIMEOUT);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let recorded = Trace::load(&trace);
+    let execs: Vec<&str> = recorded.of_type("exec").into_iter().map(|e| string(e, "filename")).collect();
+    assert_eq!(execs.len(), 1, "one exec, of sleep: {execs:?}");
+    assert!(execs[0].ends_with("/sleep"), "{execs:?}");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !(has_exited(helper) && loaded_program_ids().is_disjoint(&ours)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{TIMEOUT:?} after the recorder exited: helper exited {}, programs left {:?}",
+            has_exited(helper),
+            loaded_program_ids().intersection(&ours).collect::<Vec<_>>()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Proves a recording killed with SIGKILL leaves a trace dump still reads, with a "cut short" warning and exit 0.
 #[test]
 fn sigkilled_recording_dumps_as_cut_short() {

@@ -17,6 +17,7 @@ use super::{
     loader::Loader,
     loader_probes::LoaderProbes,
     probes::{Attachment, LOADER_PROGRAMS, ProbeSpec, choose_probes, chosen, is_missing},
+    release::Releaser,
     tracefs::TRACEFS,
 };
 use crate::trace::{FileId, MissingProbe, Probe};
@@ -40,6 +41,9 @@ pub struct Filter {
 /// Loaded and attached programs, and the maps userspace reads.
 pub struct Probes {
     ebpf: Ebpf,
+    /// Takes the programs down after this process exits; dropped after
+    /// `ebpf`, which the helper waits for.
+    releaser: Option<Releaser>,
     /// The probes attached, in attach order, for the trace header.
     pub attached: Vec<Probe>,
     /// The optional probes not attached, for the trace header.
@@ -53,12 +57,16 @@ pub struct Probes {
 }
 
 impl Drop for Probes {
-    /// Detaches every program at once. Each detach waits for an RCU grace
-    /// period (about 80 ms here); one after another, as aya drops them,
-    /// that kept `record` from exiting for 2.2 s after the trace was
-    /// written. Concurrent detaches overlap only in part, as the kernel
-    /// holds one mutex over most of each: 1.3 s here.
+    /// Hands the links to the releaser, which takes them down after this
+    /// process has exited (`release.rs`). Without one, detaches every
+    /// program here, at once: one after another, as aya drops them, kept
+    /// `record` from exiting for 2.2 s after the trace was written;
+    /// concurrent detaches overlap only in part, as the kernel holds one
+    /// mutex over most of each: 1.3 s here.
     fn drop(&mut self) {
+        if self.releaser.as_ref().is_some_and(|releaser| releaser.hand_over().is_ok()) {
+            return;
+        }
         let programs: Vec<&mut Program> = self.ebpf.programs_mut().map(|(_, program)| program).collect();
         let threads = programs.len();
         // Nothing is left to do about a program that fails to unload.
@@ -264,8 +272,10 @@ impl Probes {
     /// the opt-in ones not in `requested`, and those this kernel cannot
     /// support. The kernel's types come from
     /// `btf` when given, else from wherever the kernel's BTF can be found.
+    /// The `releaser`, if any, takes them down when they are dropped.
     pub fn load(
         self_pid: u32,
+        releaser: Option<Releaser>,
         filter: Filter,
         disabled: &[Probe],
         requested: &[Probe],
@@ -347,7 +357,7 @@ impl Probes {
                 Vec::new()
             }
         };
-        Ok(Probes { ebpf, attached, missing, loaders, warnings, attach_time: started.elapsed() })
+        Ok(Probes { ebpf, releaser, attached, missing, loaders, warnings, attach_time: started.elapsed() })
     }
 
     /// The ring buffer the programs send events through (taken once).

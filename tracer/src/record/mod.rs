@@ -13,6 +13,7 @@ mod loader;
 mod loader_probes;
 mod probes;
 pub mod procfs;
+mod release;
 mod status;
 mod store;
 mod tracefs;
@@ -98,11 +99,15 @@ pub struct Recorded {
 }
 
 pub fn run(options: Options) -> Result<Recorded> {
+    // Before the event loop's and the loader's threads: the helper is a
+    // fork of this process. Without it (no process to be had), the probes
+    // come down the slow way, here.
+    let releaser = release::Releaser::start().ok();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the recorder's event loop")?;
-    runtime.block_on(record(options))
+    runtime.block_on(record(options, releaser))
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -305,8 +310,15 @@ fn cgroup_within(path: &[u8], prefix: &[u8]) -> bool {
     prefix == b"/" || path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
 }
 
-/// Writes the cgroups and processes that exist now, within the scope.
-fn seed(sink: &mut Sink, scope: &Scope, procs: &[procfs::ProcInfo], system_wide: bool) -> Result<()> {
+/// Writes the cgroups and processes that exist now, within the scope, but
+/// the recorder's own (`own_pids`).
+fn seed(
+    sink: &mut Sink,
+    scope: &Scope,
+    procs: &[procfs::ProcInfo],
+    system_wide: bool,
+    own_pids: &[u32],
+) -> Result<()> {
     let now = boottime_ns();
     let Some(root) = procfs::cgroup2_root() else { return Ok(()) };
     let mut ids = std::collections::HashMap::new();
@@ -315,8 +327,7 @@ fn seed(sink: &mut Sink, scope: &Scope, procs: &[procfs::ProcInfo], system_wide:
         let common = Common { ts_ns: now, ..Common::default() };
         sink.write(Event::Cgroup { common, id: dir.id, level: dir.level, path: dir.path, seeded: true })?;
     }
-    let own_pid = std::process::id();
-    for p in procs.iter().filter(|p| p.pid != own_pid) {
+    for p in procs.iter().filter(|p| !own_pids.contains(&p.pid)) {
         let wanted = if !scope.followed.is_empty() {
             scope.followed.contains(&p.pid)
         } else if let Some(prefix) = &scope.cgroup_path {
@@ -366,7 +377,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn record(mut args: Options) -> Result<Recorded> {
+async fn record(mut args: Options, releaser: Option<release::Releaser>) -> Result<Recorded> {
     let boot = match &args.boot {
         Some(options) => Some(boot::prepare(&mut args.output, &mut args.duration, options)?),
         None => None,
@@ -384,8 +395,16 @@ async fn record(mut args: Options) -> Result<Recorded> {
     // Named only once recording has started: a failed start leaves no
     // trace behind, and an existing one as it was.
     let mut output = PendingFile::create(&args.output, args.force || boot.is_some())?;
-    let mut probes =
-        Probes::load(std::process::id(), scope.filter, &args.no_probe, &args.probe, args.btf.as_deref())?;
+    let own_pids = [Some(std::process::id()), releaser.as_ref().map(|r| r.pid)];
+    let own_pids: Vec<u32> = own_pids.into_iter().flatten().collect();
+    let mut probes = Probes::load(
+        std::process::id(),
+        releaser,
+        scope.filter,
+        &args.no_probe,
+        &args.probe,
+        args.btf.as_deref(),
+    )?;
     if !args.quiet {
         for warning in &probes.warnings {
             eprintln!("nixtrace: warning: {warning}");
@@ -401,7 +420,7 @@ async fn record(mut args: Options) -> Result<Recorded> {
         store_paths: store::StorePaths::default(),
         redactions: args.redact.clone(),
     };
-    seed(&mut sink, &scope, &procs, !has_command)?;
+    seed(&mut sink, &scope, &procs, !has_command, &own_pids)?;
 
     if args.cold {
         drop_page_cache()?;
