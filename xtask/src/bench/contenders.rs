@@ -125,6 +125,9 @@ pub(super) fn run_contender(bench: &Bench, contender: Contender, workload: &Work
     if let Some(prepare) = &workload.prepare {
         output(command(&prepare[0]).args(&prepare[1..]))?;
     }
+    // A run starts only once the last recording's probes are down, so
+    // that their teardown never overlaps the next run.
+    wait_until_detached()?;
     match contender {
         Contender::Untraced => untraced(bench, workload),
         Contender::NixtraceCommand => nixtrace_command(bench, workload, &[]),
@@ -134,6 +137,26 @@ pub(super) fn run_contender(bench: &Bench, contender: Contender, workload: &Work
         Contender::Strace => strace(bench, workload),
         Contender::Floor => bpftrace(bench, workload, &floor_program()?),
     }
+}
+
+/// Waits until no `nixtrace-detach` helper is left taking a recording's
+/// probes down (tracer/src/record/release.rs): it does so after the
+/// recorder exits.
+pub(super) fn wait_until_detached() -> Result<()> {
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    let detaching = || {
+        fs::read_dir("/proc").into_iter().flatten().flatten().any(|entry| {
+            // "PID (COMM) STATE ...": a zombie has let go of everything.
+            fs::read_to_string(entry.path().join("stat")).is_ok_and(|stat| {
+                stat.split_once(" (nixtrace-detach) ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
+            })
+        })
+    };
+    while detaching() {
+        ensure!(Instant::now() < deadline, "a nixtrace-detach helper still runs after {ATTACH_TIMEOUT:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 /// `timed FILE WORKLOAD...`, and FILE.
@@ -172,7 +195,7 @@ pub(super) fn check_exit(what: &str, status: ExitStatus, log: &Path) -> Result<(
 }
 
 /// Spawns `cmd` with stdin and stdout closed, stderr into `log`.
-fn spawn(cmd: &mut Command, log: &File) -> Result<Child> {
+pub(super) fn spawn(cmd: &mut Command, log: &File) -> Result<Child> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log.try_clone()?)
@@ -203,7 +226,7 @@ pub(super) fn wait4(child: Child) -> Result<Finished> {
 }
 
 /// Sends SIGINT to a background tracer and waits for it to finish writing.
-fn interrupt(child: Child) -> Result<Finished> {
+pub(super) fn interrupt(child: Child) -> Result<Finished> {
     // SAFETY: plain syscall on our own child's pid.
     if unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) } != 0 {
         return Err(io::Error::last_os_error()).context("sending SIGINT to the tracer");
@@ -213,7 +236,7 @@ fn interrupt(child: Child) -> Result<Finished> {
 
 /// Polls `ready` until it holds; fails if `child` exits first or after
 /// [`ATTACH_TIMEOUT`].
-fn wait_until_attached(child: &mut Child, log: &Path, ready: impl Fn() -> bool) -> Result<()> {
+pub(super) fn wait_until_attached(child: &mut Child, log: &Path, ready: impl Fn() -> bool) -> Result<()> {
     let deadline = Instant::now() + ATTACH_TIMEOUT;
     while !ready() {
         if let Some(status) = child.try_wait()? {
@@ -243,7 +266,7 @@ fn untraced(bench: &Bench, workload: &Workload) -> Result<Run> {
 }
 
 /// `nixtrace record`, quiet, into `trace`, with `--buffer-size` if given.
-fn nixtrace_record(bench: &Bench, trace: &Path) -> Command {
+pub(super) fn nixtrace_record(bench: &Bench, trace: &Path) -> Command {
     let mut cmd = command(&bench.nixtrace);
     cmd.args(["record", "-q", "--force", "-o"]).arg(trace);
     if let Some(size) = bench.buffer_size {
@@ -295,7 +318,7 @@ fn nixtrace_system(bench: &Bench, workload: &Workload) -> Result<Run> {
 
 /// Whether the recorder has written the trace's header, which it does once
 /// every probe is attached.
-fn has_header(trace: &Path) -> bool {
+pub(super) fn has_header(trace: &Path) -> bool {
     fs::metadata(trace).is_ok_and(|m| m.len() > 0)
 }
 

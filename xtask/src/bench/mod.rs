@@ -14,6 +14,12 @@
 //! events recorded and lost, the trace's bytes per event, the time to attach
 //! the probes and the recorder's own CPU time and peak memory (`wait4`).
 //!
+//! Then the observer effect: the loader time glibc measures itself
+//! (`LD_DEBUG=statistics`) of two programs that search for what they load,
+//! untraced, under `record -- CMD` and under a system-wide recording; and
+//! how fast nixtrace lets go: `record -- /bin/true` start to exit, alone
+//! and back to back, and a system-wide recording from SIGINT to exit.
+//!
 //! Then it records a trace of 10 million events and times `nixtrace report`,
 //! `nixtrace flamegraph` and `nixtrace export --format parquet --events` on
 //! it, pinned to one core: events per second and peak memory, and the
@@ -37,6 +43,7 @@
 //! - `contenders.rs`: one run of a workload, untraced or under a contender,
 //!   and what it measured (spawning and `wait4`, `timed`'s figures, the
 //!   nixtrace trace, bpftrace's output, the floor's program);
+//! - `startup.rs`: the observer effect and the exit times;
 //! - `stats.rs`: medians and ratios, each contender's summary over its
 //!   pairs, and the verdict on each of the targets;
 //! - `fleet.rs`: the fleet queries over many traces' tables, timed;
@@ -47,6 +54,7 @@
 mod contenders;
 mod fleet;
 mod render;
+mod startup;
 mod stats;
 mod workloads;
 
@@ -105,6 +113,7 @@ struct Bench {
     nixtrace: PathBuf,
     timed: PathBuf,
     open_storm: PathBuf,
+    search_heavy: PathBuf,
     /// `--buffer-size` for the nixtrace contenders, when given.
     buffer_size: Option<u32>,
 }
@@ -122,6 +131,12 @@ struct Analysed {
     wall: Duration,
     cpu: Duration,
     maxrss_kib: u64,
+}
+
+/// What recording costs a program's start, and how fast it lets go.
+struct Startup {
+    loader: Vec<startup::LoaderCost>,
+    exits: startup::Exits,
 }
 
 /// The big trace, and the commands that read it.
@@ -150,9 +165,14 @@ pub fn run(args: &Args) -> Result<()> {
         let runs = runs(if workload.slow { SLOW_WORKLOAD_RUNS } else { DEFAULT_RUNS });
         measured.push(measure(&bench, &workload, runs)?);
     }
+    let startup = Startup {
+        loader: startup::loader_costs(&bench, &bench.search_heavy, sizes.observer_runs)?,
+        exits: startup::exits(&bench, sizes.exit_runs)?,
+    };
     let analysis = analyse(&bench, sizes.analysis_opens)?;
     let fleet = fleet::measure(&bench, sizes.fleet_traces)?;
-    let markdown = render::document(&command_line(args), &render::machine()?, &measured, &analysis, &fleet);
+    let markdown =
+        render::document(&command_line(args), &render::machine()?, &measured, &startup, &analysis, &fleet);
     println!("benchmarks took {:.0} s", started.elapsed().as_secs_f64());
     let output = args.output.clone().or_else(|| (!args.smoke).then(|| repo_root().join(DEFAULT_OUTPUT)));
     match output {
@@ -203,6 +223,7 @@ fn prepare(buffer_size: Option<u32>) -> Result<Bench> {
     Ok(Bench {
         timed: compile("timed")?,
         open_storm: compile("open-storm")?,
+        search_heavy: startup::build_search_heavy(&dir)?,
         nixtrace: target_dir().join("release/nixtrace"),
         dir,
         buffer_size,

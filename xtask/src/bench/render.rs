@@ -6,10 +6,10 @@ use std::{fmt::Write as _, fs, io, path::Path, thread, time::Duration};
 use anyhow::{Context as _, Result};
 
 use super::{
-    ANALYSIS_BUFFER, Analysis, Measured,
+    ANALYSIS_BUFFER, Analysis, Measured, Startup,
     contenders::{Contender, Rss},
     fleet::Fleet,
-    stats::verdicts,
+    stats::{median, verdicts},
 };
 use crate::{command, output, target_dir};
 
@@ -56,6 +56,7 @@ pub(super) fn document(
     command_line: &str,
     machine: &str,
     measured: &[Measured],
+    startup: &Startup,
     analysis: &Analysis,
     fleet: &Fleet,
 ) -> String {
@@ -67,10 +68,11 @@ pub(super) fn document(
         date.trim()
     );
     doc.push_str(METHOD);
-    doc.push_str(&render_targets(measured, analysis));
+    doc.push_str(&render_targets(measured, startup, analysis));
     for m in measured {
         doc.push_str(&render_workload(m));
     }
+    doc.push_str(&render_startup(startup));
     doc.push_str(&render_analysis(analysis));
     doc.push_str(&render_fleet(fleet));
     doc
@@ -152,6 +154,66 @@ fn render_rss(rss: Rss) -> String {
     }
 }
 
+fn render_startup(startup: &Startup) -> String {
+    let mut doc = String::from(
+        "## Observer effect\n\n\
+         The time a program spends in the dynamic loader by glibc's own counter \
+         (`LD_DEBUG=statistics`, in its ticks: their rate cancels in the ratio), untraced and traced, \
+         for programs that search for what they load. Untraced runs and runs each under its own \
+         `record -- CMD` alternate; then the same number of runs go under one system-wide \
+         recording. Medians, the lowest and highest in brackets.\n\n\
+         | program | runs | untraced | `record -- CMD` | | system-wide | |\n\
+         |---|--:|--:|--:|--:|--:|--:|\n",
+    );
+    let ticks = |runs: &[u64]| {
+        let (low, high) = (runs.iter().min().unwrap_or(&0), runs.iter().max().unwrap_or(&0));
+        let middle = median(runs.iter().map(|&t| t as f64).collect());
+        format!("{middle:.0} ({low}–{high})")
+    };
+    for cost in &startup.loader {
+        writeln!(
+            doc,
+            "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x |",
+            cost.what,
+            cost.runs,
+            ticks(&cost.untraced),
+            ticks(&cost.command),
+            cost.effect(&cost.command),
+            ticks(&cost.system),
+            cost.effect(&cost.system),
+        )
+        .unwrap();
+    }
+    let exits = &startup.exits;
+    let spread = |runs: &[Duration]| {
+        let middle = Duration::from_secs_f64(median(runs.iter().map(Duration::as_secs_f64).collect()));
+        let (low, high) =
+            (runs.iter().min().copied().unwrap_or_default(), runs.iter().max().copied().unwrap_or_default());
+        format!("{} ({}–{})", seconds(middle), seconds(low), seconds(high))
+    };
+    writeln!(
+        doc,
+        "\n## Getting out of the way\n\n\
+         How long `nixtrace record -q -o T -- /bin/true` takes from its start to its exit, {} times, \
+         each run after the last one's probes are down (the helper that takes them down after the \
+         recorder exits has exited: tracer/src/record/release.rs); then {} times back to back, as a \
+         shell loop runs them; and a system-wide recording from SIGINT to its exit, {} times. Every \
+         trace is read back with `nixtrace report`.\n\n\
+         | what | time |\n|---|--:|\n\
+         | `record -q -- /bin/true` | {} |\n\
+         | `record -q -- /bin/true`, back to back (mean) | {} |\n\
+         | system-wide `record`, SIGINT to exit | {} |\n",
+        exits.single.len(),
+        exits.back_to_back_runs,
+        exits.sigint.len(),
+        spread(&exits.single),
+        seconds(exits.back_to_back),
+        spread(&exits.sigint),
+    )
+    .unwrap();
+    doc
+}
+
 fn render_analysis(a: &Analysis) -> String {
     let mut doc = format!(
         "## Reading a large trace\n\n\
@@ -215,8 +277,8 @@ fn render_fleet(f: &Fleet) -> String {
     doc
 }
 
-fn render_targets(measured: &[Measured], analysis: &Analysis) -> String {
-    let verdicts = verdicts(measured, analysis);
+fn render_targets(measured: &[Measured], startup: &Startup, analysis: &Analysis) -> String {
+    let verdicts = verdicts(measured, startup, analysis);
     let mut doc = String::from("## Targets\n\n| target | measured | |\n|---|---|---|\n");
     for v in &verdicts {
         writeln!(doc, "| {} | {} | {} |", v.target, v.measured, if v.met { "met" } else { "**missed**" })

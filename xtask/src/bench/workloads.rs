@@ -19,12 +19,30 @@ pub(super) struct Sizes {
     pub(super) analysis_opens: u64,
     /// Traces' tables the fleet queries read.
     pub(super) fleet_traces: u64,
+    /// Runs each way of each program whose loader time is compared.
+    pub(super) observer_runs: usize,
+    /// Runs of each way `record` is timed to exit.
+    pub(super) exit_runs: u32,
 }
 
-pub(super) const FULL: Sizes =
-    Sizes { opens: 400_000, execs: 1000, python_starts: 200, analysis_opens: 10_000_000, fleet_traces: 1000 };
-pub(super) const SMOKE: Sizes =
-    Sizes { opens: 20_000, execs: 50, python_starts: 5, analysis_opens: 100_000, fleet_traces: 10 };
+pub(super) const FULL: Sizes = Sizes {
+    opens: 400_000,
+    execs: 1000,
+    python_starts: 200,
+    analysis_opens: 10_000_000,
+    fleet_traces: 1000,
+    observer_runs: 15,
+    exit_runs: 10,
+};
+pub(super) const SMOKE: Sizes = Sizes {
+    opens: 20_000,
+    execs: 50,
+    python_starts: 5,
+    analysis_opens: 100_000,
+    fleet_traces: 10,
+    observer_runs: 2,
+    exit_runs: 2,
+};
 
 /// Source files of the generated C project (plus `main.c`).
 const C_FILES: usize = 24;
