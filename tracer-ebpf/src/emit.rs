@@ -18,9 +18,17 @@ pub fn scratch() -> Option<*mut u8> {
 
 #[inline(always)]
 pub fn header(kind: EventKind, pid: u32, tid: u32) -> EventHeader {
+    // SAFETY: helper without arguments.
+    header_at(kind, pid, tid, unsafe { bpf_ktime_get_boot_ns() })
+}
+
+/// A header with a time the program already read: reading the clock is
+/// not cheap on a VM.
+#[inline(always)]
+pub fn header_at(kind: EventKind, pid: u32, tid: u32, ts_ns: u64) -> EventHeader {
     EventHeader {
-        // SAFETY: helpers without arguments.
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ts_ns,
+        // SAFETY: helper without arguments.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         pid,
         tid,

@@ -17,6 +17,7 @@ mod filter;
 mod kernel;
 mod maps;
 mod path_call;
+mod pending;
 mod probes;
 mod syscall;
 

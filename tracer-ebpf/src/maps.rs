@@ -7,6 +7,8 @@ use aya_ebpf::{
 };
 use tracer_common::{Config, RING_BUFFER_BYTES, ReadKey, SCRATCH_SIZE, TaskTimes, lost};
 
+use crate::pending::Slot;
+
 #[unsafe(no_mangle)]
 pub static CONFIG: Global<Config> = Global::new(unsafe { core::mem::zeroed() });
 
@@ -50,11 +52,12 @@ pub struct PendingPathCall {
     pub _pad: [u16; 3],
 }
 
+/// One slot per traced thread that has made such a call (`pending.rs`).
 #[map]
-pub static PENDING_OPEN: HashMap<u32, PendingPathCall> = HashMap::with_max_entries(16384, 0);
+pub static PENDING_OPEN: HashMap<u32, Slot<PendingPathCall>> = HashMap::with_max_entries(16384, 0);
 
 #[map]
-pub static PENDING_STAT: HashMap<u32, PendingPathCall> = HashMap::with_max_entries(16384, 0);
+pub static PENDING_STAT: HashMap<u32, Slot<PendingPathCall>> = HashMap::with_max_entries(16384, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -69,11 +72,11 @@ pub struct PendingMmap {
 }
 
 #[map]
-pub static PENDING_MMAP: HashMap<u32, PendingMmap> = HashMap::with_max_entries(16384, 0);
+pub static PENDING_MMAP: HashMap<u32, Slot<PendingMmap>> = HashMap::with_max_entries(16384, 0);
 
 /// execve's filename pointer, to report failed execs at syscall exit.
 #[map]
-pub static PENDING_EXEC: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+pub static PENDING_EXEC: HashMap<u32, Slot<u64>> = HashMap::with_max_entries(16384, 0);
 
 #[inline(always)]
 pub fn count_lost(slot: u32) {
@@ -118,4 +121,4 @@ pub static READ_BYTES: HashMap<ReadKey, u64> = HashMap::with_max_entries(65536, 
 
 /// The fd of a read in progress, by thread.
 #[map]
-pub static PENDING_READ: HashMap<u32, i64> = HashMap::with_max_entries(16384, 0);
+pub static PENDING_READ: HashMap<u32, Slot<i64>> = HashMap::with_max_entries(16384, 0);

@@ -4,28 +4,27 @@
 //! record's fixed part, and the directory a relative path is relative to.
 
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::HashMap, programs::TracePointContext};
-use tracer_common::lost;
 
 use crate::{
     emit::{scratch, user_str},
     kernel::relative_dir,
-    maps::{PendingPathCall, config, count_lost},
-    syscall::RET,
+    maps::{PendingPathCall, config},
+    pending::{self, Slot},
+    syscall::{RET, field},
 };
 
-/// Saves a call's arguments until its exit; counts the loss when the map
-/// is full.
+/// Saves a call's arguments until its exit.
 #[inline(always)]
-pub fn save(map: &HashMap<u32, PendingPathCall>, tid: u32, call: &PendingPathCall) {
-    if map.insert(&tid, call, 0).is_err() {
-        count_lost(lost::PENDING_FULL);
-    }
+pub fn save(map: &HashMap<u32, Slot<PendingPathCall>>, tid: u32, call: PendingPathCall) {
+    pending::save(map, tid, call);
 }
 
 /// A path call at its exit, its strings in the scratch buffer.
 pub struct Exit {
     pub call: PendingPathCall,
     pub ret: i64,
+    /// The time of the exit, the record's time.
+    pub ts_ns: u64,
     pub duration_ns: u64,
     pub buf: *mut u8,
     pub path_len: usize,
@@ -39,19 +38,16 @@ pub struct Exit {
 #[inline(always)]
 pub fn exit(
     ctx: &TracePointContext,
-    map: &HashMap<u32, PendingPathCall>,
+    map: &HashMap<u32, Slot<PendingPathCall>>,
     tid: u32,
     fixed: usize,
 ) -> Option<Exit> {
-    // SAFETY: the value is copied out before the entry is removed.
-    let call = unsafe { map.get(&tid) }.copied()?;
-    let _ = map.remove(&tid);
-    // SAFETY: fixed syscall-tracepoint layout.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    let call = pending::take(map, tid)?;
+    // SAFETY: helper without arguments.
+    let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let ret = field(ctx, RET) as i64;
     let buf = scratch()?;
     let path_len = user_str(buf, fixed, call.filename);
     let (dir_len, dir_flags) = relative_dir(&config().kernel, buf, fixed, path_len, call.dfd);
-    // SAFETY: helper without arguments.
-    let duration_ns = unsafe { bpf_ktime_get_boot_ns() } - call.ts_ns;
-    Some(Exit { call, ret, duration_ns, buf, path_len, dir_len, dir_flags })
+    Some(Exit { call, ret, ts_ns, duration_ns: ts_ns - call.ts_ns, buf, path_len, dir_len, dir_flags })
 }

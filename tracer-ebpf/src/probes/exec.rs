@@ -6,29 +6,27 @@
 
 use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
-    ARGV_MAX, ENV_MAX, EXEC_ARGV_TRUNCATED, EXEC_ENV_TRUNCATED, EventKind, ExecEvent, ExecFailedEvent, lost,
+    ARGV_MAX, ENV_MAX, EXEC_ARGV_TRUNCATED, EXEC_ENV_TRUNCATED, EventKind, ExecEvent, ExecFailedEvent,
 };
 
 use crate::{
     emit::{header, kernel_str, put_fixed, scratch, send, user_bytes, user_str},
     filter::{current_ids, is_traced},
     kernel::{current_task, file_id_of, read},
-    maps::{PENDING_EXEC, config, count_lost},
-    syscall::{RET, arg},
+    maps::{PENDING_EXEC, config},
+    pending,
+    syscall::{RET, arg, field},
 };
 
 /// Syscall tracepoint records: `args[i]` at `16 + 8 * i`.
 
+#[inline(always)]
 fn remember_filename(ctx: &TracePointContext, arg: usize) -> u32 {
     let (pid, tid) = current_ids();
     if !is_traced(pid) {
         return 0;
     }
-    // SAFETY: fixed syscall-tracepoint layout.
-    let Ok(filename) = (unsafe { ctx.read_at::<u64>(arg) }) else { return 0 };
-    if PENDING_EXEC.insert(&tid, &filename, 0).is_err() {
-        count_lost(lost::PENDING_FULL);
-    }
+    pending::save(&PENDING_EXEC, tid, field(ctx, arg));
     0
 }
 
@@ -44,11 +42,8 @@ pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
 
 fn report_failure(ctx: &TracePointContext) -> u32 {
     let (pid, tid) = current_ids();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(filename) = (unsafe { PENDING_EXEC.get(&tid) }).copied() else { return 0 };
-    let _ = PENDING_EXEC.remove(&tid);
-    // SAFETY: fixed syscall-tracepoint layout.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    let Some(filename) = pending::take(&PENDING_EXEC, tid) else { return 0 };
+    let ret = field(ctx, RET) as i64;
     if ret == 0 {
         return 0; // success is reported by sched_process_exec
     }

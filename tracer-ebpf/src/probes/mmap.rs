@@ -4,14 +4,15 @@
 //! the file's device and inode.
 
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, macros::tracepoint, programs::TracePointContext};
-use tracer_common::{EventKind, MmapEvent, lost};
+use tracer_common::{EventKind, MmapEvent};
 
 use crate::{
-    emit::{header, put_fixed, scratch, send},
+    emit::{header_at, put_fixed, scratch, send},
     filter::{current_ids, is_traced},
     kernel::{file_id, file_of_fd, path_parts, walk_path},
-    maps::{PENDING_MMAP, PendingMmap, config, count_lost},
-    syscall::{RET, arg},
+    maps::{PENDING_MMAP, PendingMmap, config},
+    pending,
+    syscall::{RET, arg, field},
 };
 
 const PROT_EXEC: u32 = 4;
@@ -20,10 +21,9 @@ const MAP_ANONYMOUS: u32 = 0x20;
 #[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     let (pid, tid) = current_ids();
-    // SAFETY (all ctx reads): fixed syscall-tracepoint layout.
-    let flags = unsafe { ctx.read_at::<u64>(arg(3)) }.unwrap_or(0) as u32;
-    let prot = unsafe { ctx.read_at::<u64>(arg(2)) }.unwrap_or(0) as u32;
-    let fd = unsafe { ctx.read_at::<u64>(arg(4)) }.unwrap_or(0) as i32;
+    let flags = field(&ctx, arg(3)) as u32;
+    let prot = field(&ctx, arg(2)) as u32;
+    let fd = field(&ctx, arg(4)) as i32;
     let anonymous = flags & MAP_ANONYMOUS != 0 || fd < 0;
     if anonymous && prot & PROT_EXEC == 0 {
         return 0;
@@ -34,27 +34,24 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     let pending = PendingMmap {
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-        len: unsafe { ctx.read_at::<u64>(arg(1)) }.unwrap_or(0),
-        offset: unsafe { ctx.read_at::<u64>(arg(5)) }.unwrap_or(0),
+        len: field(&ctx, arg(1)),
+        offset: field(&ctx, arg(5)),
         prot,
         flags,
         fd: if anonymous { -1 } else { fd },
         _pad: 0,
     };
-    if PENDING_MMAP.insert(&tid, &pending, 0).is_err() {
-        count_lost(lost::PENDING_FULL);
-    }
+    pending::save(&PENDING_MMAP, tid, pending);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     let (pid, tid) = current_ids();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING_MMAP.get(&tid) }).copied() else { return 0 };
-    let _ = PENDING_MMAP.remove(&tid);
-    // SAFETY: fixed syscall-tracepoint layout.
-    let addr = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1);
+    let Some(pending) = pending::take(&PENDING_MMAP, tid) else { return 0 };
+    // SAFETY: helper without arguments.
+    let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let addr = field(&ctx, RET) as i64;
     if addr < 0 && addr > -4096 {
         return 0; // failed mmaps are not reported
     }
@@ -71,7 +68,7 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     put_fixed(
         buf,
         MmapEvent {
-            header: header(EventKind::Mmap, pid, tid),
+            header: header_at(EventKind::Mmap, pid, tid, ts_ns),
             addr: addr as u64,
             len: pending.len,
             offset: pending.offset,
@@ -83,8 +80,7 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
             ino,
             dev,
             _pad: 0,
-            // SAFETY: helper without arguments.
-            duration_ns: unsafe { bpf_ktime_get_boot_ns() } - pending.ts_ns,
+            duration_ns: ts_ns - pending.ts_ns,
         },
     );
     send(buf, fixed + path_len, EventKind::Mmap);

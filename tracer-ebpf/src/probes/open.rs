@@ -7,42 +7,37 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{EventKind, OpenEvent, OpenSyscall};
 
 use crate::{
-    emit::{header, put_fixed, send},
+    emit::{header_at, put_fixed, send},
     filter::{current_ids, is_traced},
     kernel::file_id,
     maps::{PENDING_OPEN, PendingPathCall, config},
     path_call,
-    syscall::{AT_FDCWD, arg},
+    syscall::{AT_FDCWD, arg, field},
 };
 use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_user};
 
+#[inline(always)]
 fn remember(ctx: &TracePointContext, syscall: OpenSyscall, dfd: Option<usize>, path: usize) -> u32 {
     let (pid, tid) = current_ids();
     if !is_traced(pid) {
         return 0;
     }
-    // SAFETY (all ctx reads): fixed syscall-tracepoint layout.
     let dfd = match dfd {
-        Some(at) => unsafe { ctx.read_at::<i64>(at) }.unwrap_or(0) as i32,
+        Some(at) => field(ctx, at) as i32,
         None => AT_FDCWD,
     };
-    let filename = unsafe { ctx.read_at::<u64>(path) }.unwrap_or(0);
+    let filename = field(ctx, path);
     let (flags, mode) = match syscall {
         OpenSyscall::Openat2 => {
             // struct open_how { u64 flags; u64 mode; u64 resolve; }
-            let how = unsafe { ctx.read_at::<u64>(arg(2)) }.unwrap_or(0);
+            let how = field(ctx, arg(2));
+            // SAFETY: a bad user pointer is an error, not a fault.
             let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
             let mode = unsafe { bpf_probe_read_user((how + 8) as *const u64) }.unwrap_or(0);
             (flags, mode as u32)
         }
-        OpenSyscall::Openat => (
-            unsafe { ctx.read_at::<u64>(arg(2)) }.unwrap_or(0) & 0xffff_ffff,
-            unsafe { ctx.read_at::<u64>(arg(3)) }.unwrap_or(0) as u32,
-        ),
-        OpenSyscall::Open => (
-            unsafe { ctx.read_at::<u64>(arg(1)) }.unwrap_or(0) & 0xffff_ffff,
-            unsafe { ctx.read_at::<u64>(arg(2)) }.unwrap_or(0) as u32,
-        ),
+        OpenSyscall::Openat => (field(ctx, arg(2)) & 0xffff_ffff, field(ctx, arg(3)) as u32),
+        OpenSyscall::Open => (field(ctx, arg(1)) & 0xffff_ffff, field(ctx, arg(2)) as u32),
     };
     let pending = PendingPathCall {
         // SAFETY: helper without arguments.
@@ -54,7 +49,7 @@ fn remember(ctx: &TracePointContext, syscall: OpenSyscall, dfd: Option<usize>, p
         syscall: syscall as u16,
         _pad: [0; 3],
     };
-    path_call::save(&PENDING_OPEN, tid, &pending);
+    path_call::save(&PENDING_OPEN, tid, pending);
     0
 }
 
@@ -82,7 +77,7 @@ fn report(ctx: &TracePointContext) -> u32 {
     put_fixed(
         exit.buf,
         OpenEvent {
-            header: header(EventKind::Open, pid, tid),
+            header: header_at(EventKind::Open, pid, tid, exit.ts_ns),
             ret: exit.ret,
             duration_ns: exit.duration_ns,
             flags: call.flags,

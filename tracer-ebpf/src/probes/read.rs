@@ -9,31 +9,26 @@ use crate::{
     filter::{current_ids, is_traced},
     kernel::file_id,
     maps::{PENDING_READ, READ_BYTES, config, count_lost},
-    syscall::{RET, arg},
+    pending,
+    syscall::{RET, arg, field},
 };
 
 /// Syscall tracepoint records: `args[0]` (the fd) and the return value.
 
+#[inline(always)]
 fn remember_fd(ctx: &TracePointContext) -> u32 {
     let (pid, tid) = current_ids();
     if !is_traced(pid) {
         return 0;
     }
-    // SAFETY: fixed syscall-tracepoint layout.
-    let fd = unsafe { ctx.read_at::<i64>(arg(0)) }.unwrap_or(-1);
-    if PENDING_READ.insert(&tid, &fd, 0).is_err() {
-        count_lost(lost::PENDING_FULL);
-    }
+    pending::save(&PENDING_READ, tid, field(ctx, arg(0)) as i64);
     0
 }
 
 fn count_bytes(ctx: &TracePointContext) -> u32 {
     let (pid, tid) = current_ids();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(fd) = (unsafe { PENDING_READ.get(&tid) }).copied() else { return 0 };
-    let _ = PENDING_READ.remove(&tid);
-    // SAFETY: fixed syscall-tracepoint layout.
-    let bytes = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    let Some(fd) = pending::take(&PENDING_READ, tid) else { return 0 };
+    let bytes = field(ctx, RET) as i64;
     if bytes <= 0 {
         return 0;
     }

@@ -18,11 +18,11 @@ use aya_ebpf::{
 use tracer_common::{EventKind, StatEvent, StatSyscall};
 
 use crate::{
-    emit::{header, put_fixed, send},
+    emit::{header_at, put_fixed, send},
     filter::{current_ids, is_traced},
     maps::{PENDING_STAT, PendingPathCall},
     path_call,
-    syscall::{AT_FDCWD, arg},
+    syscall::{AT_FDCWD, arg, field},
 };
 
 /// Where a syscall's arguments are: its dirfd (None: `AT_FDCWD`), path,
@@ -34,13 +34,13 @@ struct Args {
     flags: Option<usize>,
 }
 
+#[inline(always)]
 fn remember(ctx: &TracePointContext, syscall: StatSyscall, args: Args) -> u32 {
     let (pid, tid) = current_ids();
     if !is_traced(pid) {
         return 0;
     }
-    // SAFETY (all ctx reads): fixed syscall-tracepoint layout.
-    let read_arg = |at: Option<usize>| at.map_or(0, |at| unsafe { ctx.read_at::<u64>(at) }.unwrap_or(0));
+    let read_arg = |at: Option<usize>| at.map_or(0, |at| field(ctx, at));
     let filename = read_arg(Some(args.path));
     // SAFETY: a bad user pointer is an error, not a fault; the call then
     // fails with EFAULT and is reported with an empty path.
@@ -57,7 +57,7 @@ fn remember(ctx: &TracePointContext, syscall: StatSyscall, args: Args) -> u32 {
         syscall: syscall as u16,
         _pad: [0; 3],
     };
-    path_call::save(&PENDING_STAT, tid, &pending);
+    path_call::save(&PENDING_STAT, tid, pending);
     0
 }
 
@@ -69,7 +69,7 @@ fn report(ctx: &TracePointContext) -> u32 {
     put_fixed(
         exit.buf,
         StatEvent {
-            header: header(EventKind::Stat, pid, tid),
+            header: header_at(EventKind::Stat, pid, tid, exit.ts_ns),
             ret: exit.ret,
             duration_ns: exit.duration_ns,
             flags: call.flags as u32,
