@@ -276,6 +276,9 @@ pub struct StatEvent {
 
 /// A path produced by a dentry walk was cut short.
 pub const WALK_TRUNCATED: u16 = 1;
+/// An mmap's file was named by an earlier record of the recording (same
+/// device and inode), so it was not walked again: the recorder names it.
+pub const WALK_SKIPPED: u16 = 2;
 
 /// A file-backed (or executable anonymous) mmap, reported at syscall exit.
 /// Trailing: `path_len` bytes of the mapped file's path (reversed
@@ -292,7 +295,8 @@ pub struct MmapEvent {
     pub flags: u32,
     pub fd: i32,
     pub path_len: u16,
-    /// [`WALK_TRUNCATED`] when the path walk was cut short.
+    /// [`WALK_TRUNCATED`] when the path walk was cut short,
+    /// [`WALK_SKIPPED`] when there was none.
     pub path_flags: u16,
     /// Device and inode of the mapped file, so a path can be checked against
     /// the file system later (0 when anonymous).

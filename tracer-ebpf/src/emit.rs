@@ -99,7 +99,7 @@ pub fn user_bytes(buf: *mut u8, offset: usize, src: u64, len: usize, max: usize)
 const WAKE_AT_ONE_IN: u64 = 8;
 
 /// Sends `len` bytes of the scratch buffer; counts the record as lost for
-/// its probe when the ring buffer is full.
+/// its probe when the ring buffer is full, and then returns false.
 ///
 /// Records go without waking the recorder until an eighth of the ring is
 /// pending. By default the kernel wakes the reader whenever it has caught
@@ -108,10 +108,10 @@ const WAKE_AT_ONE_IN: u64 = 8;
 /// The recorder also drains the ring on a timer, so a trickle of records
 /// waits at most that long.
 #[inline(always)]
-pub fn send(buf: *mut u8, len: usize, kind: EventKind) {
+pub fn send(buf: *mut u8, len: usize, kind: EventKind) -> bool {
     if len > SCRATCH_SIZE {
         count_lost(kind as u32);
-        return;
+        return false;
     }
     // SAFETY: `len` is bounded by the scratch buffer's size just above.
     let record = unsafe { core::slice::from_raw_parts(buf.cast_const(), len) };
@@ -120,7 +120,9 @@ pub fn send(buf: *mut u8, len: usize, kind: EventKind) {
     // Branch-free, so the verifier does not walk the rest of each program twice.
     let flags =
         u64::from(BPF_RB_NO_WAKEUP) + u64::from(wake) * u64::from(BPF_RB_FORCE_WAKEUP - BPF_RB_NO_WAKEUP);
-    if EVENTS.output::<[u8]>(record, flags).is_err() {
+    let sent = EVENTS.output::<[u8]>(record, flags).is_ok();
+    if !sent {
         count_lost(kind as u32);
     }
+    sent
 }

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{Config, RING_BUFFER_BYTES, ReadKey, SCRATCH_SIZE, TaskTimes, lost};
 
@@ -73,6 +73,21 @@ pub struct PendingMmap {
 
 #[map]
 pub static PENDING_MMAP: HashMap<u32, Slot<PendingMmap>> = HashMap::with_max_entries(16384, 0);
+
+/// A file by device and inode.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+/// Files whose path an mmap record has carried, so that later mmaps of
+/// them skip the dentry walk (a third of what an mmap cost to trace). A
+/// file evicted is walked again.
+#[map]
+pub static WALKED: LruHashMap<FileKey, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// execve's filename pointer, to report failed execs at syscall exit.
 #[map]

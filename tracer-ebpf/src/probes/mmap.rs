@@ -1,16 +1,17 @@
 //! mmap of files (and executable anonymous maps, JIT code): which file,
 //! named by walking the mapped `struct file`'s dentries, so the name is right
 //! whatever happened to the fd before or after; prot, length, offset, and
-//! the file's device and inode.
+//! the file's device and inode. A file an earlier record named (`WALKED`)
+//! is not walked again: the recorder names it from that record.
 
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, macros::tracepoint, programs::TracePointContext};
-use tracer_common::{EventKind, MmapEvent};
+use tracer_common::{EventKind, MmapEvent, WALK_SKIPPED};
 
 use crate::{
     emit::{header_at, put_fixed, scratch, send},
     filter::{current_ids, is_traced},
-    kernel::{file_id, file_of_fd, path_parts, walk_path},
-    maps::{PENDING_MMAP, PendingMmap, config},
+    kernel::{file_id_of, file_of_fd, path_parts, walk_path},
+    maps::{FileKey, PENDING_MMAP, PendingMmap, WALKED, config},
     pending,
     syscall::{RET, arg, field},
 };
@@ -59,12 +60,18 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     let fixed = core::mem::size_of::<MmapEvent>();
     let (mut path_len, mut path_flags) = (0, 0);
     let k = config().kernel;
-    if let Some(file) = file_of_fd(&k, pending.fd)
+    let file = file_of_fd(&k, pending.fd);
+    let (ino, dev) = file_id_of(&k, file.unwrap_or(0));
+    let key = FileKey { ino, dev, _pad: 0 };
+    // SAFETY: the value is only tested for presence.
+    let named_before = ino != 0 && unsafe { WALKED.get(&key) }.is_some();
+    if named_before {
+        path_flags = WALK_SKIPPED;
+    } else if let Some(file) = file
         && let Some((mnt, dentry)) = path_parts(&k, file + k.file_path as u64)
     {
         (path_len, path_flags) = walk_path(fixed, mnt, dentry);
     }
-    let (ino, dev) = file_id(&k, i64::from(pending.fd));
     put_fixed(
         buf,
         MmapEvent {
@@ -83,6 +90,10 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
             duration_ns: ts_ns - pending.ts_ns,
         },
     );
-    send(buf, fixed + path_len, EventKind::Mmap);
+    // Only once the record is in the ring: a later record that skips the
+    // walk must come after the one that names the file.
+    if send(buf, fixed + path_len, EventKind::Mmap) && !named_before && path_len > 0 && path_flags == 0 {
+        let _ = WALKED.insert(&key, &1, 0);
+    }
     0
 }

@@ -6,7 +6,7 @@ use tracer_common::{
     BLOCK_WRITE, BlockIoEvent, CgroupEvent, EXEC_ARGV_TRUNCATED, EXEC_ENV_TRUNCATED, EXIT_GROUP_DEAD,
     EventHeader, EventKind, ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, LOADER_DONE, LOADER_ENTRY,
     LOADER_START, LoaderEvent, MmapEvent, OpenEvent, PageCacheEvent, SchedEvent, StatEvent, TaskTimes,
-    WALK_TRUNCATED, join_reversed_components,
+    WALK_SKIPPED, WALK_TRUNCATED, join_reversed_components,
 };
 
 use crate::trace::{Common, Event, LoaderPhase, OpenSyscall, StatSyscall, ThreadTimes, event::loader_env};
@@ -60,7 +60,42 @@ pub fn thread_times(t: &TaskTimes) -> ThreadTimes {
     }
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
+/// Decodes a recording's records in order. It names the files of the
+/// mmaps the kernel did not walk (`WALK_SKIPPED`) after the record of the
+/// recording that did.
+#[derive(Default)]
+pub struct Decoder {
+    /// Every mmap'd file's path, by (device, inode).
+    walked: std::collections::HashMap<(u32, u64), Vec<u8>, foldhash::fast::RandomState>,
+}
+
+impl Decoder {
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Event, Malformed> {
+        let mut event = decode(bytes)?;
+        if let Event::Mmap { path, path_truncated, dev, ino, .. } = &mut event {
+            match path {
+                Some(path) => {
+                    self.walked.entry((*dev, *ino)).or_insert_with(|| path.clone());
+                }
+                // The kernel sends a file's first name before it skips a walk,
+                // so this is unnamed only if that record never arrived.
+                None if skipped(bytes) => {
+                    *path = self.walked.get(&(*dev, *ino)).cloned();
+                    *path_truncated = path.is_none();
+                }
+                None => {}
+            }
+        }
+        Ok(event)
+    }
+}
+
+/// Whether an mmap record's path was not walked.
+fn skipped(bytes: &[u8]) -> bool {
+    fixed::<MmapEvent>(bytes).is_ok_and(|e| e.path_flags & WALK_SKIPPED != 0)
+}
+
+fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
     let header: EventHeader = fixed(bytes)?;
     let common =
         Common { ts_ns: header.ts_ns, pid: header.pid, tid: header.tid, cgroup_id: header.cgroup_id };
@@ -146,7 +181,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Malformed> {
             Event::Mmap {
                 common,
                 path: (!anonymous && !path.is_empty()).then(|| reversed_path(path)),
-                path_truncated: e.path_flags & WALK_TRUNCATED != 0 || (!anonymous && path.is_empty()),
+                path_truncated: e.path_flags & WALK_TRUNCATED != 0
+                    || (!anonymous && path.is_empty() && e.path_flags & WALK_SKIPPED == 0),
                 addr: e.addr,
                 len: e.len,
                 offset: e.offset,
@@ -235,6 +271,43 @@ mod tests {
             (path.as_slice(), dir.as_deref(), ret, syscall),
             (&b"lib"[..], Some(&b"/tmp/work"[..]), -2, OpenSyscall::Openat)
         );
+    }
+
+    fn mmap_record(ino: u64, path_flags: u16, path: &[u8]) -> Vec<u8> {
+        let fixed = MmapEvent {
+            header: header(EventKind::Mmap),
+            addr: 0x7f00_0000_0000,
+            len: 4096,
+            offset: 0,
+            prot: 5,
+            flags: 2,
+            fd: 3,
+            path_len: path.len() as u16,
+            path_flags,
+            ino,
+            dev: 8,
+            _pad: 0,
+            duration_ns: 1000,
+        };
+        let mut bytes = bytes_of(&fixed);
+        bytes.extend_from_slice(path);
+        bytes
+    }
+
+    #[test]
+    fn an_unwalked_mmap_is_named_by_the_record_that_walked_its_file() {
+        let mut decoder = Decoder::default();
+        let path_of = |event: Event| match event {
+            Event::Mmap { path, path_truncated, .. } => (path, path_truncated),
+            other => panic!("{other:?}"),
+        };
+        let walked = decoder.decode(&mmap_record(12, 0, b"libc.so.6\0lib\0usr\0")).unwrap();
+        assert_eq!(path_of(walked), (Some(b"/usr/lib/libc.so.6".to_vec()), false));
+        let skipped = decoder.decode(&mmap_record(12, WALK_SKIPPED, b"")).unwrap();
+        assert_eq!(path_of(skipped), (Some(b"/usr/lib/libc.so.6".to_vec()), false));
+        // Another inode: had its record been lost, it stays unnamed.
+        let unknown = decoder.decode(&mmap_record(13, WALK_SKIPPED, b"")).unwrap();
+        assert_eq!(path_of(unknown), (None, true));
     }
 
     #[test]

@@ -183,6 +183,7 @@ struct Sink {
     /// `--redact` patterns, applied to every argv and loader variable
     /// before it is written.
     redactions: Vec<regex::bytes::Regex>,
+    decoder: decode::Decoder,
 }
 
 impl Sink {
@@ -205,7 +206,7 @@ impl Sink {
     /// Moves every record waiting in the ring buffer into the trace.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
         while let Some(record) = ring.next() {
-            match decode::decode(&record) {
+            match self.decoder.decode(&record) {
                 Ok(event) => {
                     drop(record);
                     self.write(event)?;
@@ -419,6 +420,7 @@ async fn record(mut args: Options, releaser: Option<release::Releaser>) -> Resul
         binaries: binaries::BinaryReader::start()?,
         store_paths: store::StorePaths::default(),
         redactions: args.redact.clone(),
+        decoder: decode::Decoder::default(),
     };
     seed(&mut sink, &scope, &procs, !has_command, &own_pids)?;
 
