@@ -40,6 +40,10 @@ pub const SCRATCH_SIZE: usize = 16384;
 /// Ring buffer size in bytes (a power of two multiple of the page size).
 pub const RING_BUFFER_BYTES: u32 = 64 << 20;
 
+/// The programs wake the recorder once this fraction of the ring buffer
+/// is pending (`Config::wake_at_bytes`).
+pub const WAKE_AT_ONE_IN: u32 = 8;
+
 /// Which fixed part follows the header.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -518,7 +522,10 @@ pub struct Config {
     /// Non-zero: the sched probe is attached, so fork starts each new
     /// thread's time accounting (without it the totals would be partial).
     pub sched_times: u32,
-    pub _pad: u32,
+    /// The ring buffer's pending bytes at which a program wakes the
+    /// recorder (an eighth of its size): known at load time, so the
+    /// programs need not ask the ring for its size at every record.
+    pub wake_at_bytes: u32,
     /// Non-zero: only tasks inside this cgroup (or below it) are traced.
     pub cgroup_filter_id: u64,
     pub tracepoints: TracepointFields,

@@ -1,6 +1,6 @@
 //! Assembling a record in the per-CPU scratch buffer and sending it.
 
-use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE};
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns,
     generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
@@ -8,7 +8,7 @@ use aya_ebpf::helpers::{
 use core::ffi::c_void;
 use tracer_common::{EventHeader, EventKind, PATH_MAX, SCRATCH_SIZE};
 
-use crate::maps::{EVENTS, SCRATCH, count_lost};
+use crate::maps::{EVENTS, SCRATCH, config, count_lost};
 
 /// The scratch buffer of this CPU.
 #[inline(always)]
@@ -95,14 +95,11 @@ pub fn user_bytes(buf: *mut u8, offset: usize, src: u64, len: usize, max: usize)
     if ret == 0 { len } else { 0 }
 }
 
-/// The recorder is woken once this fraction of the ring buffer is pending.
-const WAKE_AT_ONE_IN: u64 = 8;
-
 /// Sends `len` bytes of the scratch buffer; counts the record as lost for
 /// its probe when the ring buffer is full, and then returns false.
 ///
 /// Records go without waking the recorder until an eighth of the ring is
-/// pending. By default the kernel wakes the reader whenever it has caught
+/// pending (`Config::wake_at_bytes`). By default the kernel wakes the reader whenever it has caught
 /// up, which one record at a time it always has: an irq_work interrupt and
 /// a context switch per record, most of what tracing an open storm cost.
 /// The recorder also drains the ring on a timer, so a trickle of records
@@ -116,7 +113,7 @@ pub fn send(buf: *mut u8, len: usize, kind: EventKind) -> bool {
     // SAFETY: `len` is bounded by the scratch buffer's size just above.
     let record = unsafe { core::slice::from_raw_parts(buf.cast_const(), len) };
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA.into());
-    let wake = pending >= EVENTS.query(BPF_RB_RING_SIZE.into()) / WAKE_AT_ONE_IN;
+    let wake = pending >= u64::from(config().wake_at_bytes);
     // Branch-free, so the verifier does not walk the rest of each program twice.
     let flags =
         u64::from(BPF_RB_NO_WAKEUP) + u64::from(wake) * u64::from(BPF_RB_FORCE_WAKEUP - BPF_RB_NO_WAKEUP);

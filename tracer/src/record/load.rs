@@ -304,7 +304,7 @@ impl Probes {
             follow_own_children: filter.follow_own_children.into(),
             cgroup_filter_level,
             sched_times: (!is_missing(&missing, Probe::Sched)).into(),
-            _pad: 0,
+            wake_at_bytes: filter.buffer_bytes / tracer_common::WAKE_AT_ONE_IN,
             cgroup_filter_id,
             tracepoints,
             kernel,
@@ -466,7 +466,7 @@ mod tests {
                 follow_own_children,
                 cgroup_filter_level,
                 sched_times,
-                _pad,
+                wake_at_bytes,
                 cgroup_filter_id,
                 tracepoints,
                 kernel
