@@ -370,6 +370,90 @@ fn loader_time_matches_ld_debug_statistics() {
     eprintln!("LD_DEBUG counter: {ticks_per_ns:.3} ticks/ns\n{}", comparisons.join("\n"));
 }
 
+/// Proves the tracer's own cost is measured when recording starts and its
+/// share of an exec's loader time is that cost times the loader's calls:
+/// the trace's header carries what tracing added to a failed open, an open
+/// and an mmap; the report's `loader_tracer_ns` for a program with a
+/// 30-directory RUNPATH (none of them there) is exactly the failed opens,
+/// opens and mmaps the trace holds between its loader's start and done,
+/// each times its cost; the text report says it; the calibration's own
+/// calls never reach the trace; and a `--cgroup` recording, whose cgroup
+/// the calibration would not run in, has none.
+#[test]
+fn the_tracers_share_of_loader_time_is_its_cost_per_call() {
+    let sandbox = Sandbox::new();
+    let program = sandbox.path("searcher");
+    let runpath: Vec<String> = (0..30).map(|i| format!("/nonexistent/nixtrace-test/{i}")).collect();
+    let source = sandbox.path("searcher.c");
+    fs::write(&source, "int main(void) { return 0; }\n").unwrap();
+    let built = run(Command::new("cc")
+        .args(["-O1", "-Wl,--enable-new-dtags"])
+        .arg(format!("-Wl,-rpath,{}", runpath.join(":")))
+        .arg("-o")
+        .arg(&program)
+        .arg(&source));
+    assert!(built.status.success(), "cc: {}", stderr_of(&built));
+
+    let recording = record_command(&sandbox, &[text_of(&program)]);
+    recording.assert_exit_code(0);
+    let cost = &recording.trace.header["tracer_cost"];
+    let per_call = |kind: &str| cost[kind].as_u64().unwrap_or_else(|| panic!("no {kind} in {cost}"));
+    let (failed_cost, open_cost, mmap_cost) =
+        (per_call("failed_open_ns"), per_call("open_ns"), per_call("mmap_ns"));
+    for (kind, ns) in [("failed open", failed_cost), ("open", open_cost), ("mmap", mmap_cost)] {
+        assert!(ns > 0, "tracing added nothing to a {kind}: {cost}");
+    }
+    let pid = pid_of(
+        recording
+            .trace
+            .of_type("exec")
+            .into_iter()
+            .find(|e| string(e, "filename") == text_of(&program))
+            .expect("the program's exec"),
+    );
+    let phase_ts = |phase: &str| {
+        let event = recording.trace.of_pid("loader", pid).into_iter().find(|e| e["phase"] == phase);
+        ts_of(event.unwrap_or_else(|| panic!("no loader {phase} of pid {pid}")))
+    };
+    let (start, done) = (phase_ts("start"), phase_ts("done"));
+    let in_loader = |kind: &str| -> Vec<&Value> {
+        recording.trace.of_pid(kind, pid).into_iter().filter(|e| (start..=done).contains(&ts_of(e))).collect()
+    };
+    let opens = in_loader("open");
+    let failed = opens.iter().filter(|e| int(e, "ret") < 0).count() as u64;
+    let succeeded = opens.len() as u64 - failed;
+    let mmaps = in_loader("mmap").len() as u64;
+    assert!(failed >= 30, "{failed} failed opens for 30 RUNPATH directories");
+
+    let report = report_json(&sandbox.trace_path(), &[]);
+    let exec = &process_running(&report, text_of(&program))["execs"][0];
+    assert_eq!(exec["failed_lookups"].as_u64(), Some(failed), "{exec}");
+    let expected = failed * failed_cost + succeeded * open_cost + mmaps * mmap_cost;
+    assert_eq!(
+        exec["loader_tracer_ns"].as_u64(),
+        Some(expected.min(exec["loader_ns"].as_u64().unwrap())),
+        "{failed} failed opens, {succeeded} opens, {mmaps} mmaps at {cost}: {exec}"
+    );
+    let text = run(Command::new(NIXTRACE).arg("report").arg(sandbox.trace_path()));
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("of it nixtrace's own, estimated"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    let calibration = recording
+        .trace
+        .of_type("open")
+        .into_iter()
+        .filter(|e| string(e, "path").contains("nixtrace-calibration"))
+        .count();
+    assert_eq!(calibration, 0, "the calibration's opens reached the trace");
+
+    let _ = fs::remove_file(sandbox.trace_path());
+    let output = run(record_cmd(&sandbox.trace_path()).args(["-q", "--cgroup", "/", "--duration", "0.2"]));
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(Trace::load(&sandbox.trace_path()).header["tracer_cost"], Value::Null);
+}
+
 /// Proves the ELF facts come from the trace, read while the program ran,
 /// not from whatever is at its path when the report is made: a copy of
 /// /bin/true is recorded, then overwritten with text, and the report still

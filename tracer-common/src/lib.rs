@@ -526,6 +526,11 @@ pub struct Config {
     /// recorder (an eighth of its size): known at load time, so the
     /// programs need not ask the ring for its size at every record.
     pub wake_at_bytes: u32,
+    /// The calibration helper (`record/calibrate.rs`), traced like any
+    /// process, whose records the recorder drops: the ring having no room
+    /// for one is not a loss. 0 when there is none.
+    pub calibrator_pid: u32,
+    pub _pad: u32,
     /// Non-zero: only tasks inside this cgroup (or below it) are traced.
     pub cgroup_filter_id: u64,
     pub tracepoints: TracepointFields,

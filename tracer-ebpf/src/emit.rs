@@ -2,7 +2,7 @@
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns,
+    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
     generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
 };
 use core::ffi::c_void;
@@ -95,6 +95,14 @@ pub fn user_bytes(buf: *mut u8, offset: usize, src: u64, len: usize, max: usize)
     if ret == 0 { len } else { 0 }
 }
 
+/// Whether the current task is the calibration helper, whose records the
+/// recorder drops anyway.
+#[inline(always)]
+fn from_calibrator() -> bool {
+    let calibrator = config().calibrator_pid;
+    calibrator != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 == calibrator
+}
+
 /// Sends `len` bytes of the scratch buffer; counts the record as lost for
 /// its probe when the ring buffer is full, and then returns false.
 ///
@@ -118,7 +126,7 @@ pub fn send(buf: *mut u8, len: usize, kind: EventKind) -> bool {
     let flags =
         u64::from(BPF_RB_NO_WAKEUP) + u64::from(wake) * u64::from(BPF_RB_FORCE_WAKEUP - BPF_RB_NO_WAKEUP);
     let sent = EVENTS.output::<[u8]>(record, flags).is_ok();
-    if !sent {
+    if !sent && !from_calibrator() {
         count_lost(kind as u32);
     }
     sent

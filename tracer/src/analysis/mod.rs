@@ -172,6 +172,7 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
         binaries: &recorded_binaries,
         graph: &graph,
         stat_recorded: header.has_probe(Probe::Stat),
+        tracer_cost: header.tracer_cost,
     };
     let mut selected: Vec<(ProcessFigures, usize)> = table
         .processes
@@ -222,7 +223,32 @@ pub fn analyse(input: impl std::io::Read, name: &str, filter: &Filter) -> Result
     Ok(analysis)
 }
 
+/// The dynamic loader over the selected processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderSummary {
+    /// Processes with a probed loader run.
+    pub processes: u64,
+    pub total_ns: u64,
+    /// Of it, what tracing added (null without the trace's calibration).
+    pub tracer_ns: Option<u64>,
+    pub failed_lookups: u64,
+}
+
 impl Analysis {
+    /// The loader's time and failed lookups over the selected processes.
+    pub fn loader_summary(&self) -> LoaderSummary {
+        let runs: Vec<_> = self.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
+        LoaderSummary {
+            processes: runs.len() as u64,
+            total_ns: runs.iter().map(|l| l.total_ns).saturating_sum(),
+            tracer_ns: self
+                .header
+                .tracer_cost
+                .map(|_| runs.iter().map(|l| l.tracer_ns.unwrap_or(0)).saturating_sum()),
+            failed_lookups: runs.iter().map(|l| l.failed_lookups).saturating_sum(),
+        }
+    }
+
     /// The "incomplete" line every output carries when the trace is.
     pub fn incomplete(&self) -> Option<String> {
         let mut parts = Vec::new();

@@ -16,7 +16,7 @@ use crate::{
         process::{Exec, LoaderRun, PathLookups, Process},
         unit::CgroupNames,
     },
-    trace::{ThreadTimes, event::text},
+    trace::{ThreadTimes, TracerCost, event::text},
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +62,9 @@ pub struct FailedLookup {
 pub struct LoaderFigures {
     /// Loader entry to `_dl_start_user`, summed over the process's execs.
     pub total_ns: u64,
+    /// Of `total_ns`, what tracing the loader's calls added, by the
+    /// trace's calibration (`header.tracer_cost`); null without one.
+    pub tracer_ns: Option<u64>,
     pub search_ns: u64,
     pub open_ns: u64,
     pub map_ns: u64,
@@ -89,6 +92,9 @@ pub struct ExecFigures {
     /// The dynamic loader's variables in its environment (`LD_*`), by name.
     pub loader_env: BTreeMap<String, String>,
     pub loader_ns: Option<u64>,
+    /// Of `loader_ns`, what tracing the loader's calls added; null without
+    /// the trace's calibration or a finished loader run.
+    pub loader_tracer_ns: Option<u64>,
     /// From the exec to the program's entry point (loader, initialisers).
     pub to_entry_ns: Option<u64>,
     pub failed_lookups: Option<u64>,
@@ -260,7 +266,7 @@ impl ProcessFigures {
     }
 }
 
-fn exec_figures(exec: &Exec, stat_recorded: bool) -> ExecFigures {
+fn exec_figures(exec: &Exec, stat_recorded: bool, tracer_cost: Option<&TracerCost>) -> ExecFigures {
     let loader = exec.loader.as_ref();
     ExecFigures {
         ts_ns: exec.ts_ns,
@@ -268,6 +274,7 @@ fn exec_figures(exec: &Exec, stat_recorded: bool) -> ExecFigures {
         argv: exec.argv.iter().map(|a| text(a)).collect(),
         loader_env: exec.loader_env.iter().map(|(name, value)| (text(name), text(value))).collect(),
         loader_ns: loader.and_then(|l| l.total_ns()),
+        loader_tracer_ns: loader.zip(tracer_cost).and_then(|(l, cost)| l.tracer_ns(cost)),
         to_entry_ns: loader.and_then(|l| l.entry_ns).map(|entry| entry.saturating_sub(exec.ts_ns)),
         failed_lookups: loader.map(|l| l.failed_lookups),
         loader_start_ns: loader.map(|l| l.start_ns),
@@ -278,7 +285,12 @@ fn exec_figures(exec: &Exec, stat_recorded: bool) -> ExecFigures {
     }
 }
 
-fn loader_figures(process: &Process, recorded: &BinaryTable, graph: &ClosureGraph) -> Option<LoaderFigures> {
+fn loader_figures(
+    process: &Process,
+    recorded: &BinaryTable,
+    graph: &ClosureGraph,
+    tracer_cost: Option<&TracerCost>,
+) -> Option<LoaderFigures> {
     let runs: Vec<_> = process.execs.iter().filter_map(|e| Some((e, e.loader.as_ref()?))).collect();
     let (last_exec, last) = runs.last()?;
     let mut figures = LoaderFigures::default();
@@ -286,6 +298,10 @@ fn loader_figures(process: &Process, recorded: &BinaryTable, graph: &ClosureGrap
     for (exec, run) in &runs {
         let searchers = searchers(exec, run, recorded);
         figures.total_ns = figures.total_ns.saturating_add(run.total_ns().unwrap_or(0));
+        if let Some(cost) = tracer_cost {
+            let tracer_ns = figures.tracer_ns.get_or_insert(0);
+            *tracer_ns = tracer_ns.saturating_add(run.tracer_ns(cost).unwrap_or(0));
+        }
         figures.search_ns = figures.search_ns.saturating_add(run.search_ns);
         figures.open_ns = figures.open_ns.saturating_add(run.open_ns);
         figures.map_ns = figures.map_ns.saturating_add(run.map_ns);
@@ -391,6 +407,8 @@ pub struct Tables<'a> {
     pub graph: &'a ClosureGraph,
     /// The trace has the stat probe's lookups.
     pub stat_recorded: bool,
+    /// What tracing added to each loader call, when the trace measured it.
+    pub tracer_cost: Option<TracerCost>,
 }
 
 /// The figures of one process of a trace that ran from `trace_start` to
@@ -401,7 +419,7 @@ pub fn process_figures(
     trace_start: u64,
     trace_end: u64,
 ) -> ProcessFigures {
-    let Tables { cgroups, binaries: recorded, graph, stat_recorded } = tables;
+    let Tables { cgroups, binaries: recorded, graph, stat_recorded, tracer_cost } = tables;
     let exe = process.exe().map(text);
     let start = process.key.start_ns.max(trace_start);
     let (exit_code, signal) = match process.exit_status {
@@ -424,8 +442,12 @@ pub fn process_figures(
         orphaned_ns: process.orphaned_ns,
         exit_code,
         signal,
-        execs: process.execs.iter().map(|exec| exec_figures(exec, *stat_recorded)).collect(),
-        loader: loader_figures(process, recorded, graph),
+        execs: process
+            .execs
+            .iter()
+            .map(|exec| exec_figures(exec, *stat_recorded, tracer_cost.as_ref()))
+            .collect(),
+        loader: loader_figures(process, recorded, graph, tracer_cost.as_ref()),
         io: IoFigures::from(&process.io),
         time: process.times,
     }

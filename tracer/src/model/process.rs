@@ -14,7 +14,7 @@ use super::{
     io::IoTotals,
     path::{self, absolute},
 };
-use crate::trace::{Event, LoaderPhase, ThreadTimes, event::Bytes};
+use crate::trace::{Event, LoaderPhase, ThreadTimes, TracerCost, event::Bytes};
 
 /// A process is a pid *and* a start time: pids are reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,6 +148,9 @@ pub struct LoaderRun {
     /// Time in successful opens and in mmaps.
     pub open_ns: u64,
     pub map_ns: u64,
+    /// Successful opens and mmaps (for the tracer's share of the time).
+    pub opens: u64,
+    pub maps: u64,
     /// Libraries mapped executable, in load order.
     pub libraries: Vec<Library>,
     /// Files the loader opened, by fd, until it is done.
@@ -201,6 +204,17 @@ impl LoaderRun {
 
     pub fn total_ns(&self) -> Option<u64> {
         self.done_ns.map(|done| done.saturating_sub(self.start_ns))
+    }
+
+    /// What tracing its calls added to the run, at `cost` per call (never
+    /// more than the run took); None when the run did not finish.
+    pub fn tracer_ns(&self, cost: &TracerCost) -> Option<u64> {
+        let added = [
+            self.failed_lookups.saturating_mul(cost.failed_open_ns),
+            self.opens.saturating_mul(cost.open_ns),
+            self.maps.saturating_mul(cost.mmap_ns),
+        ];
+        Some(added.into_iter().saturating_sum().min(self.total_ns()?))
     }
 
     /// The libraries' initialisers (constructors), between relocation and
@@ -352,6 +366,7 @@ impl ProcessTable {
                         lookups.ns = lookups.ns.saturating_add(*duration_ns);
                     } else {
                         run.open_ns = run.open_ns.saturating_add(*duration_ns);
+                        run.opens += 1;
                         let opened = OpenedFile { path: path.clone(), ns: *duration_ns, library: None };
                         run.open_fds.insert(*ret, opened);
                     }
@@ -383,6 +398,7 @@ impl ProcessTable {
                 }
                 if let Some(run) = self.running_loader(common.pid) {
                     run.map_ns = run.map_ns.saturating_add(*duration_ns);
+                    run.maps += 1;
                     let map = Map {
                         fd: *fd,
                         mapped: path.as_ref(),

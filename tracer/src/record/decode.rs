@@ -90,6 +90,11 @@ impl Decoder {
     }
 }
 
+/// The pid of the task a record is about.
+pub fn pid_of(bytes: &[u8]) -> Option<u32> {
+    fixed::<EventHeader>(bytes).ok().map(|header| header.pid)
+}
+
 /// Whether an mmap record's path was not walked.
 fn skipped(bytes: &[u8]) -> bool {
     fixed::<MmapEvent>(bytes).is_ok_and(|e| e.path_flags & WALK_SKIPPED != 0)

@@ -36,6 +36,9 @@ pub struct Filter {
     pub cgroup: Option<(u64, u32)>,
     /// Ring buffer size in bytes.
     pub buffer_bytes: u32,
+    /// The calibration helper's pid (0: none): traced, but what the ring
+    /// has no room for of it is not counted as lost.
+    pub calibrator_pid: u32,
 }
 
 /// Loaded and attached programs, and the maps userspace reads.
@@ -305,6 +308,8 @@ impl Probes {
             cgroup_filter_level,
             sched_times: (!is_missing(&missing, Probe::Sched)).into(),
             wake_at_bytes: filter.buffer_bytes / tracer_common::WAKE_AT_ONE_IN,
+            calibrator_pid: filter.calibrator_pid,
+            _pad: 0,
             cgroup_filter_id,
             tracepoints,
             kernel,
@@ -467,6 +472,8 @@ mod tests {
                 cgroup_filter_level,
                 sched_times,
                 wake_at_bytes,
+                calibrator_pid,
+                _pad,
                 cgroup_filter_id,
                 tracepoints,
                 kernel

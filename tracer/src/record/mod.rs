@@ -5,9 +5,11 @@
 mod binaries;
 mod boot;
 mod btf;
+mod calibrate;
 mod command;
 pub mod decode;
 mod elf;
+mod helper;
 pub mod load;
 mod loader;
 mod loader_probes;
@@ -99,15 +101,18 @@ pub struct Recorded {
 }
 
 pub fn run(options: Options) -> Result<Recorded> {
-    // Before the event loop's and the loader's threads: the helper is a
-    // fork of this process. Without it (no process to be had), the probes
-    // come down the slow way, here.
+    // Before the event loop's and the loader's threads: the helpers are
+    // forks of this process. Without the releaser (no process to be had),
+    // the probes come down the slow way, here; without the calibrator, the
+    // trace has no tracer cost and loader times keep it.
     let releaser = release::Releaser::start().ok();
+    // A helper outside the --cgroup would not be traced.
+    let calibrator = if options.cgroup.is_none() { calibrator(options.quiet) } else { None };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the recorder's event loop")?;
-    runtime.block_on(record(options, releaser))
+    runtime.block_on(record(options, releaser, calibrator))
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -126,7 +131,7 @@ fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-fn header(args: &Options, probes: &Probes) -> Header {
+fn header(args: &Options, probes: &Probes, tracer_cost: Option<crate::trace::TracerCost>) -> Header {
     let boottime_ns = boottime_ns();
     let realtime_ns = clock_ns(libc::CLOCK_REALTIME);
     Header {
@@ -138,6 +143,7 @@ fn header(args: &Options, probes: &Probes) -> Header {
         probes: probes.attached.clone(),
         missing_probes: probes.missing.clone(),
         attach_ns: probes.attach_time.as_nanos() as u64,
+        tracer_cost,
         loaders: probes.loaders.clone(),
         argv_max: tracer_common::ARGV_MAX,
         cpus: std::thread::available_parallelism().map_or(0, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
@@ -184,6 +190,8 @@ struct Sink {
     /// before it is written.
     redactions: Vec<regex::bytes::Regex>,
     decoder: decode::Decoder,
+    /// The calibration helper's records, which are dropped.
+    calibrator_pid: Option<u32>,
 }
 
 impl Sink {
@@ -206,6 +214,9 @@ impl Sink {
     /// Moves every record waiting in the ring buffer into the trace.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
         while let Some(record) = ring.next() {
+            if self.calibrator_pid.is_some() && decode::pid_of(&record) == self.calibrator_pid {
+                continue;
+            }
             match self.decoder.decode(&record) {
                 Ok(event) => {
                     drop(record);
@@ -300,6 +311,7 @@ fn scope(args: &Options, procs: &[procfs::ProcInfo]) -> Result<Scope> {
             follow_own_children: has_command,
             cgroup: cgroup.as_ref().map(|c| (c.id, c.level)),
             buffer_bytes: size,
+            calibrator_pid: 0,
         },
         followed: procfs::descendants(procs, &args.pids),
         cgroup_path: cgroup.map(|c| c.path),
@@ -378,7 +390,23 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn record(mut args: Options, releaser: Option<release::Releaser>) -> Result<Recorded> {
+/// The calibration helper, its untraced calls timed; None, with a warning
+/// unless `quiet`, when it cannot be had.
+fn calibrator(quiet: bool) -> Option<calibrate::Calibrator> {
+    calibrate::Calibrator::start()
+        .inspect_err(|e| {
+            if !quiet {
+                eprintln!("nixtrace: warning: {e:#}; loader times will include the tracer's own cost");
+            }
+        })
+        .ok()
+}
+
+async fn record(
+    mut args: Options,
+    releaser: Option<release::Releaser>,
+    calibrator: Option<calibrate::Calibrator>,
+) -> Result<Recorded> {
     let boot = match &args.boot {
         Some(options) => Some(boot::prepare(&mut args.output, &mut args.duration, options)?),
         None => None,
@@ -392,11 +420,13 @@ async fn record(mut args: Options, releaser: Option<release::Releaser>) -> Resul
     }
     let has_command = !args.command.is_empty();
     let procs = if has_command { Vec::new() } else { procfs::processes() };
-    let scope = scope(&args, &procs)?;
+    let mut scope = scope(&args, &procs)?;
     // Named only once recording has started: a failed start leaves no
     // trace behind, and an existing one as it was.
     let mut output = PendingFile::create(&args.output, args.force || boot.is_some())?;
-    let own_pids = [Some(std::process::id()), releaser.as_ref().map(|r| r.pid)];
+    let calibrator_pid = calibrator.as_ref().map(calibrate::Calibrator::pid);
+    scope.filter.calibrator_pid = calibrator_pid.unwrap_or(0);
+    let own_pids = [Some(std::process::id()), releaser.as_ref().map(release::Releaser::pid), calibrator_pid];
     let own_pids: Vec<u32> = own_pids.into_iter().flatten().collect();
     let mut probes = Probes::load(
         std::process::id(),
@@ -412,15 +442,34 @@ async fn record(mut args: Options, releaser: Option<release::Releaser>) -> Resul
         }
     }
     probes.follow(scope.followed.iter().copied())?;
+    let tracer_cost = match calibrator {
+        Some(calibrator) => {
+            if scope.filter.follow_only {
+                probes.follow([calibrator.pid()])?;
+            }
+            calibrator
+                .finish()
+                .inspect_err(|e| {
+                    if !args.quiet {
+                        eprintln!(
+                            "nixtrace: warning: {e:#}; loader times will include the tracer's own cost"
+                        );
+                    }
+                })
+                .ok()
+        }
+        None => None,
+    };
     let ring = probes.take_events()?;
     let mut sink = Sink {
-        writer: TraceWriter::new(output.file()?, &header(&args, &probes))
+        writer: TraceWriter::new(output.file()?, &header(&args, &probes, tracer_cost))
             .context("writing the trace header")?,
         counts: Counts::default(),
         binaries: binaries::BinaryReader::start()?,
         store_paths: store::StorePaths::default(),
         redactions: args.redact.clone(),
         decoder: decode::Decoder::default(),
+        calibrator_pid,
     };
     seed(&mut sink, &scope, &procs, !has_command, &own_pids)?;
 

@@ -21,40 +21,26 @@ use std::{
 use nix::{
     cmsg_space,
     errno::Errno,
-    sys::socket::{
-        AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg,
-        socketpair,
-    },
-    unistd::{ForkResult, fork},
+    sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg},
 };
+
+use super::helper::{Helper, fork_helper};
 
 /// Descriptors per message; the kernel takes at most 253.
 const FDS_PER_MESSAGE: usize = 64;
 
 /// The recorder's end of the helper.
-pub struct Releaser {
-    socket: OwnedFd,
-    /// The helper's pid, which the trace leaves out like the recorder's.
-    pub pid: u32,
-}
+pub struct Releaser(Helper);
 
 impl Releaser {
-    /// Forks the helper. Must run before this process starts a thread: the
-    /// helper, a copy of it, starts threads of its own.
+    /// Forks the helper. Must run before this process starts a thread.
     pub fn start() -> io::Result<Self> {
-        let (ours, theirs) =
-            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
-        // SAFETY: single-threaded (the caller's promise), so the child may
-        // do anything; it never returns into the recorder.
-        match unsafe { fork() }? {
-            ForkResult::Child => {
-                drop(ours);
-                let _ = std::panic::catch_unwind(move || helper(theirs));
-                // SAFETY: leaves without running the recorder's exit path.
-                unsafe { libc::_exit(0) }
-            }
-            ForkResult::Parent { child } => Ok(Self { socket: ours, pid: child.as_raw() as u32 }),
-        }
+        fork_helper(c"nixtrace-detach", release).map(Releaser)
+    }
+
+    /// The helper's pid, which the trace leaves out like the recorder's.
+    pub fn pid(&self) -> u32 {
+        self.0.pid
     }
 
     /// Sends the helper every BPF link and perf event this process holds.
@@ -64,7 +50,13 @@ impl Releaser {
         let fds = attachment_fds()?;
         for chunk in fds.chunks(FDS_PER_MESSAGE) {
             let rights = [ControlMessage::ScmRights(chunk)];
-            sendmsg::<()>(self.socket.as_raw_fd(), &[IoSlice::new(b"l")], &rights, MsgFlags::empty(), None)?;
+            sendmsg::<()>(
+                self.0.socket.as_raw_fd(),
+                &[IoSlice::new(b"l")],
+                &rights,
+                MsgFlags::empty(),
+                None,
+            )?;
         }
         Ok(())
     }
@@ -87,29 +79,10 @@ fn attachment_fds() -> io::Result<Vec<RawFd>> {
     Ok(fds)
 }
 
-/// The helper: holds nothing of the user's, collects descriptors until the
-/// recorder's end closes, then closes them all at once.
-fn helper(socket: OwnedFd) {
-    // Ctrl-C reaches the whole process group and a unit's SIGTERM its
-    // whole cgroup; the helper is meant to outlive the recorder.
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: setting a disposition.
-        unsafe { libc::signal(signal, libc::SIG_IGN) };
-    }
+/// The helper's work: collects descriptors until the recorder's end
+/// closes, then closes them all at once.
+fn release(socket: OwnedFd) {
     let keep = socket.as_raw_fd();
-    // SAFETY: plain descriptor calls on this process's own table. The
-    // terminal or a pipe a caller waits on must not stay open here.
-    unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        for std in 0..3 {
-            if null >= 0 {
-                libc::dup2(null, std);
-            }
-        }
-        libc::close_range(3, (keep - 1) as u32, 0);
-        libc::close_range((keep + 1) as u32, u32::MAX, 0);
-        libc::prctl(libc::PR_SET_NAME, c"nixtrace-detach".as_ptr());
-    }
     let mut held = Vec::new();
     loop {
         let mut byte = [0u8; 1];

@@ -1,10 +1,9 @@
 //! The report as GitHub-flavoured Markdown for a pull request: the summary
 //! first, the tables folded away.
 
-use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
-use super::{loader_cells, lookup_rows, package_cells};
+use super::{loader_cells, loader_time, lookup_rows, package_cells};
 use crate::{
     analysis::{
         Analysis,
@@ -22,19 +21,15 @@ pub fn render(analysis: &Analysis, recommendations: &[Recommendation], top: usiz
     if let Some(warning) = analysis.incomplete() {
         let _ = writeln!(out, "> **{}**\n", escape(&warning));
     }
-    let with_loader: Vec<_> = analysis.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
+    let loader = analysis.loader_summary();
     let _ = writeln!(
         out,
         "{} over {}; dynamic loader {} in {} of them, {}. Host `{}`, kernel `{}`.\n",
         count(analysis.processes.len() as u64, "process", "processes"),
         duration(analysis.duration_ns),
-        duration(with_loader.iter().map(|l| l.total_ns).saturating_sum()),
-        with_loader.len(),
-        count(
-            with_loader.iter().map(|l| l.failed_lookups).saturating_sum(),
-            "failed library lookup",
-            "failed library lookups"
-        ),
+        loader_time(&loader),
+        loader.processes,
+        count(loader.failed_lookups, "failed library lookup", "failed library lookups"),
         escape(&h.host),
         escape(&h.kernel_release),
     );

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::{
-    analysis::{Analysis, Filter, PackageFigures, ProcessFigures, analyse_file},
+    analysis::{Analysis, Filter, LoaderSummary, PackageFigures, ProcessFigures, analyse_file},
     human::{bytes, duration},
     recommend::{Recommendation, Selection, recommend},
 };
@@ -96,6 +96,17 @@ fn lookup_rows(analysis: &Analysis, top: usize) -> Vec<[String; 6]> {
             ]
         })
         .collect()
+}
+
+/// The loader's total time, with the tracer's estimated share of it when
+/// the trace measured one: "2.1 ms (0.8 ms of it nixtrace's own, estimated)".
+fn loader_time(summary: &LoaderSummary) -> String {
+    match summary.tracer_ns {
+        Some(tracer) if tracer > 0 => {
+            format!("{} ({} of it nixtrace's own, estimated)", duration(summary.total_ns), duration(tracer))
+        }
+        _ => duration(summary.total_ns),
+    }
 }
 
 /// Loader time, search time, failed lookups and libraries of a process,

@@ -1,9 +1,8 @@
 //! The report as terminal tables.
 
-use crate::saturating::SaturatingSum as _;
 use std::fmt::Write as _;
 
-use super::{loader_cells, lookup_rows, package_cells};
+use super::{loader_cells, loader_time, lookup_rows, package_cells};
 use crate::{
     analysis::Analysis,
     human::{bytes, count, duration},
@@ -35,16 +34,14 @@ pub fn render(analysis: &Analysis, recommendations: &[Recommendation], top: usiz
     if let Some(warning) = analysis.incomplete() {
         let _ = writeln!(out, "{}", red(&warning, color));
     }
-    let with_loader: Vec<_> = analysis.processes.iter().filter_map(|p| p.loader.as_ref()).collect();
-    let loader_total: u64 = with_loader.iter().map(|l| l.total_ns).saturating_sum();
-    let lookups: u64 = with_loader.iter().map(|l| l.failed_lookups).saturating_sum();
+    let loader = analysis.loader_summary();
     let _ = writeln!(
         out,
         "{}; dynamic loader: {} in {}, {}",
         count(analysis.processes.len() as u64, "process", "processes"),
-        duration(loader_total),
-        count(with_loader.len() as u64, "process", "processes"),
-        count(lookups, "failed library lookup", "failed library lookups")
+        loader_time(&loader),
+        count(loader.processes, "process", "processes"),
+        count(loader.failed_lookups, "failed library lookup", "failed library lookups")
     );
 
     let _ = writeln!(out, "\n{}", bold(&format!("Processes (top {top} by wall time)"), color));

@@ -88,6 +88,11 @@ pub struct Header {
     pub missing_probes: Vec<MissingProbe>,
     /// Nanoseconds from starting to load the probes to the last one attached.
     pub attach_ns: u64,
+    /// What tracing added to each call the dynamic loader makes, measured
+    /// when recording started; null when it was not measured (`--cgroup`,
+    /// or traces that predate it).
+    #[serde(default)]
+    pub tracer_cost: Option<TracerCost>,
     /// The dynamic loaders the loader probes are attached to. The kernel
     /// maps them at exec without an mmap call, so this names their reads.
     pub loaders: Vec<FileId>,
@@ -165,6 +170,18 @@ pub struct MissingProbe {
     pub lacks: String,
 }
 
+/// What tracing added to one call of each kind the dynamic loader makes
+/// (`record/calibrate.rs`), in ns: the analysis takes it out of loader times.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracerCost {
+    /// An open that fails: the library search.
+    pub failed_open_ns: u64,
+    /// An open that succeeds.
+    pub open_ns: u64,
+    /// An mmap of a file.
+    pub mmap_ns: u64,
+}
+
 /// Event timestamps are CLOCK_BOOTTIME; this pair, read together at start,
 /// maps them to wall-clock time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +232,7 @@ mod tests {
             { "probe": "sched", "reason": "disabled with --no-probe", "lacks": "on-CPU, runnable, blocked and sleeping times" }
           ],
           "attach_ns": 48213117,
+          "tracer_cost": { "failed_open_ns": 787, "open_ns": 1198, "mmap_ns": 1404 },
           "loaders": [{ "path": "/lib64/ld-linux-x86-64.so.2", "dev": 266338304, "ino": 325843 }],
           "argv_max": 1024,
           "cpus": 2,

@@ -8,7 +8,9 @@ pub mod reader;
 pub mod writer;
 
 pub use event::{Common, ElfFacts, Event, LoaderPhase, OpenSyscall, StatSyscall, Stats, ThreadTimes};
-pub use format::{BootSetup, ClockReference, FileId, Filters, Header, Initrd, InitrdRun, MissingProbe};
+pub use format::{
+    BootSetup, ClockReference, FileId, Filters, Header, Initrd, InitrdRun, MissingProbe, TracerCost,
+};
 pub use probe::Probe;
 pub use reader::TraceReader;
 pub use writer::TraceWriter;
@@ -27,6 +29,7 @@ pub(crate) mod tests {
             probes: vec![Probe::Exec],
             missing_probes: Vec::new(),
             attach_ns: 12_000_000,
+            tracer_cost: Some(TracerCost { failed_open_ns: 800, open_ns: 1300, mmap_ns: 1100 }),
             loaders: vec![FileId { path: "/lib64/ld-linux-x86-64.so.2".into(), dev: 0xfe00000, ino: 7 }],
             argv_max: 1024,
             cpus: 2,
