@@ -370,7 +370,7 @@ fn trace_run(bench: &Bench, trace: &Path, wall: Duration, recorder: &Finished, r
 }
 
 /// `nixtrace report TRACE --format json`, parsed.
-fn report_json(bench: &Bench, trace: &Path) -> Result<Value> {
+pub(super) fn report_json(bench: &Bench, trace: &Path) -> Result<Value> {
     let json = output(command(&bench.nixtrace).arg("report").arg(trace).args(["--format", "json"]))?;
     serde_json::from_str(&json).context("parsing nixtrace's JSON report")
 }

@@ -161,9 +161,12 @@ fn render_startup(startup: &Startup) -> String {
          (`LD_DEBUG=statistics`, in its ticks: their rate cancels in the ratio), untraced and traced, \
          for programs that search for what they load. Untraced runs and runs each under its own \
          `record -- CMD` alternate; then the same number of runs go under one system-wide \
-         recording. Medians, the lowest and highest in brackets.\n\n\
-         | program | runs | untraced | `record -- CMD` | | system-wide | |\n\
-         |---|--:|--:|--:|--:|--:|--:|\n",
+         recording. Medians, the lowest and highest in brackets. Corrected is nixtrace's \
+         own figure for each `record -- CMD` run less the share of it the report estimates \
+         the tracer's (`loader_ns - loader_tracer_ns`), scaled to glibc's ticks by that run's \
+         glibc figure over its `loader_ns`: how close the report comes to the untraced time.\n\n\
+         | program | runs | untraced | `record -- CMD` | | corrected | | system-wide | |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     let ticks = |runs: &[u64]| {
         let (low, high) = (runs.iter().min().unwrap_or(&0), runs.iter().max().unwrap_or(&0));
@@ -173,12 +176,14 @@ fn render_startup(startup: &Startup) -> String {
     for cost in &startup.loader {
         writeln!(
             doc,
-            "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x |",
+            "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x | {} | {:.2}x |",
             cost.what,
             cost.runs,
             ticks(&cost.untraced),
             ticks(&cost.command),
             cost.effect(&cost.command),
+            ticks(&cost.corrected),
+            cost.effect(&cost.corrected),
             ticks(&cost.system),
             cost.effect(&cost.system),
         )

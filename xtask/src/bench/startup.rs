@@ -23,8 +23,8 @@ use anyhow::{Context as _, Result, bail};
 use super::{
     Bench,
     contenders::{
-        check_exit, has_header, interrupt, log_file, nixtrace_record, spawn, wait_until_attached,
-        wait_until_detached, wait4,
+        check_exit, has_header, interrupt, log_file, nixtrace_record, report_json, spawn,
+        wait_until_attached, wait_until_detached, wait4,
     },
 };
 use crate::command;
@@ -41,6 +41,10 @@ pub(super) struct LoaderCost {
     pub(super) untraced: Vec<u64>,
     /// Each run its own `record -- CMD`.
     pub(super) command: Vec<u64>,
+    /// The same runs' loader time by nixtrace with its estimated own share
+    /// taken out (`loader_ns - loader_tracer_ns`), in glibc's ticks: scaled
+    /// by the run's glibc ticks over its `loader_ns`.
+    pub(super) corrected: Vec<u64>,
     /// Every run under one system-wide recording.
     pub(super) system: Vec<u64>,
 }
@@ -95,15 +99,27 @@ pub(super) fn loader_costs(bench: &Bench, search_heavy: &Path, runs: usize) -> R
         println!("==> observer effect: {what}");
         wait_until_detached()?;
         loader_ticks(bench, &argv, None)?; // warm-up
-        let mut cost =
-            LoaderCost { what, short, runs, untraced: Vec::new(), command: Vec::new(), system: Vec::new() };
+        let mut cost = LoaderCost {
+            what,
+            short,
+            runs,
+            untraced: Vec::new(),
+            command: Vec::new(),
+            corrected: Vec::new(),
+            system: Vec::new(),
+        };
         for round in 0..runs {
-            let traced = || loader_ticks(bench, &argv, Some(&["--"]));
+            let traced = |cost: &mut LoaderCost| -> Result<()> {
+                let ticks = loader_ticks(bench, &argv, Some(&["--"]))?;
+                cost.command.push(ticks);
+                cost.corrected.push(corrected_ticks(bench, &argv[0], ticks)?);
+                Ok(())
+            };
             if round % 2 == 0 {
                 cost.untraced.push(loader_ticks(bench, &argv, None)?);
-                cost.command.push(traced()?);
+                traced(&mut cost)?;
             } else {
-                cost.command.push(traced()?);
+                traced(&mut cost)?;
                 cost.untraced.push(loader_ticks(bench, &argv, None)?);
             }
             wait_until_detached()?;
@@ -163,6 +179,24 @@ fn loader_ticks(bench: &Bench, argv: &[String], record: Option<&[&str]>) -> Resu
         Some(ticks) => Ok(ticks),
         None => bail!("{}: no loader statistics in its LD_DEBUG output: {}", argv.join(" "), stderr.trim()),
     }
+}
+
+/// The loader time of the last `record -- CMD` run of `program`, by its
+/// report, with the tracer's estimated share taken out, in glibc's ticks
+/// (`ticks` is glibc's figure for the same run).
+fn corrected_ticks(bench: &Bench, program: &str, ticks: u64) -> Result<u64> {
+    let report = report_json(bench, &bench.dir.join("startup-command.ntr"))?;
+    let exec = report["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["execs"].as_array().into_iter().flatten())
+        .rfind(|e| e["filename"] == program)
+        .with_context(|| format!("the report has no exec of {program}"))?;
+    let traced = exec["loader_ns"].as_u64().with_context(|| format!("{program}: no loader time: {exec}"))?;
+    let share =
+        exec["loader_tracer_ns"].as_u64().with_context(|| format!("{program}: no tracer share: {exec}"))?;
+    Ok((ticks as f64 * traced.saturating_sub(share) as f64 / traced.max(1) as f64).round() as u64)
 }
 
 /// How fast nixtrace exits: `runs` single runs, as many back to back, and

@@ -170,7 +170,11 @@ pub(super) fn verdicts(measured: &[Measured], startup: &Startup, analysis: &Anal
         });
     }
     for cost in &startup.loader {
-        for (how, traced) in [("`record -- CMD`", &cost.command), ("system-wide", &cost.system)] {
+        for (how, traced) in [
+            ("`record -- CMD`", &cost.command),
+            ("system-wide", &cost.system),
+            ("`record -- CMD`, the report's figure less its estimated share", &cost.corrected),
+        ] {
             let effect = cost.effect(traced);
             verdicts.push(Verdict {
                 target: format!(
