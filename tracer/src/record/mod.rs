@@ -460,7 +460,7 @@ async fn record(
         }
         None => None,
     };
-    let ring = probes.take_events()?;
+    let mut ring = probes.take_events()?;
     let mut sink = Sink {
         writer: TraceWriter::new(output.file()?, &header(&args, &probes, tracer_cost))
             .context("writing the trace header")?,
@@ -472,6 +472,9 @@ async fn record(
         calibrator_pid,
     };
     seed(&mut sink, &scope, &procs, !has_command, &own_pids)?;
+    // The calibration's records (dropped here) must not fill a small ring
+    // before the command starts.
+    sink.drain(&mut ring)?;
 
     if args.cold {
         drop_page_cache()?;
