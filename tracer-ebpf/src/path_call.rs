@@ -13,12 +13,6 @@ use crate::{
     syscall::{RET, field},
 };
 
-/// Saves a call's arguments until its exit.
-#[inline(always)]
-pub fn save(map: &HashMap<u32, Slot<PendingPathCall>>, tid: u32, call: PendingPathCall) {
-    pending::save(map, tid, call);
-}
-
 /// A path call at its exit, its strings in the scratch buffer.
 pub struct Exit {
     pub call: PendingPathCall,

@@ -11,7 +11,7 @@ use crate::{
     filter::{current_ids, is_traced},
     kernel::file_id,
     maps::{PENDING_OPEN, PendingPathCall, config},
-    path_call,
+    path_call, pending,
     syscall::{AT_FDCWD, arg, field},
 };
 use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_user};
@@ -49,7 +49,7 @@ fn remember(ctx: &TracePointContext, syscall: OpenSyscall, dfd: Option<usize>, p
         syscall: syscall as u16,
         _pad: [0; 3],
     };
-    path_call::save(&PENDING_OPEN, tid, pending);
+    pending::save(&PENDING_OPEN, tid, pending);
     0
 }
 

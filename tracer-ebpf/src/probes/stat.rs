@@ -21,7 +21,7 @@ use crate::{
     emit::{header_at, put_fixed, send},
     filter::{current_ids, is_traced},
     maps::{PENDING_STAT, PendingPathCall},
-    path_call,
+    path_call, pending,
     syscall::{AT_FDCWD, arg, field},
 };
 
@@ -57,7 +57,7 @@ fn remember(ctx: &TracePointContext, syscall: StatSyscall, args: Args) -> u32 {
         syscall: syscall as u16,
         _pad: [0; 3],
     };
-    path_call::save(&PENDING_STAT, tid, pending);
+    pending::save(&PENDING_STAT, tid, pending);
     0
 }
 

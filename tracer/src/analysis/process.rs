@@ -16,6 +16,7 @@ use crate::{
         process::{Exec, LoaderRun, PathLookups, Process},
         unit::CgroupNames,
     },
+    saturating::SaturatingSum as _,
     trace::{ThreadTimes, TracerCost, event::text},
 };
 
@@ -293,15 +294,15 @@ fn loader_figures(
 ) -> Option<LoaderFigures> {
     let runs: Vec<_> = process.execs.iter().filter_map(|e| Some((e, e.loader.as_ref()?))).collect();
     let (last_exec, last) = runs.last()?;
-    let mut figures = LoaderFigures::default();
+    let mut figures = LoaderFigures {
+        tracer_ns: tracer_cost
+            .map(|cost| runs.iter().map(|(_, run)| run.tracer_ns(cost).unwrap_or(0)).saturating_sum()),
+        ..LoaderFigures::default()
+    };
     let mut lookups: BTreeMap<(String, String, Option<String>), (u64, u64)> = BTreeMap::new();
     for (exec, run) in &runs {
         let searchers = searchers(exec, run, recorded);
         figures.total_ns = figures.total_ns.saturating_add(run.total_ns().unwrap_or(0));
-        if let Some(cost) = tracer_cost {
-            let tracer_ns = figures.tracer_ns.get_or_insert(0);
-            *tracer_ns = tracer_ns.saturating_add(run.tracer_ns(cost).unwrap_or(0));
-        }
         figures.search_ns = figures.search_ns.saturating_add(run.search_ns);
         figures.open_ns = figures.open_ns.saturating_add(run.open_ns);
         figures.map_ns = figures.map_ns.saturating_add(run.map_ns);

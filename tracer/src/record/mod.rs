@@ -393,13 +393,14 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// The calibration helper, its untraced calls timed; None, with a warning
 /// unless `quiet`, when it cannot be had.
 fn calibrator(quiet: bool) -> Option<calibrate::Calibrator> {
-    calibrate::Calibrator::start()
-        .inspect_err(|e| {
-            if !quiet {
-                eprintln!("nixtrace: warning: {e:#}; loader times will include the tracer's own cost");
-            }
-        })
-        .ok()
+    calibrate::Calibrator::start().inspect_err(|e| warn_uncalibrated(quiet, e)).ok()
+}
+
+/// Says, unless `quiet`, that the calibration failed and what that costs.
+fn warn_uncalibrated(quiet: bool, error: &anyhow::Error) {
+    if !quiet {
+        eprintln!("nixtrace: warning: {error:#}; loader times will include the tracer's own cost");
+    }
 }
 
 async fn record(
@@ -447,16 +448,7 @@ async fn record(
             if scope.filter.follow_only {
                 probes.follow([calibrator.pid()])?;
             }
-            calibrator
-                .finish()
-                .inspect_err(|e| {
-                    if !args.quiet {
-                        eprintln!(
-                            "nixtrace: warning: {e:#}; loader times will include the tracer's own cost"
-                        );
-                    }
-                })
-                .ok()
+            calibrator.finish().inspect_err(|e| warn_uncalibrated(args.quiet, e)).ok()
         }
         None => None,
     };
