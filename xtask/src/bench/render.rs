@@ -9,7 +9,7 @@ use super::{
     ANALYSIS_BUFFER, Analysis, Measured, Startup,
     contenders::{Contender, Rss},
     fleet::Fleet,
-    stats::{median, verdicts},
+    stats::{median_duration, median_ticks, verdicts},
 };
 use crate::{command, output, target_dir};
 
@@ -170,8 +170,7 @@ fn render_startup(startup: &Startup) -> String {
     );
     let ticks = |runs: &[u64]| {
         let (low, high) = (runs.iter().min().unwrap_or(&0), runs.iter().max().unwrap_or(&0));
-        let middle = median(runs.iter().map(|&t| t as f64).collect());
-        format!("{middle:.0} ({low}–{high})")
+        format!("{:.0} ({low}–{high})", median_ticks(runs))
     };
     for cost in &startup.loader {
         writeln!(
@@ -191,7 +190,7 @@ fn render_startup(startup: &Startup) -> String {
     }
     let exits = &startup.exits;
     let spread = |runs: &[Duration]| {
-        let middle = Duration::from_secs_f64(median(runs.iter().map(Duration::as_secs_f64).collect()));
+        let middle = median_duration(runs);
         let (low, high) =
             (runs.iter().min().copied().unwrap_or_default(), runs.iter().max().copied().unwrap_or_default());
         format!("{} ({}–{})", seconds(middle), seconds(low), seconds(high))

@@ -77,13 +77,22 @@ impl Measured {
 impl LoaderCost {
     /// The median loader time of `traced` runs over the untraced median.
     pub(super) fn effect(&self, traced: &[u64]) -> f64 {
-        let median_of = |ticks: &[u64]| median(ticks.iter().map(|&t| t as f64).collect());
-        median_of(traced) / median_of(&self.untraced)
+        median_ticks(traced) / median_ticks(&self.untraced)
     }
 }
 
+/// The median of counter readings.
+pub(super) fn median_ticks(ticks: &[u64]) -> f64 {
+    median(ticks.iter().map(|&t| t as f64).collect())
+}
+
+/// The median of durations.
+pub(super) fn median_duration(runs: &[Duration]) -> Duration {
+    Duration::from_secs_f64(median(runs.iter().map(Duration::as_secs_f64).collect()))
+}
+
 /// The median of some values (the mean of the middle two for an even count).
-pub(super) fn median(mut values: Vec<f64>) -> f64 {
+fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {
@@ -187,10 +196,8 @@ pub(super) fn verdicts(measured: &[Measured], startup: &Startup, analysis: &Anal
         }
     }
     let exits = &startup.exits;
-    let median_of =
-        |runs: &[Duration]| Duration::from_secs_f64(median(runs.iter().map(Duration::as_secs_f64).collect()));
     for (target, time) in [
-        ("`record -q -- /bin/true`, start to exit".to_string(), median_of(&exits.single)),
+        ("`record -q -- /bin/true`, start to exit".to_string(), median_duration(&exits.single)),
         (
             format!(
                 "`record -q -- /bin/true` {} times back to back, start to exit of each",
@@ -198,7 +205,7 @@ pub(super) fn verdicts(measured: &[Measured], startup: &Startup, analysis: &Anal
             ),
             exits.back_to_back,
         ),
-        ("system-wide `record`, SIGINT to exit".to_string(), median_of(&exits.sigint)),
+        ("system-wide `record`, SIGINT to exit".to_string(), median_duration(&exits.sigint)),
     ] {
         verdicts.push(Verdict {
             target: format!("{target}: at most {}", seconds(TARGET_EXIT)),
